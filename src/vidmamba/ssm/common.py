@@ -1,0 +1,30 @@
+"""Small helpers shared by the scan implementations."""
+from __future__ import annotations
+
+IMPLS = ("auto", "ref", "fast")
+
+
+def check_impl(impl: str) -> str:
+    """Validate ``impl`` and resolve "auto" (the fast pure-PyTorch path runs on CPU and GPU)."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    return "fast" if impl == "auto" else impl
+
+
+def flip_time(tensors, dims):
+    """Flip each tensor along its time dim (None entries pass through).
+
+    Flipping the whole padded sequence is a per-sample reversal within each valid length: padded steps are identity
+    steps of the scan (delta = 0) with zero output, so leading pads carry the zero state into the first valid step.
+    """
+    return [None if t is None else t.flip(dim) for t, dim in zip(tensors, dims)]
+
+
+def expand_groups(M, d):
+    """B or C of shape (b, n, l) or (b, g, n, l) -> (b, d, n, l), each group serving d // g channels."""
+    if M.dim() == 3:
+        return M.unsqueeze(1).expand(M.shape[0], d, *M.shape[1:])
+    g = M.shape[1]
+    if d % g:
+        raise ValueError(f"number of groups {g} must divide the number of channels {d}")
+    return M.repeat_interleave(d // g, dim=1)
