@@ -1,4 +1,4 @@
-"""Command-line interface: ``vidmamba demo | evaluate | bench``."""
+"""Command-line interface: ``vidmamba demo | evaluate``."""
 from __future__ import annotations
 
 import argparse
@@ -19,6 +19,14 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_demo(args) -> int:
+    from vidmamba.demo import run_demo
+
+    results = run_demo(args.out)
+    golden = results.get("qvhighlights_official_eval")
+    return 1 if golden and golden["mismatched"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vidmamba", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -31,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--gt", required=True, type=Path, help="ground-truth jsonl")
     ev.add_argument("--out", type=Path, help="write the full metrics JSON here (atomically)")
     ev.set_defaults(func=_cmd_evaluate)
+
+    demo = sub.add_parser("demo", help="run the built-in demo")
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (results.json)")
+    demo.set_defaults(func=_cmd_demo)
     return parser
 
 

@@ -1,1 +1,35 @@
-"""data"""
+"""Data readers for the standard on-disk formats, datasets and padded collation.
+
+- :mod:`.lighthouse`: moment_detr / lighthouse jsonl + ``.npz`` (QVHighlights, Charades-STA, TACoS, TVSum, YouTube)
+- :mod:`.tvsum_umt`: TVSum in the UMT layout (I3D rgb + flow, CLIP title tokens, 20 annotators, domain splits)
+- :mod:`.snag`: SnAG / HieraMamba json + ``.npy``/``.pt`` (Ego4D-NLQ, MAD, TACoS), seconds <-> grid
+- :mod:`.ek100`: EPIC-KITCHENS-100 CSVs, recognition and anticipation features
+- :mod:`.collate`: ``pad_sequences`` and dict collation with boolean masks (True = valid)
+
+Every reader raises :class:`DataFormatError` (a ``ValueError``) naming the file, item and field on bad input.
+"""
+from .collate import PaddedCollate, collate_padded, pad_sequences
+from .ek100 import (EK100_COLUMNS, EK100Action, EK100Class, EK100Dataset, observed_rows, parse_timestamp,
+                    read_ek100_annotations, read_ek100_classes)
+from .errors import DataFormatError
+from .features import (align_lengths, find_feature_file, l2_normalize, load_feature_array,
+                       temporal_endpoint_features)
+from .lighthouse import (DATASETS, DatasetSpec, MomentAnnotation, MomentDataset, get_dataset_spec,
+                         load_text_features, load_video_features, read_moment_jsonl, windows_to_foreground)
+from .snag import (SnagDataset, SnagQuery, SnagVideo, grid_to_seconds, load_snag_text_features,
+                   load_snag_video_features, read_snag_json, seconds_to_grid)
+from .tvsum_umt import (TVSUM_DOMAINS, TVSumUMTDataset, TVSumVideo, load_tvsum_query_features,
+                        load_tvsum_video_features, read_tvsum_annotations, read_tvsum_domain_splits)
+
+__all__ = [
+    "DataFormatError", "pad_sequences", "collate_padded", "PaddedCollate",
+    "load_feature_array", "l2_normalize", "align_lengths", "find_feature_file", "temporal_endpoint_features",
+    "DATASETS", "DatasetSpec", "get_dataset_spec", "MomentAnnotation", "read_moment_jsonl", "load_video_features",
+    "load_text_features", "windows_to_foreground", "MomentDataset",
+    "TVSUM_DOMAINS", "TVSumVideo", "read_tvsum_annotations", "read_tvsum_domain_splits",
+    "load_tvsum_video_features", "load_tvsum_query_features", "TVSumUMTDataset",
+    "SnagQuery", "SnagVideo", "read_snag_json", "seconds_to_grid", "grid_to_seconds", "load_snag_video_features",
+    "load_snag_text_features", "SnagDataset",
+    "EK100_COLUMNS", "EK100Action", "EK100Class", "parse_timestamp", "read_ek100_annotations", "read_ek100_classes",
+    "observed_rows", "EK100Dataset",
+]

@@ -1,0 +1,161 @@
+"""Loading and checking pre-extracted feature files (``.npy``, ``.npz``, ``.pt``).
+
+Every loader returns a C-contiguous ``float32`` numpy array and raises :class:`DataFormatError` naming the file and
+the expected shape/dtype when the file is missing, unreadable (truncated, garbage), of the wrong dtype or rank, of the
+wrong feature dimension, empty along time, or contains NaN/Inf.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import DataFormatError
+
+# What numpy / torch raise on a truncated or garbage file.
+_READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, KeyError, RuntimeError, TypeError, AttributeError,
+                IndexError, UnicodeDecodeError, pickle.UnpicklingError)
+
+
+def _describe(ndim: int, dim: int | None, key: str | None) -> str:
+    last = "D" if dim is None else str(dim)
+    shape = {1: f"({last},)", 2: f"(T, {last})"}.get(ndim, f"rank {ndim} ending in {last}")
+    where = f" under key '{key}'" if key is not None else ""
+    return f"a finite float array of shape {shape}{where}"
+
+
+def _read_raw(path: Path, key: str | None, item: str | None, expected: str):
+    """Read the array stored in ``path`` (by suffix), wrapping every reader error in a DataFormatError."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                names = sorted(archive.files)
+                if key not in names:
+                    raise DataFormatError(path, "key missing from the .npz archive", item=item, field=key,
+                                          expected=expected, found=f"keys {names}")
+                return archive[key]
+        if suffix in (".pt", ".pth"):
+            import torch
+
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(obj, dict):
+                if key is None or key not in obj:
+                    raise DataFormatError(path, "key missing from the saved dict", item=item, field=key,
+                                          expected=expected, found=f"keys {sorted(map(str, obj))}")
+                obj = obj[key]
+            if not isinstance(obj, torch.Tensor):
+                raise DataFormatError(path, "the file does not hold a tensor", item=item, field=key,
+                                      expected=expected, found=type(obj).__name__)
+            return obj.detach().cpu().float().numpy() if obj.is_floating_point() else obj.cpu().numpy()
+    except DataFormatError:
+        raise
+    except _READ_ERRORS as e:
+        raise DataFormatError(path, "cannot read the feature file (corrupt or truncated?)", item=item, field=key,
+                              expected=expected, found=f"{type(e).__name__}: {e}") from e
+    raise DataFormatError(path, "unsupported feature file type", item=item, expected=".npy, .npz, .pt or .pth",
+                          found=suffix or "no suffix")
+
+
+def load_feature_array(path, *, key: str | None = None, ndim: int = 2, dim: int | None = None,
+                       item: str | None = None) -> np.ndarray:
+    """Load one feature array and validate it.
+
+    Args:
+        path: a ``.npy``, ``.npz`` (``key`` required), ``.pt``/``.pth`` (a tensor, or a dict holding ``key``) file.
+        key: array name inside an ``.npz`` / dict (ignored for ``.npy``; a ``.pt`` may also hold a bare tensor).
+        ndim: required rank (2 for (T, D) sequences).
+        dim: required size of the last axis, or None for any.
+        item: the annotation item the file belongs to (e.g. ``"vid abc"``), used in error messages.
+
+    Returns: float32 array of rank ``ndim`` with a non-empty first axis and only finite values.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        key = None  # a .npy holds one unnamed array
+    expected = _describe(ndim, dim, key)
+    if not path.is_file():
+        raise DataFormatError(path, "feature file not found", item=item, field=key, expected=expected,
+                              found="no such file")
+    arr = np.asarray(_read_raw(path, key, item, expected))
+    if arr.dtype.kind not in "fiu":
+        raise DataFormatError(path, "feature array has a non-numeric dtype", item=item, field=key,
+                              expected=expected, found=f"dtype {arr.dtype}")
+    if arr.ndim != ndim:
+        raise DataFormatError(path, "feature array has the wrong rank", item=item, field=key, expected=expected,
+                              found=f"shape {tuple(arr.shape)}")
+    if arr.shape[0] == 0 or arr.size == 0:
+        raise DataFormatError(path, "feature array is empty", item=item, field=key, expected=expected,
+                              found=f"shape {tuple(arr.shape)}")
+    if dim is not None and arr.shape[-1] != dim:
+        raise DataFormatError(path, "feature dimension mismatch", item=item, field=key, expected=expected,
+                              found=f"shape {tuple(arr.shape)}")
+    with np.errstate(over="ignore"):  # float64 beyond float32 range becomes Inf, reported just below
+        out = np.ascontiguousarray(arr, dtype=np.float32)
+    finite = np.isfinite(out)
+    if not finite.all():
+        n_nan = int(np.isnan(out).sum())
+        n_inf = int(out.size - finite.sum() - n_nan)
+        first = int(np.argwhere(~finite)[0][0])
+        raise DataFormatError(path, "feature array contains non-finite values", item=item, field=key,
+                              expected=expected,
+                              found=f"{n_nan} NaN and {n_inf} Inf (after cast to float32), first at row {first}")
+    return out
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Divide each row (last axis) by its L2 norm; all-zero rows stay zero."""
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norm, eps)).astype(x.dtype, copy=False)
+
+
+def align_lengths(arrays: Sequence[np.ndarray], files: Sequence, *, mode: str, item: str | None = None,
+                  max_pad: int = 1) -> list[np.ndarray]:
+    """Bring several (T_i, D_i) arrays of one video to one length before concatenating them along channels.
+
+    ``mode="truncate"`` (moment_detr / lighthouse): cut every array to the shortest length.
+    ``mode="pad_last"`` (SnAG / HieraMamba): when the longest and shortest differ by at most ``max_pad`` rows, pad the
+    shorter ones to the longest by repeating their last row; a larger difference is a DataFormatError naming the files.
+    """
+    if not arrays:
+        raise ValueError("align_lengths needs at least one array")
+    lengths = [a.shape[0] for a in arrays]
+    lo, hi = min(lengths), max(lengths)
+    if lo == hi:
+        return list(arrays)
+    if mode == "truncate":
+        return [a[:lo] for a in arrays]
+    if mode == "pad_last":
+        if hi - lo > max_pad:
+            short = files[lengths.index(lo)]
+            listing = ", ".join(f"{os.fspath(f)}: {n}" for f, n in zip(files, lengths))
+            raise DataFormatError(short, "feature files of one video differ in length", item=item,
+                                  expected=f"lengths within {max_pad} of each other", found=listing)
+        return [a if a.shape[0] == hi else np.concatenate([a, np.repeat(a[-1:], hi - a.shape[0], axis=0)])
+                for a in arrays]
+    raise ValueError(f"unknown mode {mode!r}; expected 'truncate' or 'pad_last'")
+
+
+def temporal_endpoint_features(num_clips: int) -> np.ndarray:
+    """moment_detr / UniVTG "tef": row i is ``[i / T, (i + 1) / T]``, the clip's normalised start and end. (T, 2)."""
+    if num_clips <= 0:
+        raise ValueError(f"num_clips must be positive, got {num_clips}")
+    start = np.arange(num_clips, dtype=np.float32) / num_clips
+    return np.stack([start, start + np.float32(1.0 / num_clips)], axis=1)
+
+
+def find_feature_file(directory, stem: str, exts: Sequence[str] = (".npy", ".pt"), *, item: str | None = None,
+                      expected: str = "a (T, D) feature file") -> Path:
+    """``<directory>/<stem><ext>`` for the first ext that exists; DataFormatError naming every path tried otherwise."""
+    tried = [Path(directory) / f"{stem}{ext}" for ext in exts]
+    for p in tried:
+        if p.is_file():
+            return p
+    raise DataFormatError(tried[0], "feature file not found", item=item, expected=expected,
+                          found="none of " + ", ".join(os.fspath(p) for p in tried))

@@ -1,0 +1,247 @@
+"""SnAG / HieraMamba format (Ego4D-NLQ, MAD, TACoS): one annotation json + per-video ``.npy``/``.pt`` features.
+
+Annotation json::
+
+    {"<split>": {"<video_id>": {"fps": float, "duration": float, "num_clips": int (optional),
+                                "annotations": [{"segment": [start_s, end_s], "sentence": str,
+                                                 "sentence_id": str (optional)}, ...]}}}
+
+- ``text_id`` = ``sentence_id`` or ``f"{video_id}_{idx:04d}"`` (idx = position in the video's list); text ids must
+  be unique in the file since they name the text feature files.
+- Segments are clipped to [0, duration]; a segment that has zero (or negative) length after clipping is an error
+  naming the video, the annotation index and the segment (the reference code silently drops it).
+- Video features: ``<dir>/<video_id>.npy`` (else ``.pt``), (T, C). Several dirs are concatenated along channels;
+  lengths within 1 of each other are padded by repeating the last row, a larger mismatch is an error.
+- Text features: ``<text_dir>/<text_id>.npy`` (else ``.pt``), (L, C).
+
+Seconds <-> feature grid (HieraMamba ``libs/data/dataset.py``, worker.py), with ``clip_size`` frames per clip,
+``stride`` = effective frames between consecutive grid points (raw clip stride x downsample rate) and ``vid_stride``::
+
+    grid    = (clip(t * fps, 0, num_frames) / stride - 0.5 * clip_size / stride) / vid_stride
+    seconds = clip((grid * vid_stride * stride + 0.5 * clip_size) / fps, 0, duration)
+
+The grid point of a feature is its clip's centre frame.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ._checks import expect_int, expect_real, expect_str, is_real, short_repr
+from .collate import pad_sequences
+from .errors import DataFormatError
+from .features import align_lengths, find_feature_file, load_feature_array
+
+
+@dataclass
+class SnagQuery:
+    segment: tuple[float, float]  # seconds, clipped to [0, duration]
+    sentence: str
+    text_id: str
+    index: int
+
+
+@dataclass
+class SnagVideo:
+    vid: str
+    split: str
+    fps: float
+    duration: float
+    num_clips: int | None
+    queries: list[SnagQuery] = field(default_factory=list)
+
+    @property
+    def num_frames(self) -> int:
+        """``int(duration * fps)``, as HieraMamba derives it."""
+        return int(self.duration * self.fps)
+
+
+def _parse_video(path, split: str, vid: str, rec) -> SnagVideo:
+    item = f"split {split!r}, video {vid}"
+    if not isinstance(rec, dict):
+        raise DataFormatError(path, "bad video entry", item=item, expected="an object", found=type(rec).__name__)
+    for name in ("fps", "duration", "annotations"):
+        if name not in rec:
+            raise DataFormatError(path, "required field missing", item=item, field=name, found=f"keys {sorted(rec)}")
+    fps = expect_real(rec["fps"], path, item, "fps", positive=True)
+    duration = expect_real(rec["duration"], path, item, "duration", positive=True)
+    num_clips = None
+    if rec.get("num_clips") is not None:
+        num_clips = expect_int(rec["num_clips"], path, item, "num_clips", minimum=1)
+    anns = rec["annotations"]
+    if not isinstance(anns, list):
+        raise DataFormatError(path, "bad value", item=item, field="annotations", expected="a list",
+                              found=short_repr(anns))
+    video = SnagVideo(vid, split, fps, duration, num_clips)
+    for idx, a in enumerate(anns):
+        aitem = f"{item}, annotation {idx}"
+        if not isinstance(a, dict) or "segment" not in a or "sentence" not in a:
+            raise DataFormatError(path, "bad annotation", item=aitem, field="segment",
+                                  expected="an object with 'segment' and 'sentence'", found=short_repr(a))
+        seg = a["segment"]
+        if not (isinstance(seg, list) and len(seg) == 2 and all(is_real(v) for v in seg)):
+            raise DataFormatError(path, "bad value", item=aitem, field="segment",
+                                  expected="[start_s, end_s] of two finite numbers", found=short_repr(seg))
+        s, e = max(float(seg[0]), 0.0), min(float(seg[1]), duration)
+        if e <= s:
+            raise DataFormatError(path, f"segment {seg} has zero length after clipping to [0, {duration:g}]",
+                                  item=aitem, field="segment", expected="start < end inside the video",
+                                  found=f"[{s:g}, {e:g}]")
+        sentence = expect_str(a["sentence"], path, aitem, "sentence")
+        sid = a.get("sentence_id")
+        if sid is None:
+            text_id = f"{vid}_{idx:04d}"
+        elif isinstance(sid, (str, int)) and not isinstance(sid, bool) and str(sid):
+            text_id = str(sid)
+        else:
+            raise DataFormatError(path, "bad value", item=aitem, field="sentence_id",
+                                  expected="a non-empty string", found=short_repr(sid))
+        video.queries.append(SnagQuery((s, e), sentence, text_id, idx))
+    return video
+
+
+def read_snag_json(path, split: str | None = None) -> dict[str, list[SnagVideo]] | list[SnagVideo]:
+    """Read and validate a SnAG / HieraMamba annotation json.
+
+    Returns ``{split: [SnagVideo, ...]}``, or the list of one split when ``split`` is given (missing split = error).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(path, "annotation file not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataFormatError(path, "invalid JSON", found=str(e)) from e
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise DataFormatError(path, "bad top level", expected="{split: {video_id: {...}}}",
+                              found=short_repr(data))
+    if split is not None and split not in data:
+        raise DataFormatError(path, "split not found", field=split, expected=f"one of {sorted(data)}",
+                              found=repr(split))
+    out: dict[str, list[SnagVideo]] = {}
+    owner: dict[str, str] = {}
+    for sp, videos in data.items():
+        out[sp] = []
+        for vid, rec in videos.items():
+            v = _parse_video(path, sp, vid, rec)
+            for q in v.queries:
+                if q.text_id in owner:
+                    raise DataFormatError(path, "repeated text id", item=f"split {sp!r}, video {vid}, "
+                                          f"annotation {q.index}", field="sentence_id", expected="unique ids",
+                                          found=f"{q.text_id!r} also used by {owner[q.text_id]}")
+                owner[q.text_id] = f"video {vid}"
+            out[sp].append(v)
+    return out if split is None else out[split]
+
+
+def _clip(x, lo, hi):
+    if isinstance(x, torch.Tensor):
+        return x.clamp(lo, hi)
+    return np.clip(x, lo, hi)
+
+
+def seconds_to_grid(t, *, fps: float, clip_size: float, stride: float, num_frames: float | None = None,
+                    vid_stride: int = 1):
+    """Seconds -> feature-grid coordinates (see module docstring). Works on floats, numpy arrays and tensors.
+
+    ``num_frames`` (default: no upper clip) bounds ``t * fps`` as in the reference.
+    """
+    frames = _clip(t * fps, 0.0, np.inf if num_frames is None else num_frames)
+    return (frames / stride - 0.5 * clip_size / stride) / vid_stride
+
+
+def grid_to_seconds(g, *, fps: float, clip_size: float, stride: float, duration: float | None = None,
+                    vid_stride: int = 1):
+    """Feature-grid coordinates -> seconds, clipped to [0, duration] (the inverse of :func:`seconds_to_grid`)."""
+    return _clip((g * vid_stride * stride + 0.5 * clip_size) / fps, 0.0, np.inf if duration is None else duration)
+
+
+def load_snag_video_features(video_dirs: Sequence, vid: str, *, dims: Sequence[int | None] | None = None,
+                             downsample: int = 1) -> np.ndarray:
+    """``<dir>/<vid>.npy|.pt`` (T, C_i) from each dir, aligned (pad <= 1 row) and concatenated: (T, sum C_i)."""
+    if not video_dirs:
+        raise ValueError("video_dirs must name at least one directory")
+    dims = list(dims) if dims is not None else [None] * len(video_dirs)
+    item = f"video {vid}"
+    files = [find_feature_file(d, vid, item=item) for d in video_dirs]
+    arrays = [load_feature_array(p, dim=d, item=item) for p, d in zip(files, dims)]
+    feats = np.concatenate(align_lengths(arrays, files, mode="pad_last", item=item), axis=1)
+    return np.ascontiguousarray(feats[::downsample])
+
+
+def load_snag_text_features(text_dir, text_id: str, *, dim: int | None = None,
+                            max_len: int | None = None) -> np.ndarray:
+    """``<text_dir>/<text_id>.npy|.pt`` (L, C), optionally truncated to ``max_len`` tokens."""
+    item = f"text id {text_id}"
+    a = load_feature_array(find_feature_file(text_dir, text_id, item=item, expected="a (L, D) text feature file"),
+                           dim=dim, item=item)
+    return a if max_len is None else a[:max_len]
+
+
+class SnagDataset(Dataset):
+    """One item per video with all its queries (the HieraMamba evaluation layout; training code may sample groups).
+
+    Item keys: ``vid``, ``fps``, ``duration``, ``video`` (T, C) float32, ``texts`` (list of (L_q, D) tensors),
+    ``sentences``, ``text_ids``, ``segments`` (Q, 2) seconds and ``segments_grid`` (Q, 2) in grid units.
+    Videos without queries are skipped; a split with none left is an error.
+    ``stride`` in the grid conversion is ``clip_stride * downsample``.
+    """
+
+    def __init__(self, json_path, split: str, video_dirs: Sequence, text_dir, *, clip_size: float,
+                 clip_stride: float, downsample: int = 1, vid_stride: int = 1,
+                 video_dims: Sequence[int | None] | None = None, text_dim: int | None = None,
+                 max_text_len: int | None = None):
+        videos = [v for v in read_snag_json(json_path, split) if v.queries]
+        if not videos:
+            raise DataFormatError(json_path, "dataset is empty: no video with annotations in this split",
+                                  field=split, expected="at least one annotated video", found="none")
+        self.videos = videos
+        self.video_dirs = list(video_dirs)
+        self.text_dir = text_dir
+        self.clip_size, self.stride = clip_size, clip_stride * downsample
+        self.downsample, self.vid_stride = downsample, vid_stride
+        self.video_dims, self.text_dim, self.max_text_len = video_dims, text_dim, max_text_len
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, index: int) -> dict:
+        v = self.videos[index]
+        video = load_snag_video_features(self.video_dirs, v.vid, dims=self.video_dims, downsample=self.downsample)
+        texts = [torch.from_numpy(load_snag_text_features(self.text_dir, q.text_id, dim=self.text_dim,
+                                                          max_len=self.max_text_len)) for q in v.queries]
+        segments = torch.tensor([q.segment for q in v.queries], dtype=torch.float64)
+        grid = seconds_to_grid(segments, fps=v.fps, clip_size=self.clip_size, stride=self.stride,
+                               num_frames=v.num_frames, vid_stride=self.vid_stride)
+        return {"vid": v.vid, "fps": v.fps, "duration": v.duration, "video": torch.from_numpy(video),
+                "texts": texts, "sentences": [q.sentence for q in v.queries],
+                "text_ids": [q.text_id for q in v.queries],
+                "segments": segments.float(), "segments_grid": grid.float()}
+
+    @staticmethod
+    def collate(batch: list[dict]) -> dict:
+        """Pad videos (``video``, ``video_mask``) and flatten all queries of the batch: ``text`` (Q, L, D),
+        ``text_mask``, ``query_index`` (Q,) = batch position of each query's video, ``segments`` /
+        ``segments_grid`` (Q, 2); ``vid``, ``fps``, ``duration``, ``sentences``, ``text_ids`` are per-query or
+        per-video lists as named."""
+        if not batch:
+            raise ValueError("cannot collate an empty batch")
+        video, video_mask = pad_sequences([b["video"] for b in batch])
+        text, text_mask = pad_sequences([t for b in batch for t in b["texts"]])
+        return {
+            "video": video, "video_mask": video_mask, "text": text, "text_mask": text_mask,
+            "query_index": torch.tensor([i for i, b in enumerate(batch) for _ in b["texts"]], dtype=torch.long),
+            "segments": torch.cat([b["segments"] for b in batch]),
+            "segments_grid": torch.cat([b["segments_grid"] for b in batch]),
+            "vid": [b["vid"] for b in batch], "fps": [b["fps"] for b in batch],
+            "duration": [b["duration"] for b in batch],
+            "sentences": [s for b in batch for s in b["sentences"]],
+            "text_ids": [t for b in batch for t in b["text_ids"]],
+        }

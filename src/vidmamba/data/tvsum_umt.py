@@ -1,0 +1,204 @@
+"""TVSum in the UMT layout (the real features in ``shared/data/tvsum_umt``).
+
+Layout under ``root``::
+
+    tvsum_anno.json            {vid: {fps, frames (str), domain, title, url, length, anno: (T, 20) scores 1..5}}
+    tvsum_domain_splits.json   {domain: {"train": [4 vids], "val": [1 vid]}}, 10 domains
+    video_features/{vid}_rgb.npy, {vid}_opt.npy   I3D rgb / optical-flow, (T, 1024) each, one row per 2-s clip
+    audio_features/{vid}.npy                     (T, 2048) audio features
+    query_features/{vid}.npz                     CLIP title features: "token" (L, 512), "text" (1, 512)
+
+Facts checked on the real data: 50 videos, 6266 clips in all, 49 to 323 per video; ``T == floor(frames / fps / 2)``
+for every video, and rgb / flow always have exactly T rows. The one exception is audio: ``kLxoNp-UchI`` has 65 audio
+rows for 64 clips. Rule used here: a feature stream must have T rows, or T + 1 (a trailing partial clip, which is cut);
+anything else raises DataFormatError.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ._checks import expect_int, expect_matrix, expect_real, expect_str
+from .collate import PaddedCollate
+from .errors import DataFormatError
+from .features import l2_normalize, load_feature_array
+
+TVSUM_DOMAINS = ("BK", "BT", "DS", "FM", "GA", "MS", "PK", "PR", "VT", "VU")
+TVSUM_CLIP_LENGTH = 2.0
+I3D_DIM = 1024
+
+
+@dataclass
+class TVSumVideo:
+    vid: str
+    title: str
+    domain: str
+    fps: float
+    num_frames: int
+    scores: np.ndarray  # (T, 20) float32, annotator scores 1..5
+
+    @property
+    def num_clips(self) -> int:
+        return int(self.scores.shape[0])
+
+
+def _read_json(path: Path):
+    if not path.is_file():
+        raise DataFormatError(path, "file not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataFormatError(path, "invalid JSON", found=str(e)) from e
+
+
+def read_tvsum_annotations(root) -> dict[str, TVSumVideo]:
+    """Read and validate ``<root>/tvsum_anno.json`` -> {vid: TVSumVideo}, in file order."""
+    path = Path(root) / "tvsum_anno.json"
+    data = _read_json(path)
+    if not isinstance(data, dict) or not data:
+        raise DataFormatError(path, "bad top level", expected="a non-empty {vid: {...}} object",
+                              found=type(data).__name__)
+    out = {}
+    for vid, rec in data.items():
+        item = f"video {vid}"
+        if not isinstance(rec, dict):
+            raise DataFormatError(path, "bad entry", item=item, expected="an object", found=type(rec).__name__)
+        for name in ("fps", "frames", "domain", "title", "anno"):
+            if name not in rec:
+                raise DataFormatError(path, "required field missing", item=item, field=name,
+                                      found=f"keys {sorted(rec)}")
+        frames = rec["frames"]
+        if isinstance(frames, str) and frames.strip().isdigit():
+            frames = int(frames)
+        scores = np.asarray(expect_matrix(rec["anno"], path, item, "anno"), dtype=np.float32)
+        if scores.min() < 1 or scores.max() > 5:
+            raise DataFormatError(path, "annotator score out of range", item=item, field="anno",
+                                  expected="scores in [1, 5]", found=f"range [{scores.min():g}, {scores.max():g}]")
+        domain = expect_str(rec["domain"], path, item, "domain")
+        if domain not in TVSUM_DOMAINS:
+            raise DataFormatError(path, "unknown domain", item=item, field="domain",
+                                  expected=f"one of {list(TVSUM_DOMAINS)}", found=repr(domain))
+        out[vid] = TVSumVideo(vid, expect_str(rec["title"], path, item, "title"), domain,
+                              expect_real(rec["fps"], path, item, "fps", positive=True),
+                              expect_int(frames, path, item, "frames", minimum=1), scores)
+    return out
+
+
+def read_tvsum_domain_splits(root, videos: dict[str, TVSumVideo] | None = None) -> dict[str, dict[str, list[str]]]:
+    """Read ``<root>/tvsum_domain_splits.json`` -> {domain: {"train": [vid, ...], "val": [vid, ...]}}.
+
+    Checks that every listed video exists in the annotations with that domain, and that no video appears twice.
+    (On the real file: 10 domains, 4 train + 1 val video each, the split of UMT, QD-DETR, UniVTG and lighthouse.)
+    """
+    path = Path(root) / "tvsum_domain_splits.json"
+    data = _read_json(path)
+    videos = read_tvsum_annotations(root) if videos is None else videos
+    if not isinstance(data, dict) or not data:
+        raise DataFormatError(path, "bad top level", expected="a non-empty {domain: {train, val}} object",
+                              found=type(data).__name__)
+    seen: dict[str, str] = {}
+    out = {}
+    for domain, split in data.items():
+        item = f"domain {domain}"
+        if not isinstance(split, dict) or set(split) != {"train", "val"}:
+            raise DataFormatError(path, "bad split entry", item=item, expected="keys ['train', 'val']",
+                                  found=sorted(split) if isinstance(split, dict) else type(split).__name__)
+        out[domain] = {}
+        for part in ("train", "val"):
+            vids = split[part]
+            if not isinstance(vids, list) or not vids:
+                raise DataFormatError(path, "bad video list", item=item, field=part,
+                                      expected="a non-empty list of video ids", found=repr(vids)[:60])
+            for vid in vids:
+                if vid not in videos:
+                    raise DataFormatError(path, "video not in tvsum_anno.json", item=item, field=part,
+                                          found=repr(vid))
+                if videos[vid].domain != domain:
+                    raise DataFormatError(path, "video listed under the wrong domain", item=item, field=part,
+                                          expected=f"domain {videos[vid].domain} for {vid}", found=domain)
+                if vid in seen:
+                    raise DataFormatError(path, "video listed twice", item=item, field=part,
+                                          found=f"{vid} also in {seen[vid]}")
+                seen[vid] = f"{domain}/{part}"
+            out[domain][part] = list(vids)
+    return out
+
+
+def _stream(path: Path, num_clips: int, dim: int | None, vid: str) -> np.ndarray:
+    a = load_feature_array(path, dim=dim, item=f"video {vid}")
+    if a.shape[0] not in (num_clips, num_clips + 1):
+        raise DataFormatError(path, "feature length does not match the annotation", item=f"video {vid}",
+                              expected=f"{num_clips} rows (or {num_clips + 1}, a trailing partial clip)",
+                              found=f"{a.shape[0]} rows")
+    return a[:num_clips]
+
+
+def load_tvsum_video_features(root, vid: str, num_clips: int, *, normalize: bool = False,
+                              audio: bool = False) -> np.ndarray:
+    """I3D rgb and flow (T, 1024 each) concatenated to (T, 2048) float32; ``audio`` appends (T, 2048) audio.
+
+    ``normalize`` L2-normalises each stream per clip before concatenation.
+    """
+    root = Path(root)
+    paths = [root / "video_features" / f"{vid}_rgb.npy", root / "video_features" / f"{vid}_opt.npy"]
+    dims: list[int | None] = [I3D_DIM, I3D_DIM]
+    if audio:
+        paths.append(root / "audio_features" / f"{vid}.npy")
+        dims.append(None)
+    streams = [_stream(p, num_clips, d, vid) for p, d in zip(paths, dims)]
+    if normalize:
+        streams = [l2_normalize(s) for s in streams]
+    return np.concatenate(streams, axis=1)
+
+
+def load_tvsum_query_features(root, vid: str, *, key: str = "token") -> np.ndarray:
+    """CLIP features of the video title: ``token`` (L, 512) or ``text`` (1, 512), float32."""
+    return load_feature_array(Path(root) / "query_features" / f"{vid}.npz", key=key, dim=512, item=f"video {vid}")
+
+
+class TVSumUMTDataset(PaddedCollate, Dataset):
+    """One TVSum domain's train or val videos, one item per video (the title is the query).
+
+    Items use the keys of :class:`~vidmamba.data.lighthouse.MomentDataset` for highlight-only data: ``qid`` (= vid),
+    ``vid``, ``query``, ``domain``, ``duration`` (T * 2 s), ``clip_length``, ``video`` (T, 2048 or 4096),
+    ``text`` (L, 512), ``windows`` / ``windows_norm`` (0, 2), ``saliency_annotators`` (T, 20) and ``saliency`` (T,)
+    (mean over annotators).
+    """
+
+    sequence_keys = ("video", "text", "windows", "windows_norm", "saliency", "saliency_annotators")
+
+    def __init__(self, root, domain: str, split: str, *, normalize: bool = False, audio: bool = False,
+                 text_key: str = "token"):
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        self.root = Path(root)
+        self.videos = read_tvsum_annotations(self.root)
+        splits = read_tvsum_domain_splits(self.root, self.videos)
+        if domain not in splits:
+            raise DataFormatError(self.root / "tvsum_domain_splits.json", "dataset is empty: unknown domain",
+                                  item=f"domain {domain}", expected=f"one of {sorted(splits)}", found=repr(domain))
+        self.vids = splits[domain][split]
+        self.domain, self.split = domain, split
+        self.normalize, self.audio, self.text_key = normalize, audio, text_key
+
+    def __len__(self) -> int:
+        return len(self.vids)
+
+    def __getitem__(self, index: int) -> dict:
+        v = self.videos[self.vids[index]]
+        video = load_tvsum_video_features(self.root, v.vid, v.num_clips, normalize=self.normalize, audio=self.audio)
+        text = load_tvsum_query_features(self.root, v.vid, key=self.text_key)
+        empty = torch.zeros(0, 2)
+        return {
+            "qid": v.vid, "vid": v.vid, "query": v.title, "domain": v.domain,
+            "duration": v.num_clips * TVSUM_CLIP_LENGTH, "clip_length": TVSUM_CLIP_LENGTH,
+            "video": torch.from_numpy(video), "text": torch.from_numpy(text),
+            "windows": empty, "windows_norm": empty.clone(),
+            "saliency_annotators": torch.from_numpy(v.scores), "saliency": torch.from_numpy(v.scores.mean(axis=1)),
+        }

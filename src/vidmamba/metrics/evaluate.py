@@ -1,0 +1,102 @@
+"""File-level evaluation entry point used by ``vidmamba evaluate TASK --submission P --gt G``.
+
+Tasks (all files are jsonl, one JSON object per line, matched by ``qid``; the submitted qid set must equal the
+GT qid set and qids must be unique):
+
+``qvhighlights``
+    The official QVHighlights evaluation (:mod:`vidmamba.metrics.qvhighlights`): GT rows as in
+    ``highlight_val_release.jsonl``, prediction rows with ``pred_relevant_windows`` and/or ``pred_saliency_scores``.
+``moment_retrieval``
+    Charades-STA / TACoS / ActivityNet in lighthouse format: GT ``relevant_windows``, predictions
+    ``pred_relevant_windows`` ``[[st, ed, score], ...]`` sorted by score (the first is the top-1). R1@{0.3, 0.5..0.95},
+    mIoU, mAP@{0.5..0.95} + average (:func:`~vidmamba.metrics.moment_retrieval.eval_moment_retrieval`).
+``nlq``
+    Same files as ``moment_retrieval`` (any number of predicted windows, possibly none); R@{1,5,10,50} at IoU
+    {0.1,0.3,0.5}, predictions ranked by score (:func:`~vidmamba.metrics.moment_retrieval.eval_nlq`).
+``tvsum``
+    GT rows with ``label`` ``(T, 20)`` as in ``tvsum_val_release.jsonl``; predictions with ``pred_saliency_scores``
+    (one per clip). A prediction longer than ``T`` is truncated to ``T``; a shorter one is rejected. Top-5 mAP
+    (:func:`~vidmamba.metrics.highlight.tvsum_map`).
+
+Errors: :class:`~vidmamba.metrics.validation.SubmissionError` / ``GroundTruthError`` (``ValueError``) naming the
+file, line, qid and field.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from vidmamba.metrics.common import round_percent
+from vidmamba.metrics.highlight import tvsum_map
+from vidmamba.metrics.moment_retrieval import eval_moment_retrieval, eval_nlq
+from vidmamba.metrics.qvhighlights import eval_qvhighlights
+from vidmamba.metrics.validation import (GroundTruthError, SubmissionError, as_score_vector, as_windows, match_rows,
+                                        read_jsonl)
+
+__all__ = ["TASKS", "evaluate_prediction_files", "evaluate_predictions"]
+
+TASKS: tuple[str, ...] = ("qvhighlights", "moment_retrieval", "nlq", "tvsum")
+
+
+def _eval_windows(task, submission, ground_truth, submission_path, gt_path):
+    sub, gt = match_rows(submission, ground_truth, submission_path, gt_path)
+    allow_empty = task == "nlq"
+    qids = list(gt)
+    preds = [as_windows(sub[q], "pred_relevant_windows", submission_path, with_score=True, allow_empty=allow_empty)
+             for q in qids]
+    gts = [as_windows(gt[q], "relevant_windows", gt_path, error_cls=GroundTruthError, with_score=False)
+           for q in qids]
+    if task == "nlq":
+        return eval_nlq(preds, gts)
+    return eval_moment_retrieval(preds, gts)
+
+
+def _tvsum_labels(row, path) -> np.ndarray:
+    loc = {"path": path, "line": row.get("__line__"), "qid": row.get("qid"), "field": "label"}
+    if "label" not in row:
+        raise GroundTruthError("missing field", **loc)
+    try:
+        lab = np.asarray(row["label"], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise GroundTruthError("label must be a (clips x annotators) matrix of numbers", **loc) from None
+    if lab.ndim != 2 or lab.size == 0 or not np.all(np.isfinite(lab)):
+        raise GroundTruthError(f"label must be a finite non-empty (clips x annotators) matrix, got {lab.shape}", **loc)
+    return lab
+
+
+def _eval_tvsum(submission, ground_truth, submission_path, gt_path):
+    sub, gt = match_rows(submission, ground_truth, submission_path, gt_path)
+    qids = list(gt)
+    labels = [_tvsum_labels(gt[q], gt_path) for q in qids]
+    preds = []
+    for q, lab in zip(qids, labels):
+        pred = as_score_vector(sub[q], "pred_saliency_scores", submission_path)
+        if len(pred) < len(lab):
+            raise SubmissionError(f"{len(pred)} scores for {len(lab)} labelled clips", path=submission_path,
+                                  line=sub[q].get("__line__"), qid=q, field="pred_saliency_scores")
+        preds.append(pred[: len(lab)])
+    mean_ap, per_video = tvsum_map(preds, labels, top_k=5)
+    return OrderedDict(brief={"HL-top5-mAP": round_percent(mean_ap)}, per_video={
+        str(q): round_percent(v) for q, v in zip(qids, per_video)})
+
+
+def evaluate_predictions(task: str, submission: list[dict], ground_truth: list[dict], *, submission_path=None,
+                         gt_path=None) -> dict:
+    """Score already loaded rows (lists of dicts) for ``task`` (one of :data:`TASKS`)."""
+    if task == "qvhighlights":
+        return eval_qvhighlights(submission, ground_truth, submission_path=submission_path, gt_path=gt_path)
+    if task in ("moment_retrieval", "nlq"):
+        return _eval_windows(task, submission, ground_truth, submission_path, gt_path)
+    if task == "tvsum":
+        return _eval_tvsum(submission, ground_truth, submission_path, gt_path)
+    raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+
+
+def evaluate_prediction_files(task: str, submission_path, gt_path) -> dict:
+    """Read the prediction and GT jsonl files and return the metrics dict for ``task`` (see the module docstring)."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    ground_truth = read_jsonl(gt_path, GroundTruthError)
+    submission = read_jsonl(submission_path, SubmissionError)
+    return evaluate_predictions(task, submission, ground_truth, submission_path=submission_path, gt_path=gt_path)

@@ -1,0 +1,72 @@
+"""Gated bidirectional Mamba-1 mixer of MLVTG's MambaAligner (arXiv 2506.08512).
+
+The paper describes ``x, g = split(Linear(LN(Z)))``; ``x -> 1D conv -> forward SSM y_f and backward SSM y_b``;
+``y = sigmoid(g) * y_f + (1 - sigmoid(g)) * y_b``; output projection and residual. No code is public. Choices made
+here where the paper is silent (models.md §2.1 item 4):
+
+- Per-direction parameters as Vim "v2": each direction has its own depthwise conv, x_proj, dt_proj, A_log and D
+  (names ``conv1d, x_proj, dt_proj, A_log, D`` and ``conv1d_b, x_proj_b, dt_proj_b, A_b_log, D_b``); ``in_proj`` and
+  ``out_proj`` are shared.
+- Each direction's conv is causal in its own direction (the backward one looks at the current and next steps),
+  followed by SiLU, as in Mamba/Vim.
+- Each branch output is ``C.h + D*x`` (Mamba's skip term kept); the branches are not gated by ``silu(z)``: the
+  ``sigmoid(g)`` blend replaces Vim's ``silu(z)`` gate.
+- Defaults d_state=16, d_conv=4, expand=2, dt_rank=ceil(d_model/16) and the dt/A initialisation are Mamba-1's.
+- The block's LayerNorm and residual belong to the model, not to this mixer.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from vidmamba.ssm.layers import masked_fill_pads, no_weight_decay, s4d_real_a_log
+from vidmamba.ssm.mamba1 import make_selective_branch, resolve_dt_rank, selective_branch
+
+
+class BiMambaGated(nn.Module):
+    """MLVTG's gated bidirectional Mamba mixer. x (b, l, d_model), mask (b, l) bool -> (b, l, d_model).
+
+    ``x, g = in_proj(x)`` (each d_inner); ``y_f`` = forward Mamba-1 scan path on x; ``y_b`` = the backward path
+    (own parameters) on each sample reversed within its valid length, reversed back;
+    ``out = out_proj(sigmoid(g) * y_f + (1 - sigmoid(g)) * y_b)``, exactly 0 at padded steps.
+    """
+
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2, dt_rank="auto",
+                 dt_min: float = 1e-3, dt_max: float = 0.1, dt_init: str = "random", dt_scale: float = 1.0,
+                 dt_init_floor: float = 1e-4, conv_bias: bool = True, bias: bool = False, impl: str = "auto",
+                 device=None, dtype=None):
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.d_model, self.d_state = d_model, d_state
+        self.d_inner = expand * d_model
+        self.dt_rank = resolve_dt_rank(dt_rank, d_model)
+        self.impl = impl
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias, **factory)
+        branch_args = (self.d_inner, d_state, d_conv, self.dt_rank, conv_bias, "causal", dt_init, dt_scale,
+                       dt_min, dt_max, dt_init_floor, factory)
+        self.conv1d, self.x_proj, self.dt_proj, self.D = make_selective_branch(*branch_args)
+        self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.D_b = make_selective_branch(*branch_args)
+        self.A_log = no_weight_decay(nn.Parameter(s4d_real_a_log(self.d_inner, d_state, device=device)))
+        self.A_b_log = no_weight_decay(nn.Parameter(s4d_real_a_log(self.d_inner, d_state, device=device)))
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory)
+
+    def branch(self, xs: torch.Tensor, mask: torch.Tensor | None, backward: bool) -> torch.Tensor:
+        """One direction. xs (b, d_inner, l) pre-conv -> y (b, d_inner, l), zero at pads.
+
+        The backward direction runs the causal path on the whole padded tensor flipped in time, which reverses
+        each sample within its valid length (leading pads are zeroed conv inputs and identity scan steps).
+        """
+        if not backward:
+            return selective_branch(xs, mask, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D,
+                                    impl=self.impl)
+        mask_r = None if mask is None else mask.flip(1)
+        y = selective_branch(xs.flip(-1), mask_r, self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log,
+                             self.D_b, impl=self.impl)
+        return y.flip(-1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (b, l, d_model), mask (b, l) bool or None -> (b, l, d_model)."""
+        xs, g = self.in_proj(x).transpose(1, 2).chunk(2, dim=1)                         # (b, d_inner, l) each
+        gate = torch.sigmoid(g)
+        y = gate * self.branch(xs, mask, backward=False) + (1 - gate) * self.branch(xs, mask, backward=True)
+        return masked_fill_pads(self.out_proj(y.transpose(1, 2)), mask, 1)
