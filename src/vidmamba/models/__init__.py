@@ -1,1 +1,41 @@
-"""models"""
+"""Models and their registry: ``build_model(name, **cfg)``.
+
+Names: "mlvtg" (MambaAligner), "mlvtg-transformer" (transformer twin), "mlvtg-perclip" (no temporal context).
+``cfg`` are :class:`MLVTGConfig` fields (the aligner is set by the name).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn as nn
+
+from vidmamba.models.mlvtg import MLVTG, MLVTGConfig
+
+
+def _mlvtg(aligner: str) -> Callable[..., nn.Module]:
+    def build(**cfg) -> nn.Module:
+        if cfg.get("aligner", aligner) != aligner:
+            raise ValueError(f"aligner {cfg['aligner']!r} conflicts with the model name (aligner {aligner!r})")
+        return MLVTG(MLVTGConfig.from_dict({**cfg, "aligner": aligner}))
+    return build
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "mlvtg": _mlvtg("mamba"),
+    "mlvtg-transformer": _mlvtg("transformer"),
+    "mlvtg-perclip": _mlvtg("perclip"),
+}
+
+
+def build_model(name: str, **cfg) -> nn.Module:
+    """Build the registered model ``name`` with config fields ``cfg``."""
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; known: {sorted(MODELS)}")
+    return MODELS[name](**cfg)
+
+
+def list_models() -> list[str]:
+    return sorted(MODELS)
+
+
+__all__ = ["MLVTG", "MLVTGConfig", "MODELS", "build_model", "list_models"]

@@ -1,0 +1,407 @@
+"""MLVTG (arXiv 2506.08512): video temporal grounding with a MambaAligner and an optional frozen-LLM refiner.
+
+There is no public code; the paper follows UniVTG for encoders, heads, losses and decoding (``reference/models.md``
+§2). Read top to bottom:
+
+1. input projections (UniVTG: 2 x [LayerNorm -> Dropout -> Linear], ReLU after the first) for video and text;
+2. HD branch: attentive pooling of the projected query, cosine saliency of every projected (pre-encoder) clip;
+3. TL branch: type + sinusoidal position embeddings, ``[Q; V]`` -> aligner (MambaAligner: N x [LayerNorm ->
+   BiMambaGated -> DropPath residual]) -> optional :class:`~vidmamba.models.llm_refiner.LLMRefiner` -> dense heads on
+   the video part: a foreground logit and sigmoid (left, right) distances around the clip's normalised centre;
+4. losses (UniVTG): weighted BCE (or focal) foreground, smooth-L1 + GIoU on spans of foreground clips, saliency
+   intra/inter InfoNCE; decoding: score = fg prob + saliency, sort, temporal NMS 0.7, at most 10 windows.
+
+The aligner is pluggable (``MLVTGConfig.aligner``): "mamba" (MLVTG), "transformer" and "perclip" (the baselines in
+:mod:`vidmamba.models.baselines`). Choices where the paper is silent are listed in :class:`MLVTGConfig`.
+
+Time normalisation: a sample with T valid clips of ``clip_length`` seconds spans ``L = T * clip_length`` seconds;
+clip t's centre is ``(t + 0.5) / T`` and spans are predicted and supervised in units of L (UniVTG normalises by the
+feature extent as well). Predictions are converted back to seconds and clamped to ``[0, duration]``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from vidmamba.nn import (DenseGroundingHead, DropPath, SaliencyHead, foreground_bce_loss, giou_loss, nms_1d,
+                         saliency_inter_loss, saliency_intra_loss, sigmoid_focal_loss, sinusoid_encoding,
+                         smooth_l1_span_loss)
+from vidmamba.nn.mask import check_mask
+from vidmamba.ssm import BiMambaGated
+from vidmamba.ssm.layers import masked_fill_pads
+
+ALIGNERS = ("mamba", "transformer", "perclip")
+FG_LOSSES = ("bce", "focal")
+SCORE_MODES = ("add", "fg")
+
+
+@dataclass
+class MLVTGConfig:
+    """Hyper-parameters of :class:`MLVTG` (defaults: UniVTG's QVHighlights recipe unless noted).
+
+    hidden_dim: 256 here for CPU work; MLVTG / UniVTG use 1024 (set it in the YAML config to reproduce).
+    num_layers, d_state, d_conv, expand: aligner depth and BiMambaGated shape (paper: 4 blocks; the SSM sizes are
+        not reported, Mamba-1 defaults used).
+    dropout: dropout inside the aligner (transformer attention/MLP, per-clip MLP) and on nothing else (UniVTG 0).
+    input_dropout: dropout in both input projection layers (UniVTG 0.5).
+    drop_path: stochastic depth of the last aligner block, linearly increasing from 0 at the first (UniVTG 0.1).
+    use_tef: the model appends the 2 moment_detr temporal-endpoint columns ``[t/T, (t+1)/T]`` to the video itself
+        (``video_dim`` is then the raw feature width). Leave it False when the dataset already appends them.
+    use_txt_pos: add position embeddings to the text too (UniVTG default: video only).
+    clip_length: seconds per clip when the batch has no ``clip_length``.
+    head_layers / head_kernel: UniVTG's 3-layer Conv1d k=3 heads (the per-clip baseline forces k=1).
+    n_heads, mlp_ratio: transformer baseline only.
+    fg_loss: "bce" (UniVTG, background weight ``bg_weight``) or "focal" (alpha ``focal_alpha``, gamma ``focal_gamma``).
+    w_fg, w_span (smooth-L1), w_giou, w_sal_intra, w_sal_inter, tau: UniVTG's QVHighlights loss weights.
+    score_mode: "add" (fg prob + saliency, UniVTG eval_mode add) or "fg" (fg prob only).
+    nms_threshold, max_windows, max_before_nms: decoding (UniVTG 0.7 / 10 / 1000).
+    llm_refiner: None (off) or keyword arguments of :class:`~vidmamba.models.llm_refiner.LLMRefiner` other than
+        ``hidden_dim`` (``model``: local path or hub id, ``layer``: index (paper: 20), ``residual``, ``causal``...).
+    """
+
+    video_dim: int = 2818
+    text_dim: int = 512
+    hidden_dim: int = 256
+    num_layers: int = 4
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    dropout: float = 0.0
+    input_dropout: float = 0.5
+    drop_path: float = 0.1
+    use_tef: bool = False
+    use_txt_pos: bool = False
+    clip_length: float = 2.0
+    head_layers: int = 3
+    head_kernel: int = 3
+    n_heads: int = 8
+    mlp_ratio: float = 4.0
+    aligner: str = "mamba"
+    fg_loss: str = "bce"
+    bg_weight: float = 0.1
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    w_fg: float = 10.0
+    w_span: float = 10.0
+    w_giou: float = 1.0
+    w_sal_intra: float = 0.05
+    w_sal_inter: float = 0.01
+    tau: float = 0.07
+    score_mode: str = "add"
+    nms_threshold: float = 0.7
+    max_windows: int = 10
+    max_before_nms: int = 1000
+    llm_refiner: dict[str, Any] | None = field(default=None)
+
+    def __post_init__(self):
+        for name, value, allowed in (("aligner", self.aligner, ALIGNERS), ("fg_loss", self.fg_loss, FG_LOSSES),
+                                     ("score_mode", self.score_mode, SCORE_MODES)):
+            if value not in allowed:
+                raise ValueError(f"MLVTGConfig.{name} must be one of {allowed}, got {value!r}")
+        for name in ("video_dim", "text_dim", "hidden_dim", "num_layers", "max_windows", "head_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"MLVTGConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.hidden_dim % 2:
+            raise ValueError(f"MLVTGConfig.hidden_dim must be even (sinusoid position table), got {self.hidden_dim}")
+        if self.aligner == "perclip" and self.llm_refiner is not None:
+            raise ValueError("the per-clip baseline has no temporal context; it cannot use an LLM refiner")
+
+    @classmethod
+    def from_dict(cls, cfg: dict) -> "MLVTGConfig":
+        """Build from a plain dict, naming unknown keys in the error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise TypeError(f"unknown MLVTG config keys {unknown}; known: {sorted(known)}")
+        return cls(**cfg)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# input projection
+# ---------------------------------------------------------------------------------------------------------------------
+class InputProjection(nn.Sequential):
+    """UniVTG's projector: [LayerNorm -> Dropout -> Linear -> ReLU] -> [LayerNorm -> Dropout -> Linear]."""
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float):
+        super().__init__(nn.LayerNorm(in_dim), nn.Dropout(dropout), nn.Linear(in_dim, out_dim), nn.ReLU(),
+                         nn.LayerNorm(out_dim), nn.Dropout(dropout), nn.Linear(out_dim, out_dim))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# aligners: (video (b, lv, d), video_mask, text (b, lq, d), text_mask) -> aligned video (b, lv, d)
+# ---------------------------------------------------------------------------------------------------------------------
+def pack_joint(text: Tensor, text_mask: Tensor, video: Tensor, video_mask: Tensor):
+    """``[Q; V]`` with each sample's valid text then valid video contiguous at the front and all pads at the end.
+
+    Returns ``(z (b, lq + lv, d), z_mask (b, lq + lv), perm (b, lq + lv))``; :func:`unpack_joint` inverts it. Packing
+    makes a padded sample see exactly the sequence it would see alone (no text pads between its query and video).
+    """
+    x = torch.cat([text, video], dim=1)
+    m = torch.cat([text_mask, video_mask], dim=1)
+    perm = torch.argsort((~m).to(torch.int8), dim=1, stable=True)       # valid first, original order kept
+    z = torch.gather(x, 1, perm.unsqueeze(-1).expand_as(x))
+    return z, torch.gather(m, 1, perm), perm
+
+
+def unpack_joint(z: Tensor, perm: Tensor, text_len: int) -> tuple[Tensor, Tensor]:
+    """Inverse of :func:`pack_joint`: (b, lq + lv, d) -> (text part (b, lq, d), video part (b, lv, d))."""
+    out = torch.empty_like(z).scatter_(1, perm.unsqueeze(-1).expand_as(z), z)
+    return out[:, :text_len], out[:, text_len:]
+
+
+class JointAligner(nn.Module):
+    """Runs ``cfg.num_layers`` blocks (each ``block(z, mask) -> z``) over the packed ``[Q; V]`` sequence, then a final
+    LayerNorm and the optional refiner, and returns the video part. ``make_block(drop_path_rate)`` builds one block;
+    the rates increase linearly from 0 to ``cfg.drop_path``."""
+
+    def __init__(self, cfg: MLVTGConfig, make_block):
+        super().__init__()
+        self.blocks = nn.ModuleList(make_block(p) for p in drop_path_rates(cfg.drop_path, cfg.num_layers))
+        self.norm = nn.LayerNorm(cfg.hidden_dim)
+
+    def forward(self, video: Tensor, video_mask: Tensor, text: Tensor, text_mask: Tensor,
+                refiner: nn.Module | None = None) -> Tensor:
+        z, z_mask, perm = pack_joint(text, text_mask, video, video_mask)
+        for block in self.blocks:
+            z = block(z, z_mask)
+        z = masked_fill_pads(self.norm(z), z_mask, 1)
+        if refiner is not None:
+            z = refiner(z, z_mask)
+        return unpack_joint(z, perm, text.shape[1])[1]
+
+
+def drop_path_rates(p: float, n: int) -> list[float]:
+    """Linearly increasing stochastic-depth rates, 0 for the first of ``n`` blocks and ``p`` for the last."""
+    return [p * i / max(n - 1, 1) for i in range(n)]
+
+
+class MambaBlock(nn.Module):
+    """``x + DropPath(BiMambaGated(LayerNorm(x), mask))``, zero at pads."""
+
+    def __init__(self, dim: int, d_state: int, d_conv: int, expand: int, drop_path: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.mixer = BiMambaGated(dim, d_state=d_state, d_conv=d_conv, expand=expand)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        return masked_fill_pads(x + self.drop_path(self.mixer(self.norm(x), mask)), mask, 1)
+
+
+class MambaAligner(JointAligner):
+    """MLVTG's MambaAligner: ``num_layers`` gated bidirectional Mamba blocks over ``[Q; V]``."""
+
+    def __init__(self, cfg: MLVTGConfig):
+        super().__init__(cfg, lambda p: MambaBlock(cfg.hidden_dim, cfg.d_state, cfg.d_conv, cfg.expand, p))
+
+
+def build_aligner(cfg: MLVTGConfig) -> nn.Module:
+    """The aligner named by ``cfg.aligner``."""
+    if cfg.aligner == "mamba":
+        return MambaAligner(cfg)
+    from vidmamba.models import baselines  # baselines subclass JointAligner from this module
+    return baselines.TransformerAligner(cfg) if cfg.aligner == "transformer" else baselines.PerClipAligner(cfg)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# batch helpers
+# ---------------------------------------------------------------------------------------------------------------------
+def _mask(batch: dict, key: str, x: Tensor) -> Tensor:
+    mask = batch.get(f"{key}_mask")
+    if mask is None:
+        return torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+    return check_mask(mask.to(x.device), x.shape[:2], f"{key}_mask")
+
+
+def _per_sample(batch: dict, key: str, default, b: int, device) -> Tensor:
+    """A per-sample number (list, tensor or scalar in the batch; ``default`` when absent) as a (b,) float tensor."""
+    v = batch.get(key, default)
+    t = torch.as_tensor(v if not isinstance(v, (list, tuple)) else [float(x) for x in v], dtype=torch.float32,
+                        device=device)
+    return t.expand(b).clone() if t.dim() == 0 else t.reshape(b)
+
+
+def span_targets(windows: Tensor, windows_mask: Tensor, num_clips: Tensor, clip_length: Tensor, lv: int) -> Tensor:
+    """Per-clip regression target (b, lv, 2) in units of the feature extent ``T * clip_length``.
+
+    Clip t ([t cl, (t+1) cl] s) regresses the annotated window (b, n, 2 seconds) it overlaps most (0 if none).
+    """
+    t = torch.arange(lv, device=windows.device, dtype=windows.dtype)
+    cl = clip_length[:, None, None]
+    st, ed = t[None, :, None] * cl, (t[None, :, None] + 1) * cl                          # (b, lv, 1)
+    overlap = (torch.minimum(ed, windows[:, None, :, 1]) - torch.maximum(st, windows[:, None, :, 0])).clamp(min=0)
+    overlap = overlap.masked_fill(~windows_mask[:, None, :], -1.0)                        # (b, lv, n)
+    if windows.shape[1] == 0:
+        return windows.new_zeros(windows.shape[0], lv, 2)
+    best = overlap.argmax(-1)                                                             # (b, lv)
+    target = torch.gather(windows, 1, best.unsqueeze(-1).expand(-1, -1, 2))
+    return target / (num_clips.to(windows.dtype) * clip_length)[:, None, None]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the model
+# ---------------------------------------------------------------------------------------------------------------------
+class MLVTG(nn.Module):
+    """MLVTG with a pluggable aligner. ``forward(batch) -> dict``, ``predict(batch) -> list[dict]``.
+
+    Batch keys (``MomentDataset.collate`` format): ``video`` (b, lv, video_dim) and ``video_mask``; ``text``
+    (b, lq, text_dim) and ``text_mask``; targets, all optional: ``foreground`` (b, lv) bool with ``windows``
+    (b, n, 2 seconds) and ``windows_mask`` (moment losses), ``saliency`` (b, lv) (saliency losses); metadata:
+    ``clip_length``, ``duration`` (per-sample lists), ``qid``, ``vid``, ``query`` (copied into predictions).
+    """
+
+    def __init__(self, cfg: MLVTGConfig | None = None, **overrides):
+        super().__init__()
+        if cfg is None:
+            cfg = MLVTGConfig.from_dict(overrides)
+        elif overrides:
+            cfg = MLVTGConfig.from_dict({**cfg.to_dict(), **overrides})
+        self.cfg = cfg
+        d = cfg.hidden_dim
+        self.video_proj = InputProjection(cfg.video_dim + (2 if cfg.use_tef else 0), d, cfg.input_dropout)
+        self.text_proj = InputProjection(cfg.text_dim, d, cfg.input_dropout)
+        self.saliency_head = SaliencyHead(d)
+        self.type_embed = nn.Embedding(2, d)                           # 0 = text, 1 = video (UniVTG)
+        self.aligner = build_aligner(cfg)
+        self.refiner = None
+        if cfg.llm_refiner is not None:
+            from vidmamba.models.llm_refiner import LLMRefiner
+            self.refiner = LLMRefiner(hidden_dim=d, **cfg.llm_refiner)
+        kernel = 1 if cfg.aligner == "perclip" else cfg.head_kernel
+        self.head = DenseGroundingHead(d, num_layers=cfg.head_layers, kernel_size=kernel, offset_act="sigmoid")
+
+    # -- encoding -----------------------------------------------------------------------------------------------------
+    def _inputs(self, batch: dict):
+        video, text = batch["video"], batch["text"]
+        if video.dim() != 3 or text.dim() != 3:
+            raise ValueError(f"expected video (b, lv, d) and text (b, lq, d), got {tuple(video.shape)} and "
+                             f"{tuple(text.shape)}")
+        vmask, tmask = _mask(batch, "video", video), _mask(batch, "text", text)
+        for name, x, m, dim in (("video", video, vmask, self.cfg.video_dim), ("text", text, tmask, self.cfg.text_dim)):
+            if x.shape[-1] != dim:
+                raise ValueError(f"batch['{name}'] has feature dim {x.shape[-1]}, the model expects {dim}")
+            if not bool(m.any(1).all()):
+                raise ValueError(f"batch['{name}'] has a sample with no valid step (empty {name})")
+            if not bool(torch.isfinite(x[m]).all()):
+                raise ValueError(f"batch['{name}'] has NaN or Inf at valid steps")
+        video = masked_fill_pads(video, vmask, 1)
+        if self.cfg.use_tef:
+            n = vmask.sum(1, keepdim=True).to(video.dtype)
+            t = torch.arange(video.shape[1], device=video.device, dtype=video.dtype)[None]
+            tef = masked_fill_pads(torch.stack([t / n, (t + 1) / n], dim=-1), vmask, 1)
+            video = torch.cat([video, tef], dim=-1)
+        return video, vmask, masked_fill_pads(text, tmask, 1), tmask
+
+    def _positions(self, x: Tensor, mask: Tensor) -> Tensor:
+        """Sinusoidal positions (exact table for the padded length, so padding never changes a valid position)."""
+        pe = sinusoid_encoding(x.shape[1], x.shape[2]).to(device=x.device, dtype=x.dtype)
+        return x + pe * mask.unsqueeze(-1).to(x.dtype)
+
+    def encode(self, batch: dict) -> dict:
+        """Projections, HD branch, TL branch and heads; no losses. Returns a dict of (b, lv, ...) tensors."""
+        video, vmask, text, tmask = self._inputs(batch)
+        v = masked_fill_pads(self.video_proj(video), vmask, 1)
+        q = masked_fill_pads(self.text_proj(text), tmask, 1)
+        saliency = self.saliency_head(v, vmask, q, tmask)
+        sentence = self.saliency_head.pool(q, tmask)                 # the HD branch's pooled query (for the losses)
+
+        v_in = self._positions(v, vmask) + self.type_embed.weight[1]
+        q_in = q + self.type_embed.weight[0]
+        if self.cfg.use_txt_pos:
+            q_in = self._positions(q_in, tmask)
+        v_in, q_in = masked_fill_pads(v_in, vmask, 1), masked_fill_pads(q_in, tmask, 1)
+        aligned = self.aligner(v_in, vmask, q_in, tmask, refiner=self.refiner)
+        logits, offsets = self.head(aligned, vmask)
+
+        n = vmask.sum(1, keepdim=True).to(offsets.dtype)
+        centre = (torch.arange(vmask.shape[1], device=v.device, dtype=offsets.dtype)[None] + 0.5) / n
+        spans = torch.stack([centre - offsets[..., 0], centre + offsets[..., 1]], dim=-1)
+        return {"logits": logits, "offsets": offsets, "spans": masked_fill_pads(spans, vmask, 1),
+                "saliency": saliency, "video_feats": v, "sentence": sentence, "video_mask": vmask,
+                "num_clips": vmask.sum(1)}
+
+    # -- losses -------------------------------------------------------------------------------------------------------
+    def losses(self, out: dict, batch: dict) -> dict:
+        """Weighted loss terms for the targets present in ``batch`` (each a scalar); ``loss`` is their sum."""
+        cfg, vmask, logits = self.cfg, out["video_mask"], out["logits"]
+        terms: dict[str, Tensor] = {}
+        if batch.get("foreground") is not None:
+            fg = batch["foreground"].to(logits.device).bool() & vmask
+            if cfg.fg_loss == "bce":
+                terms["loss_fg"] = cfg.w_fg * foreground_bce_loss(logits, fg.float(), vmask, cfg.bg_weight)
+            else:
+                terms["loss_fg"] = cfg.w_fg * sigmoid_focal_loss(logits, fg.float(), cfg.focal_alpha,
+                                                                 cfg.focal_gamma, mask=vmask)
+            windows = batch["windows"].to(logits.device, logits.dtype)
+            wmask = batch.get("windows_mask")
+            wmask = torch.ones(windows.shape[:2], dtype=torch.bool, device=windows.device) if wmask is None \
+                else wmask.to(windows.device)
+            cl = _per_sample(batch, "clip_length", cfg.clip_length, logits.shape[0], logits.device)
+            target = span_targets(windows, wmask, out["num_clips"], cl, logits.shape[1])
+            terms["loss_span"] = cfg.w_span * smooth_l1_span_loss(out["spans"], target, fg)
+            terms["loss_giou"] = cfg.w_giou * giou_loss(out["spans"], target, fg)
+        if batch.get("saliency") is not None:
+            sal = batch["saliency"].to(logits.device, logits.dtype).masked_fill(~vmask, float("-inf"))
+            has_pos = sal.max(1).values > 0
+            if bool(has_pos.any()):
+                rows = has_pos.nonzero().squeeze(1)
+                pos_idx = sal[rows].argmax(1)                     # the top-rated clip (ties: the first)
+                feats, sent = out["video_feats"][rows], out["sentence"][rows]
+                terms["loss_sal_intra"] = cfg.w_sal_intra * saliency_intra_loss(
+                    feats, sent, sal[rows], pos_idx, vmask[rows], cfg.tau)
+                terms["loss_sal_inter"] = cfg.w_sal_inter * saliency_inter_loss(feats, sent, pos_idx, cfg.tau)
+        if terms:
+            terms["loss"] = torch.stack(list(terms.values())).sum()
+        return terms
+
+    def forward(self, batch: dict) -> dict:
+        """Model outputs (see :meth:`encode`) plus the weighted loss terms and ``loss`` when targets are present."""
+        out = self.encode(batch)
+        out.update(self.losses(out, batch))
+        return out
+
+    # -- decoding -----------------------------------------------------------------------------------------------------
+    def scores(self, out: dict) -> Tensor:
+        """Per-clip window score (b, lv): fg probability (+ saliency in "add" mode)."""
+        prob = torch.sigmoid(out["logits"])
+        return prob + out["saliency"] if self.cfg.score_mode == "add" else prob
+
+    @torch.no_grad()
+    def predict(self, batch: dict) -> list[dict]:
+        """Per sample: ``pred_relevant_windows`` [[st, ed, score], ...] in seconds (score-sorted, temporal NMS, at most
+        ``max_windows``, clamped to [0, duration]) and ``pred_saliency_scores`` (one per valid clip), plus ``qid``,
+        ``vid``, ``query`` when the batch has them. Runs in eval mode and restores the previous mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            out = self.encode(batch)
+        finally:
+            self.train(was_training)
+        cfg = self.cfg
+        b = out["logits"].shape[0]
+        cl = _per_sample(batch, "clip_length", cfg.clip_length, b, "cpu")
+        n = out["num_clips"].cpu()
+        extent = n.to(torch.float32) * cl
+        duration = _per_sample(batch, "duration", extent, b, "cpu") if "duration" in batch else extent
+        scores, spans, sal = self.scores(out).float().cpu(), out["spans"].float().cpu(), out["saliency"].float().cpu()
+        preds = []
+        for i in range(b):
+            k = int(n[i])
+            segs = (spans[i, :k] * extent[i]).clamp(min=0.0, max=float(duration[i]))
+            s = scores[i, :k]
+            top = s.argsort(descending=True, stable=True)[: cfg.max_before_nms]
+            kept, kept_scores, _ = nms_1d(segs[top], s[top], "hard", cfg.nms_threshold,
+                                           min_score=float("-inf"), max_num=cfg.max_windows)
+            pred = {key: batch[key][i] for key in ("qid", "query", "vid") if key in batch}
+            pred["pred_relevant_windows"] = [[float(a), float(e), float(c)]
+                                             for (a, e), c in zip(kept.tolist(), kept_scores.tolist())]
+            pred["pred_saliency_scores"] = [float(x) for x in sal[i, :k].tolist()]
+            preds.append(pred)
+        return preds
