@@ -1,0 +1,250 @@
+"""Checkpoint folders, written atomically.
+
+A checkpoint is a folder::
+
+    model.safetensors   the model's state_dict (tied tensors stored once; aliases in the file's metadata)
+    ema.safetensors     EMA of the trainable weights (when EMA is on)
+    config.json         {"trainer": ..., "model": ..., "vidmamba_version": ...}
+    trainer_state.pt    optimizer, scheduler, epoch/step, best metric, RNG states (torch.load(weights_only=True))
+    meta.json           written last: format version, summary, and the byte size of every other file
+
+It is written into a hidden temp folder beside the target, which then replaces the target by two renames
+(target -> ``.<name>.old``, temp -> target). A crash at any point leaves either the old or the new checkpoint complete;
+readers fall back to ``.<name>.old`` when the target is missing.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as safetensors_bytes
+from torch import nn
+
+from .. import __version__
+from ..utils import atomic_write_bytes, atomic_write_text
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.safetensors"
+EMA_FILE = "ema.safetensors"
+CONFIG_FILE = "config.json"
+STATE_FILE = "trainer_state.pt"
+META_FILE = "meta.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is incomplete, corrupt, or does not match the model."""
+
+
+def describe_mismatch(expected: dict, found: dict, limit: int = 10) -> str:
+    """Human-readable difference between two ``{name: shape}`` maps ('' when they agree)."""
+
+    def show(names):
+        names = sorted(names)
+        more = f" ... (+{len(names) - limit} more)" if len(names) > limit else ""
+        return ", ".join(names[:limit]) + more
+
+    parts = []
+    missing, unexpected = expected.keys() - found.keys(), found.keys() - expected.keys()
+    if missing:
+        parts.append(f"missing keys: {show(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys: {show(unexpected)}")
+    shapes = [
+        f"{k} (expected {tuple(expected[k])}, found {tuple(found[k])})"
+        for k in sorted(expected.keys() & found.keys())
+        if tuple(expected[k]) != tuple(found[k])
+    ]
+    if shapes:
+        parts.append("shape mismatches: " + "; ".join(shapes[:limit]) + (" ..." if len(shapes) > limit else ""))
+    return "; ".join(parts)
+
+
+def dedupe_tensors(state: dict) -> tuple[dict, dict]:
+    """Split a state_dict into unique CPU tensors and ``{alias: kept_name}`` for tensors that share memory."""
+    unique, aliases, seen = {}, {}, {}
+    for name, tensor in state.items():
+        key = (tensor.device, tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape),
+               tensor.stride(), tensor.dtype)
+        if key in seen and tensor.numel() > 0:  # empty tensors share the null pointer without being tied
+            aliases[name] = seen[key]
+        else:
+            seen[key] = name
+            unique[name] = tensor.detach().to("cpu", copy=True).contiguous()
+    return unique, aliases
+
+
+def _safetensors_payload(tensors: dict, metadata: dict) -> bytes:
+    return safetensors_bytes(tensors, metadata={k: json.dumps(v) for k, v in metadata.items()})
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def backup_path(folder) -> Path:
+    folder = Path(folder)
+    return folder.with_name(f".{folder.name}.old")
+
+
+def save_checkpoint(folder, model: nn.Module, *, config: dict | None = None, training_state: dict | None = None,
+                    ema_state: dict | None = None, info: dict | None = None) -> Path:
+    """Write a checkpoint folder atomically (see the module docstring); returns its path.
+
+    ``ema_state`` is ``EMA.state_dict()``; ``info`` is a small JSON-able summary copied into ``meta.json``.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        files = {}
+
+        def write(name, payload: bytes):
+            atomic_write_bytes(tmp / name, payload)
+            files[name] = len(payload)
+
+        tensors, aliases = dedupe_tensors(model.state_dict())
+        write(MODEL_FILE, _safetensors_payload(tensors, {"aliases": aliases}))
+        if ema_state is not None:
+            shadow = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in ema_state["shadow"].items()}
+            meta = {"decay": ema_state["decay"], "num_updates": ema_state["num_updates"]}
+            write(EMA_FILE, _safetensors_payload(shadow, meta))
+        write(CONFIG_FILE, json.dumps({**(config or {}), "vidmamba_version": __version__}, indent=2).encode())
+        if training_state is not None:
+            buffer = io.BytesIO()
+            torch.save(training_state, buffer)
+            write(STATE_FILE, buffer.getvalue())
+        meta = {"format": FORMAT_VERSION, "files": files, **(info or {})}
+        atomic_write_text(tmp / META_FILE, json.dumps(meta, indent=2))
+        _fsync_dir(tmp)
+        _replace_dir(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def _replace_dir(tmp: Path, folder: Path) -> None:
+    backup = backup_path(folder)
+    if folder.exists():
+        if backup.exists():
+            shutil.rmtree(backup)
+        os.replace(folder, backup)
+    os.replace(tmp, folder)
+    _fsync_dir(folder.parent)
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def resolve_checkpoint(folder) -> Path:
+    """The complete checkpoint at ``folder`` or, after a crash mid-replace, its ``.old`` backup."""
+    folder = Path(folder)
+    for candidate in (folder, backup_path(folder)):
+        if (candidate / META_FILE).is_file():
+            return candidate
+    if folder.exists():
+        raise CheckpointError(f"{folder} is not a complete checkpoint: {folder / META_FILE} is missing")
+    raise FileNotFoundError(f"checkpoint folder {folder} not found")
+
+
+class Checkpoint:
+    """A verified checkpoint folder: every file named in ``meta.json`` exists with the recorded size."""
+
+    def __init__(self, folder):
+        self.path = resolve_checkpoint(folder)
+        meta_file = self.path / META_FILE
+        try:
+            self.meta = json.loads(meta_file.read_text())
+            files = dict(self.meta["files"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"corrupt checkpoint metadata {meta_file}: {exc}") from exc
+        for name, size in files.items():
+            path = self.path / name
+            if not path.is_file():
+                raise CheckpointError(f"checkpoint {self.path} is missing {path}")
+            if path.stat().st_size != size:
+                raise CheckpointError(f"{path} is truncated or modified: {path.stat().st_size} bytes, expected {size}")
+        self.files = files
+
+    def has(self, name: str) -> bool:
+        return name in self.files
+
+    @property
+    def config(self) -> dict:
+        path = self.path / CONFIG_FILE
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot read {path}: {exc}") from exc
+
+    def _read_tensors(self, name: str) -> tuple[dict, dict]:
+        path = self.path / name
+        if not self.has(name):
+            raise CheckpointError(f"checkpoint {self.path} has no {name}")
+        try:
+            with safe_open(path, framework="pt", device="cpu") as f:
+                metadata = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as exc:  # safetensors raises its own error types for corrupt headers/data
+            raise CheckpointError(f"cannot read {path}: {exc}") from exc
+        return tensors, metadata
+
+    def load_model(self, model: nn.Module) -> None:
+        """Load the weights into ``model``; a key or shape mismatch raises ``CheckpointError`` naming them."""
+        tensors, metadata = self._read_tensors(MODEL_FILE)
+        for alias, target in metadata.get("aliases", {}).items():
+            tensors[alias] = tensors[target]
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        problem = describe_mismatch(expected, {k: tuple(v.shape) for k, v in tensors.items()})
+        if problem:
+            raise CheckpointError(f"{self.path / MODEL_FILE} does not match the model ({type(model).__name__}): "
+                                  f"{problem}")
+        model.load_state_dict(tensors, strict=True)
+
+    def ema_state(self) -> dict:
+        shadow, metadata = self._read_tensors(EMA_FILE)
+        return {"shadow": shadow, "decay": metadata.get("decay"), "num_updates": metadata.get("num_updates", 0)}
+
+    def load_ema_into(self, model: nn.Module) -> None:
+        """Overwrite ``model``'s parameters with the EMA weights (for inference; call after ``load_model``)."""
+        shadow = self.ema_state()["shadow"]
+        params = dict(model.named_parameters())
+        problem = describe_mismatch({k: tuple(params[k].shape) for k in shadow if k in params},
+                                    {k: tuple(v.shape) for k, v in shadow.items()})
+        if problem:
+            raise CheckpointError(f"{self.path / EMA_FILE} does not match the model: {problem}")
+        with torch.no_grad():
+            for name, value in shadow.items():
+                params[name].copy_(value)
+
+    def training_state(self, map_location="cpu") -> dict:
+        path = self.path / STATE_FILE
+        if not self.has(STATE_FILE):
+            raise CheckpointError(f"checkpoint {self.path} has no training state ({STATE_FILE}); cannot resume")
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as exc:  # unpickling errors come in many types
+            raise CheckpointError(f"cannot read {path}: {exc}") from exc
+
+
+def load_weights(folder, model: nn.Module, use_ema: bool = True) -> Checkpoint:
+    """Load a checkpoint's weights into ``model`` for inference (the EMA weights when present and ``use_ema``)."""
+    ckpt = Checkpoint(folder)
+    ckpt.load_model(model)
+    if use_ema and ckpt.has(EMA_FILE):
+        ckpt.load_ema_into(model)
+    return ckpt
