@@ -21,10 +21,12 @@ def flip_time(tensors, dims):
 
 
 def expand_groups(M, d):
-    """B or C of shape (b, n, l) or (b, g, n, l) -> (b, d, n, l), each group serving d // g channels."""
+    """B or C of shape (b, n, l) or (b, g, n, l) -> (b, d, n, l), each group serving d // g channels.
+
+    A view (no copy) when there is a single group."""
     if M.dim() == 3:
-        return M.unsqueeze(1).expand(M.shape[0], d, *M.shape[1:])
-    g = M.shape[1]
+        M = M.unsqueeze(1)
+    b, g = M.shape[:2]
     if d % g:
         raise ValueError(f"number of groups {g} must divide the number of channels {d}")
-    return M.repeat_interleave(d // g, dim=1)
+    return M.unsqueeze(2).expand(b, g, d // g, *M.shape[2:]).reshape(b, d, *M.shape[2:])
