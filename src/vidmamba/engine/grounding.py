@@ -1,0 +1,177 @@
+"""Grounding experiments (moment retrieval + highlight detection) from a config: datasets, model, train, evaluate.
+
+Config sections (see ``configs/mlvtg_*.yaml``):
+
+* ``task``: the metric protocol of :func:`vidmamba.metrics.evaluate.evaluate_predictions` ("qvhighlights",
+  "moment_retrieval", "tvsum");
+* ``model``: ``name`` (a :func:`vidmamba.models.build_model` name) + model options; ``video_dim`` / ``text_dim``
+  are read off the data when absent;
+* ``data``: ``dataset`` (clip length and file naming, :mod:`vidmamba.data.lighthouse`), ``feature_root``,
+  ``train`` / ``val`` annotation jsonl, ``video_features`` (list of feature folders), ``text_features``,
+  ``max_text_len``, ``normalize_video``;
+* ``train``: :class:`~vidmamba.engine.config.TrainerConfig` options.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from vidmamba.data.lighthouse import MomentDataset
+from vidmamba.engine.checkpoint import load_weights, resolve_checkpoint, Checkpoint
+from vidmamba.engine.trainer import Trainer
+from vidmamba.metrics.evaluate import evaluate_predictions
+from vidmamba.metrics.validation import GroundTruthError, read_jsonl
+from vidmamba.models import build_model
+from vidmamba.utils import atomic_write_text
+
+# The checkpoint-selection metric of each protocol (lighthouse: MR-full-mAP for MR data, mAP for HD data).
+SELECTION_METRIC = {"qvhighlights": "MR-full-mAP", "moment_retrieval": "MR-full-mAP", "tvsum": "HL-top5-mAP"}
+DATA_KEYS = {"dataset", "feature_root", "train", "val", "video_features", "text_features", "max_text_len",
+             "normalize_video", "window_tol"}
+
+
+def _data_options(data: dict) -> dict:
+    unknown = sorted(set(data) - DATA_KEYS)
+    if unknown:
+        raise ValueError(f"unknown data config keys {unknown}; known: {sorted(DATA_KEYS)}")
+    for key in ("dataset", "feature_root", "video_features", "text_features"):
+        if key not in data:
+            raise ValueError(f"data config is missing {key!r}")
+    return data
+
+
+def build_dataset(data: dict, split: str) -> MomentDataset:
+    """The ``split`` ("train" / "val") dataset described by the ``data`` config section."""
+    data = _data_options(data)
+    if split not in data:
+        raise ValueError(f"data config has no {split!r} annotation file")
+    return MomentDataset(data[split], data["feature_root"], data["video_features"], data["text_features"],
+                         dataset=data["dataset"], max_text_len=data.get("max_text_len"),
+                         normalize_video=data.get("normalize_video", True), window_tol=data.get("window_tol", 0.5))
+
+
+def resolve_model_config(config: dict, dataset: MomentDataset) -> dict:
+    """``config["model"]`` with ``video_dim`` / ``text_dim`` / ``clip_length`` filled in from the first sample."""
+    model = copy.deepcopy(config["model"])
+    if "video_dim" not in model or "text_dim" not in model:
+        first = dataset[0]
+        model.setdefault("video_dim", int(first["video"].shape[1]))
+        model.setdefault("text_dim", int(first["text"].shape[1]))
+    model.setdefault("clip_length", dataset.spec.clip_length)
+    return model
+
+
+def build_grounding_model(model_cfg: dict) -> torch.nn.Module:
+    options = dict(model_cfg)
+    name = options.pop("name", "mlvtg")
+    return build_model(name, **options)
+
+
+@torch.no_grad()
+def predict_loader(model, loader: DataLoader, device="cpu") -> list[dict]:
+    """Official prediction rows (qid, query, vid, pred_relevant_windows, pred_saliency_scores) for every sample."""
+    from vidmamba.engine.trainer import to_device
+
+    rows = []
+    for batch in loader:
+        rows.extend(model.predict(to_device(batch, torch.device(device))))
+    return rows
+
+
+def make_evaluate_fn(task: str, gt_path):
+    """``evaluate_fn(model, loader)`` for the trainer: predict the loader, score with the ``task`` protocol."""
+    ground_truth = read_jsonl(gt_path, GroundTruthError)
+
+    def evaluate_fn(model, loader):
+        device = next(model.parameters()).device
+        rows = predict_loader(model, loader, device)
+        metrics = evaluate_predictions(task, rows, ground_truth, gt_path=gt_path)
+        return {k: float(v) for k, v in metrics["brief"].items() if v is not None}
+
+    return evaluate_fn
+
+
+def train(config: dict, resume=None) -> dict:
+    """Train the model described by ``config``; returns the trainer's summary (best metric, final metrics)."""
+    task = config.get("task", "qvhighlights")
+    train_ds, val_ds = build_dataset(config["data"], "train"), build_dataset(config["data"], "val")
+    model_cfg = resolve_model_config(config, train_ds)
+    trainer_opts = dict(config.get("train", {}))
+    if "metric" not in trainer_opts:  # the protocol's selection metric: a percentage, higher is better
+        trainer_opts.update(metric=SELECTION_METRIC[task], higher_is_better=True)
+    torch.manual_seed(int(trainer_opts.get("seed", 0)))
+    model = build_grounding_model(model_cfg)
+    full_config = {**config, "model": model_cfg, "train": trainer_opts}
+    with Trainer(model, trainer_opts, train_ds, val_ds, collate_fn=train_ds.collate,
+                 evaluate_fn=make_evaluate_fn(task, config["data"]["val"]), resume=resume,
+                 model_config=full_config) as trainer:
+        return trainer.fit()
+
+
+def load_trained(ckpt) -> tuple[torch.nn.Module, dict]:
+    """Rebuild the model of a checkpoint folder (or of a run folder's ``best``) and load its (EMA) weights."""
+    ckpt = Path(ckpt)
+    folder = resolve_checkpoint(ckpt / "best" if (ckpt / "best").exists() else ckpt)
+    config = Checkpoint(folder).config["model"]
+    model = build_grounding_model(config["model"])
+    load_weights(folder, model, use_ema=True)
+    return model.eval(), config
+
+
+def evaluate(ckpt, out_dir, split: str = "val", overrides_data: dict | None = None) -> dict:
+    """Predict ``split`` with a checkpoint, write ``<out_dir>/<split>_preds.jsonl`` and ``<split>_metrics.json``."""
+    model, config = load_trained(ckpt)
+    data = {**config["data"], **(overrides_data or {})}
+    dataset = build_dataset(data, split)
+    loader = DataLoader(dataset, batch_size=int(config["train"].get("eval_batch_size") or 32), shuffle=False,
+                        collate_fn=dataset.collate)
+    rows = predict_loader(model, loader)
+    task = config.get("task", "qvhighlights")
+    metrics = evaluate_predictions(task, rows, read_jsonl(data[split], GroundTruthError), gt_path=data[split])
+    out_dir = Path(out_dir)
+    atomic_write_text(out_dir / f"{split}_preds.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text(out_dir / f"{split}_metrics.json", json.dumps(metrics, indent=4))
+    return metrics
+
+
+def predict_features(ckpt, video_feature_files, query_feature_file, query: str = "") -> dict:
+    """Moments and saliency for one video from feature files, prepared exactly as in training.
+
+    ``video_feature_files``: one npz (key ``features``, (T, D_i)) per feature type of the checkpoint's config, in
+    its order; each is L2-normalised per clip when the config says so, then they are concatenated.
+    ``query_feature_file``: npz with key ``last_hidden_state`` or ``token`` (L, D_text).
+    Returns ``{"query", "windows": [[start_s, end_s, score], ...], "saliency": [...], "clip_length"}``.
+    """
+    from vidmamba.data.features import align_lengths, l2_normalize, load_feature_array
+    from vidmamba.data.lighthouse import get_dataset_spec
+
+    model, config = load_trained(ckpt)
+    data = config["data"]
+    files = [Path(f) for f in (video_feature_files if isinstance(video_feature_files, (list, tuple))
+                               else [video_feature_files])]
+    if len(files) != len(data["video_features"]):
+        raise ValueError(f"the checkpoint expects {len(data['video_features'])} video feature file(s) "
+                         f"({', '.join(data['video_features'])}), got {len(files)}")
+    arrays = [load_feature_array(f, key="features") for f in files]
+    if data.get("normalize_video", True):
+        arrays = [l2_normalize(a) for a in arrays]
+    video = torch.from_numpy(np.concatenate(align_lengths(arrays, files, mode="truncate"), axis=1))
+    with np.load(query_feature_file) as npz:
+        key = "last_hidden_state" if "last_hidden_state" in npz.files else "token"
+    text = torch.from_numpy(load_feature_array(query_feature_file, key=key))
+    if video.shape[1] != config["model"]["video_dim"] or text.shape[1] != config["model"]["text_dim"]:
+        raise ValueError(f"feature widths video {video.shape[1]} / text {text.shape[1]} do not match the "
+                         f"checkpoint's video_dim {config['model']['video_dim']} / text_dim "
+                         f"{config['model']['text_dim']}")
+    clip_length = get_dataset_spec(data["dataset"]).clip_length
+    batch = {"video": video[None], "video_mask": torch.ones(1, len(video), dtype=torch.bool),
+             "text": text[None], "text_mask": torch.ones(1, len(text), dtype=torch.bool),
+             "clip_length": torch.tensor([clip_length]), "duration": torch.tensor([len(video) * clip_length])}
+    pred = model.predict(batch)[0]
+    return {"query": query, "clip_length": clip_length, "windows": pred["pred_relevant_windows"],
+            "saliency": pred["pred_saliency_scores"]}

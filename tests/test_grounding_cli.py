@@ -1,0 +1,90 @@
+"""End to end through the CLI on a tiny synthetic benchmark: train -> evaluate -> predict."""
+import json
+
+import numpy as np
+import pytest
+
+from vidmamba.cli import main
+from vidmamba.data.synthetic import generate_grounding_benchmark
+from vidmamba.metrics.evaluate import evaluate_prediction_files
+
+TINY = dict(num_train=48, num_val=12, min_clips=16, max_clips=40, max_event_clips=8, video_dim=24, text_dim=16,
+            latent_dim=8, hidden_dim=16, seed=3)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("grounding")
+    bench = generate_grounding_benchmark(tmp / "bench", **TINY)
+    config = tmp / "tiny.yaml"
+    config.write_text(f"""
+task: qvhighlights
+model: {{name: mlvtg, hidden_dim: 16, num_layers: 1}}
+data:
+  dataset: qvhighlight
+  feature_root: {bench}
+  train: {bench / 'train.jsonl'}
+  val: {bench / 'val.jsonl'}
+  video_features: [video]
+  text_features: text
+train: {{epochs: 2, batch_size: 8, lr: 1e-3, progress: false, out_dir: {tmp / 'run'}}}
+""")
+    assert main(["train", str(config), "--set", "train.eval_every=1"]) == 0
+    return tmp, bench, config
+
+
+def test_train_writes_checkpoints_and_log(trained):
+    tmp, _, _ = trained
+    run = tmp / "run"
+    assert (run / "best" / "model.safetensors").is_file() and (run / "last" / "model.safetensors").is_file()
+    log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in log if r["split"] == "val"]
+    assert [r["epoch"] for r in evals] == [1, 2] and all("MR-full-mAP" in r for r in evals)
+    stored = json.loads((run / "last" / "config.json").read_text())["model"]
+    assert stored["model"]["video_dim"] == TINY["video_dim"] and stored["model"]["text_dim"] == TINY["text_dim"]
+
+
+def test_evaluate_checkpoint_writes_official_predictions(trained, tmp_path):
+    tmp, bench, config = trained
+    assert main(["evaluate", str(config), "--ckpt", str(tmp / "run"), "--out", str(tmp_path)]) == 0
+    preds = [json.loads(line) for line in (tmp_path / "val_preds.jsonl").read_text().splitlines()]
+    gt = [json.loads(line) for line in (bench / "val.jsonl").read_text().splitlines()]
+    assert [p["qid"] for p in preds] == [g["qid"] for g in gt]
+    for p, g in zip(preds, gt):
+        scores = [w[2] for w in p["pred_relevant_windows"]]
+        assert 1 <= len(scores) <= 10 and scores == sorted(scores, reverse=True)
+        assert all(0 <= w[0] <= w[1] <= g["duration"] for w in p["pred_relevant_windows"])
+        assert len(p["pred_saliency_scores"]) == round(g["duration"] / 2)
+    # the metrics file is exactly what the official protocol gives for the written predictions
+    written = json.loads((tmp_path / "val_metrics.json").read_text())
+    assert written == evaluate_prediction_files("qvhighlights", tmp_path / "val_preds.jsonl", bench / "val.jsonl")
+
+
+def test_predict_from_feature_files_matches_evaluate(trained, tmp_path, capsys):
+    tmp, bench, config = trained
+    main(["evaluate", str(config), "--ckpt", str(tmp / "run"), "--out", str(tmp_path)])
+    first = json.loads((tmp_path / "val_preds.jsonl").read_text().splitlines()[0])
+    capsys.readouterr()
+    out = tmp_path / "pred.json"
+    assert main(["predict", "--ckpt", str(tmp / "run"), "--video-features", str(bench / "video" / f"{first['vid']}.npz"),
+                 "--query-features", str(bench / "text" / f"qid{first['qid']}.npz"), "--query", first["query"],
+                 "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["query"] == first["query"]
+    np.testing.assert_allclose(result["saliency"], first["pred_saliency_scores"], rtol=1e-3, atol=1e-4)  # batched vs alone: fp32 reduction order
+    np.testing.assert_allclose(result["windows"], first["pred_relevant_windows"], rtol=1e-3, atol=1e-3)
+
+
+def test_predict_rejects_features_of_the_wrong_width(trained, tmp_path):
+    tmp, bench, _ = trained
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, features=np.zeros((20, TINY["video_dim"] + 1), dtype=np.float32))
+    with pytest.raises(ValueError, match="video_dim"):
+        main(["predict", "--ckpt", str(tmp / "run"), "--video-features", str(bad),
+              "--query-features", str(bench / "text" / "qid0.npz")])
+
+
+def test_evaluate_needs_ckpt_for_a_config(trained):
+    _, _, config = trained
+    with pytest.raises(SystemExit, match="not a metric protocol"):
+        main(["evaluate", str(config)])
