@@ -79,7 +79,7 @@ def test_predict_rejects_features_of_the_wrong_width(trained, tmp_path):
     tmp, bench, _ = trained
     bad = tmp_path / "bad.npz"
     np.savez(bad, features=np.zeros((20, TINY["video_dim"] + 1), dtype=np.float32))
-    with pytest.raises(ValueError, match="video_dim"):
+    with pytest.raises(ValueError, match=r"bad.npz.*features"):
         main(["predict", "--ckpt", str(tmp / "run"), "--video-features", str(bad),
               "--query-features", str(bench / "text" / "qid0.npz")])
 
@@ -88,3 +88,39 @@ def test_evaluate_needs_ckpt_for_a_config(trained):
     _, _, config = trained
     with pytest.raises(SystemExit, match="not a metric protocol"):
         main(["evaluate", str(config)])
+
+
+def _copy_bench(bench, tmp_path):
+    import shutil
+
+    copy = tmp_path / "bench"
+    shutil.copytree(bench, copy)
+    return copy
+
+
+@pytest.mark.parametrize("corrupt, match", [
+    ("text_dim", r"qid\d+\.npz.*last_hidden_state|qid\d+\.npz.*16"),
+    ("nan_video", r"\.npz.*(NaN|non-finite)"),
+    ("empty_video", r"\.npz.*empty"),
+])
+def test_bad_features_name_the_file_and_write_no_checkpoint(trained, tmp_path, corrupt, match):
+    from vidmamba.data.errors import DataFormatError
+
+    _, bench, config = trained
+    bench = _copy_bench(bench, tmp_path)
+    gt = [json.loads(line) for line in (bench / "train.jsonl").read_text().splitlines()]
+    victim = gt[5]
+    if corrupt == "text_dim":
+        np.savez(bench / "text" / f"qid{victim['qid']}.npz", last_hidden_state=np.ones((4, TINY["text_dim"] + 3),
+                                                                                         np.float32))
+    else:
+        path = bench / "video" / f"{victim['vid']}.npz"
+        feats = np.load(path)["features"]
+        feats = feats[:0] if corrupt == "empty_video" else np.where(np.arange(len(feats))[:, None] == 2, np.nan, feats)
+        np.savez(path, features=feats.astype(np.float32))
+    run = tmp_path / "run"
+    overrides = [f"data.feature_root={bench}", f"data.train={bench / 'train.jsonl'}",
+                 f"data.val={bench / 'val.jsonl'}", f"train.out_dir={run}"]
+    with pytest.raises(DataFormatError, match=match):
+        main(["train", str(config), *[arg for o in overrides for arg in ("--set", o)]])
+    assert not (run / "last").exists() and not (run / "best").exists()

@@ -163,7 +163,7 @@ def run_demo(out_dir: Path, threads: int | None = None) -> dict:
         plot_examples(out_dir / "figure.png", gt_rows, predictions)
         results["figure"] = str(out_dir / "figure.png")
     except ImportError:
-        print("matplotlib not installed: no figure (pip install 'vidmamba[demo]')")
+        print("matplotlib not installed: no figure (pip install 'vidmamba[plot]')")
     results["seconds"] = round(time.perf_counter() - start, 1)
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2))
     print(f"\nwrote {out_dir / 'results.json'} ({results['seconds']} s in all)")

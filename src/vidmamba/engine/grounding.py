@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from vidmamba.data.lighthouse import MomentDataset
+from vidmamba.data.features import align_lengths, l2_normalize, load_feature_array
+from vidmamba.data.lighthouse import MomentDataset, get_dataset_spec, video_feature_path
 from vidmamba.engine.checkpoint import load_weights, resolve_checkpoint, Checkpoint
 from vidmamba.engine.trainer import Trainer
 from vidmamba.metrics.evaluate import evaluate_predictions
@@ -32,7 +33,7 @@ from vidmamba.utils import atomic_write_text
 # The checkpoint-selection metric of each protocol (lighthouse: MR-full-mAP for MR data, mAP for HD data).
 SELECTION_METRIC = {"qvhighlights": "MR-full-mAP", "moment_retrieval": "MR-full-mAP", "tvsum": "HL-top5-mAP"}
 DATA_KEYS = {"dataset", "feature_root", "train", "val", "video_features", "text_features", "max_text_len",
-             "normalize_video", "window_tol"}
+             "normalize_video", "window_tol", "video_dims", "text_dim"}
 
 
 def _data_options(data: dict) -> dict:
@@ -52,18 +53,28 @@ def build_dataset(data: dict, split: str) -> MomentDataset:
         raise ValueError(f"data config has no {split!r} annotation file")
     return MomentDataset(data[split], data["feature_root"], data["video_features"], data["text_features"],
                          dataset=data["dataset"], max_text_len=data.get("max_text_len"),
-                         normalize_video=data.get("normalize_video", True), window_tol=data.get("window_tol", 0.5))
+                         normalize_video=data.get("normalize_video", True), window_tol=data.get("window_tol", 0.5),
+                         video_dims=data.get("video_dims"), text_dim=data.get("text_dim"))
 
 
-def resolve_model_config(config: dict, dataset: MomentDataset) -> dict:
-    """``config["model"]`` with ``video_dim`` / ``text_dim`` / ``clip_length`` filled in from the first sample."""
-    model = copy.deepcopy(config["model"])
-    if "video_dim" not in model or "text_dim" not in model:
-        first = dataset[0]
-        model.setdefault("video_dim", int(first["video"].shape[1]))
-        model.setdefault("text_dim", int(first["text"].shape[1]))
-    model.setdefault("clip_length", dataset.spec.clip_length)
-    return model
+def resolve_dims(config: dict) -> dict:
+    """A copy of ``config`` whose ``data`` fixes every feature width (``video_dims`` per type, ``text_dim``; read off
+    the first training sample when absent, so every later file is checked against them and a mismatch is an error
+    naming the file) and whose ``model`` has the matching ``video_dim`` / ``text_dim`` / ``clip_length``."""
+    config = copy.deepcopy(config)
+    data, model = config["data"], config["model"]
+    if "video_dims" not in data or "text_dim" not in data:
+        first_ds = build_dataset(data, "train")
+        ann = first_ds.annotations[0]
+        data.setdefault("video_dims", [
+            int(load_feature_array(video_feature_path(data["feature_root"], t, ann.vid), key="features").shape[1])
+            for t in data["video_features"]])
+        data.setdefault("text_dim", int(first_ds[0]["text"].shape[1]))
+    for key, value in (("video_dim", sum(data["video_dims"])), ("text_dim", data["text_dim"])):
+        if model.setdefault(key, value) != value:
+            raise ValueError(f"model.{key} = {model[key]} does not match the data's feature width {value}")
+    model.setdefault("clip_length", get_dataset_spec(data["dataset"]).clip_length)
+    return config
 
 
 def build_grounding_model(model_cfg: dict) -> torch.nn.Module:
@@ -99,8 +110,9 @@ def make_evaluate_fn(task: str, gt_path):
 def train(config: dict, resume=None) -> dict:
     """Train the model described by ``config``; returns the trainer's summary (best metric, final metrics)."""
     task = config.get("task", "qvhighlights")
+    config = resolve_dims(config)
     train_ds, val_ds = build_dataset(config["data"], "train"), build_dataset(config["data"], "val")
-    model_cfg = resolve_model_config(config, train_ds)
+    model_cfg = config["model"]
     trainer_opts = dict(config.get("train", {}))
     if "metric" not in trainer_opts:  # the protocol's selection metric: a percentage, higher is better
         trainer_opts.update(metric=SELECTION_METRIC[task], higher_is_better=True)
@@ -147,9 +159,6 @@ def predict_features(ckpt, video_feature_files, query_feature_file, query: str =
     ``query_feature_file``: npz with key ``last_hidden_state`` or ``token`` (L, D_text).
     Returns ``{"query", "windows": [[start_s, end_s, score], ...], "saliency": [...], "clip_length"}``.
     """
-    from vidmamba.data.features import align_lengths, l2_normalize, load_feature_array
-    from vidmamba.data.lighthouse import get_dataset_spec
-
     model, config = load_trained(ckpt)
     data = config["data"]
     files = [Path(f) for f in (video_feature_files if isinstance(video_feature_files, (list, tuple))
@@ -157,17 +166,13 @@ def predict_features(ckpt, video_feature_files, query_feature_file, query: str =
     if len(files) != len(data["video_features"]):
         raise ValueError(f"the checkpoint expects {len(data['video_features'])} video feature file(s) "
                          f"({', '.join(data['video_features'])}), got {len(files)}")
-    arrays = [load_feature_array(f, key="features") for f in files]
+    arrays = [load_feature_array(f, key="features", dim=d) for f, d in zip(files, data["video_dims"])]
     if data.get("normalize_video", True):
         arrays = [l2_normalize(a) for a in arrays]
     video = torch.from_numpy(np.concatenate(align_lengths(arrays, files, mode="truncate"), axis=1))
     with np.load(query_feature_file) as npz:
         key = "last_hidden_state" if "last_hidden_state" in npz.files else "token"
-    text = torch.from_numpy(load_feature_array(query_feature_file, key=key))
-    if video.shape[1] != config["model"]["video_dim"] or text.shape[1] != config["model"]["text_dim"]:
-        raise ValueError(f"feature widths video {video.shape[1]} / text {text.shape[1]} do not match the "
-                         f"checkpoint's video_dim {config['model']['video_dim']} / text_dim "
-                         f"{config['model']['text_dim']}")
+    text = torch.from_numpy(load_feature_array(query_feature_file, key=key, dim=data["text_dim"]))
     clip_length = get_dataset_spec(data["dataset"]).clip_length
     batch = {"video": video[None], "video_mask": torch.ones(1, len(video), dtype=torch.bool),
              "text": text[None], "text_mask": torch.ones(1, len(text), dtype=torch.bool),
