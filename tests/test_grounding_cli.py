@@ -27,6 +27,7 @@ data:
   val: {bench / 'val.jsonl'}
   video_features: [video]
   text_features: text
+  max_text_len: 5  # shorter than most queries: predict must truncate as training does
 train: {{epochs: 2, batch_size: 8, lr: 1e-3, progress: false, out_dir: {tmp / 'run'}}}
 """)
     assert main(["train", str(config), "--set", "train.eval_every=1"]) == 0

@@ -235,33 +235,48 @@ def text_feature_path(root, text_type: str, qid, dataset: str = "qvhighlight") -
 
 def load_video_features(root, feat_types: Sequence[str], vid: str, *, normalize: bool = True,
                         dims: Sequence[int | None] | None = None) -> np.ndarray:
-    """Load ``<root>/<feat_type>/<vid>.npz`` (key ``features``, (T, D_i)) for each feature type and concatenate.
+    """Load ``<root>/<feat_type>/<vid>.npz`` (key ``features``, (T, D_i)) for each feature type and concatenate
+    them with :func:`load_video_files`. Returns float32 (T, sum D_i)."""
+    if not feat_types:
+        raise ValueError("feat_types must name at least one feature type")
+    return load_video_files([video_feature_path(root, t, vid) for t in feat_types], normalize=normalize, dims=dims,
+                            item=f"vid {vid}")
+
+
+def load_video_files(files: Sequence, *, normalize: bool = True, dims: Sequence[int | None] | None = None,
+                     item: str | None = None) -> np.ndarray:
+    """One video's feature files (npz, key ``features``, (T, D_i)), one per feature type, as the model input.
 
     Each type is L2-normalised per clip (when ``normalize``) **before** concatenation. As in moment_detr /
     lighthouse, types of different length are all truncated to the shortest one (extractors disagree by a clip
     at the end of a video). ``dims`` optionally fixes each type's D. Returns float32 (T, sum D_i).
     """
-    if not feat_types:
-        raise ValueError("feat_types must name at least one feature type")
-    dims = list(dims) if dims is not None else [None] * len(feat_types)
-    files = [video_feature_path(root, t, vid) for t in feat_types]
+    dims = list(dims) if dims is not None else [None] * len(files)
+    if len(dims) != len(files):
+        raise ValueError(f"expected {len(dims)} video feature file(s), one per feature type, got {len(files)}")
     arrays = []
     for p, d in zip(files, dims):
-        a = load_feature_array(p, key="features", dim=d, item=f"vid {vid}")
+        a = load_feature_array(p, key="features", dim=d, item=item)
         arrays.append(l2_normalize(a) if normalize else a)
-    return np.concatenate(align_lengths(arrays, files, mode="truncate", item=f"vid {vid}"), axis=1)
+    return np.concatenate(align_lengths(arrays, files, mode="truncate", item=item), axis=1)
 
 
 def load_text_features(root, text_type: str, qid, *, dataset: str = "qvhighlight", normalize: bool | None = None,
                        max_len: int | None = None, dim: int | None = None) -> np.ndarray:
-    """Load the token features of one query: (L, D) float32, optionally truncated to ``max_len`` tokens.
+    """Load the token features of one query from the dataset's text folder (see :func:`load_text_file`)."""
+    return load_text_file(text_feature_path(root, text_type, qid, dataset), dataset=dataset, normalize=normalize,
+                          max_len=max_len, dim=dim, item=f"qid {qid!r}")
 
-    The file name and key follow the dataset (see :class:`DatasetSpec`); ``normalize`` defaults to the dataset's
-    lighthouse behaviour (L2 per token, except TVSum / YouTube).
+
+def load_text_file(path, *, dataset: str = "qvhighlight", normalize: bool | None = None, max_len: int | None = None,
+                   dim: int | None = None, item: str | None = None) -> np.ndarray:
+    """The token features of one query as the model input: (L, D) float32, optionally truncated to ``max_len``.
+
+    The key follows the dataset (see :class:`DatasetSpec`); ``normalize`` defaults to the dataset's lighthouse
+    behaviour (L2 per token, except TVSum / YouTube).
     """
     spec = get_dataset_spec(dataset)
-    a = load_feature_array(text_feature_path(root, text_type, qid, dataset), key=spec.text_key, dim=dim,
-                           item=f"qid {qid!r}")
+    a = load_feature_array(path, key=spec.text_key, dim=dim, item=item)
     if max_len is not None:
         a = a[:max_len]
     if spec.normalize_text if normalize is None else normalize:

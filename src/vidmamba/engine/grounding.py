@@ -17,12 +17,13 @@ import copy
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from vidmamba.data.features import align_lengths, l2_normalize, load_feature_array
-from vidmamba.data.lighthouse import MomentDataset, get_dataset_spec, video_feature_path
+from vidmamba.data.features import load_feature_array
+from vidmamba.data.lighthouse import (MomentDataset, get_dataset_spec, load_text_file, load_video_files,
+                                      video_feature_path)
+from vidmamba.engine.config import TrainerConfig
 from vidmamba.engine.checkpoint import load_weights, resolve_checkpoint, Checkpoint
 from vidmamba.engine.trainer import Trainer
 from vidmamba.metrics.evaluate import evaluate_predictions
@@ -140,7 +141,7 @@ def evaluate(ckpt, out_dir, split: str = "val", overrides_data: dict | None = No
     model, config = load_trained(ckpt)
     data = {**config["data"], **(overrides_data or {})}
     dataset = build_dataset(data, split)
-    loader = DataLoader(dataset, batch_size=int(config["train"].get("eval_batch_size") or 32), shuffle=False,
+    loader = DataLoader(dataset, batch_size=TrainerConfig.from_dict(config["train"]).eval_batch, shuffle=False,
                         collate_fn=dataset.collate)
     rows = predict_loader(model, loader)
     task = config.get("task", "qvhighlights")
@@ -155,24 +156,17 @@ def predict_features(ckpt, video_feature_files, query_feature_file, query: str =
     """Moments and saliency for one video from feature files, prepared exactly as in training.
 
     ``video_feature_files``: one npz (key ``features``, (T, D_i)) per feature type of the checkpoint's config, in
-    its order; each is L2-normalised per clip when the config says so, then they are concatenated.
-    ``query_feature_file``: npz with key ``last_hidden_state`` or ``token`` (L, D_text).
-    Returns ``{"query", "windows": [[start_s, end_s, score], ...], "saliency": [...], "clip_length"}``.
+    its order. ``query_feature_file``: the query's token features, in the dataset's text format (npz key
+    ``last_hidden_state``, TVSum ``token``). Both go through the training readers (normalisation, ``max_text_len``,
+    width checks). Returns ``{"query", "windows": [[start_s, end_s, score], ...], "saliency": [...], "clip_length"}``.
     """
     model, config = load_trained(ckpt)
     data = config["data"]
-    files = [Path(f) for f in (video_feature_files if isinstance(video_feature_files, (list, tuple))
-                               else [video_feature_files])]
-    if len(files) != len(data["video_features"]):
-        raise ValueError(f"the checkpoint expects {len(data['video_features'])} video feature file(s) "
-                         f"({', '.join(data['video_features'])}), got {len(files)}")
-    arrays = [load_feature_array(f, key="features", dim=d) for f, d in zip(files, data["video_dims"])]
-    if data.get("normalize_video", True):
-        arrays = [l2_normalize(a) for a in arrays]
-    video = torch.from_numpy(np.concatenate(align_lengths(arrays, files, mode="truncate"), axis=1))
-    with np.load(query_feature_file) as npz:
-        key = "last_hidden_state" if "last_hidden_state" in npz.files else "token"
-    text = torch.from_numpy(load_feature_array(query_feature_file, key=key, dim=data["text_dim"]))
+    files = list(video_feature_files) if isinstance(video_feature_files, (list, tuple)) else [video_feature_files]
+    video = torch.from_numpy(load_video_files(files, normalize=data.get("normalize_video", True),
+                                              dims=data["video_dims"]))
+    text = torch.from_numpy(load_text_file(query_feature_file, dataset=data["dataset"],
+                                           max_len=data.get("max_text_len"), dim=data["text_dim"]))
     clip_length = get_dataset_spec(data["dataset"]).clip_length
     batch = {"video": video[None], "video_mask": torch.ones(1, len(video), dtype=torch.bool),
              "text": text[None], "text_mask": torch.ones(1, len(text), dtype=torch.bool),
