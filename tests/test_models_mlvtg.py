@@ -218,7 +218,7 @@ def test_temporal_variants_do_use_context(name):
 # registry, config, errors
 # ------------------------------------------------------------------------------------------------------------------
 def test_registry_builds_each_name_and_rejects_unknown():
-    assert list_models() == sorted(VARIANTS)
+    assert set(VARIANTS) <= set(list_models())
     kinds = {"mlvtg": MambaAligner, "mlvtg-transformer": TransformerAligner, "mlvtg-perclip": PerClipAligner}
     for name, cls in kinds.items():
         m = build_model(name, **TINY)

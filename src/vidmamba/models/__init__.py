@@ -9,6 +9,7 @@ from typing import Callable
 
 import torch.nn as nn
 
+from vidmamba.models.mambavl import MambaVL, MambaVLConfig
 from vidmamba.models.mlvtg import MLVTG, MLVTGConfig
 
 
@@ -24,6 +25,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlvtg": _mlvtg("mamba"),
     "mlvtg-transformer": _mlvtg("transformer"),
     "mlvtg-perclip": _mlvtg("perclip"),
+    "mambavl": lambda **cfg: MambaVL(MambaVLConfig.from_dict(cfg)),
 }
 
 

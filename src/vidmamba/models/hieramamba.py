@@ -22,7 +22,7 @@ Deliberate differences from the official code (each keeps a padded batch equal t
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import torch
@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from vidmamba.models.config import ModelConfig
 from vidmamba.nn import LayerScale, MaskedConv1d, MaskedMHA, SinusoidalPositionEncoding, masked_attention
 from vidmamba.nn.mask import check_mask, lengths_to_mask
 from vidmamba.ssm import Hydra
@@ -42,7 +43,7 @@ MIXERS = ("hydra", "attention")
 # configuration
 # ---------------------------------------------------------------------------------------------------------------------
 @dataclass
-class HieraMambaBackboneConfig:
+class HieraMambaBackboneConfig(ModelConfig):
     """Hyper-parameters of :class:`HieraMambaBackbone`; defaults are the official Ego4D-NLQ ones (models.md §1.10).
 
     in_dim: input width. With early fusion (Ego4D, MAD, MAD-v2) the backbone runs on the fused, already projected video,
@@ -64,6 +65,8 @@ class HieraMambaBackboneConfig:
     drop_path: drop-path of the block's three LayerScale residuals (LayerScale2, init ``layer_scale_init``).
     rms_eps: the block's RMSNorms (1e-6).
     """
+
+    display_name = "HieraMamba backbone"
 
     in_dim: int = 384
     embd_dim: int = 384
@@ -120,8 +123,6 @@ class HieraMambaBackboneConfig:
             raise KeyError(f"unknown HieraMamba preset {name!r}; known: {sorted(BACKBONE_PRESETS)}")
         return replace(cls(), **{**BACKBONE_PRESETS[name], **overrides})
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 BACKBONE_PRESETS: dict[str, dict] = {

@@ -20,13 +20,14 @@ feature extent as well). Predictions are converted back to seconds and clamped t
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
+from vidmamba.models.config import ModelConfig
 from vidmamba.nn import (DenseGroundingHead, DropPath, SaliencyHead, foreground_bce_loss, giou_loss, nms_1d,
                          saliency_inter_loss, saliency_intra_loss, sigmoid_focal_loss, sinusoid_encoding,
                          smooth_l1_span_loss)
@@ -40,7 +41,7 @@ SCORE_MODES = ("add", "fg")
 
 
 @dataclass
-class MLVTGConfig:
+class MLVTGConfig(ModelConfig):
     """Hyper-parameters of :class:`MLVTG` (defaults: UniVTG's QVHighlights recipe unless noted).
 
     hidden_dim: 256 here for CPU work; MLVTG / UniVTG use 1024 (set it in the YAML config to reproduce).
@@ -62,6 +63,8 @@ class MLVTGConfig:
     llm_refiner: None (off) or keyword arguments of :class:`~vidmamba.models.llm_refiner.LLMRefiner` other than
         ``hidden_dim`` (``model``: local path or hub id, ``layer``: index (paper: 20), ``residual``, ``causal``...).
     """
+
+    display_name = "MLVTG"
 
     video_dim: int = 2818
     text_dim: int = 512
@@ -110,17 +113,6 @@ class MLVTGConfig:
         if self.aligner == "perclip" and self.llm_refiner is not None:
             raise ValueError("the per-clip baseline has no temporal context; it cannot use an LLM refiner")
 
-    @classmethod
-    def from_dict(cls, cfg: dict) -> "MLVTGConfig":
-        """Build from a plain dict, naming unknown keys in the error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise TypeError(f"unknown MLVTG config keys {unknown}; known: {sorted(known)}")
-        return cls(**cfg)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -259,11 +251,7 @@ class MLVTG(nn.Module):
 
     def __init__(self, cfg: MLVTGConfig | None = None, **overrides):
         super().__init__()
-        if cfg is None:
-            cfg = MLVTGConfig.from_dict(overrides)
-        elif overrides:
-            cfg = MLVTGConfig.from_dict({**cfg.to_dict(), **overrides})
-        self.cfg = cfg
+        self.cfg = cfg = MLVTGConfig.resolve(cfg, overrides)
         d = cfg.hidden_dim
         self.video_proj = InputProjection(cfg.video_dim + (2 if cfg.use_tef else 0), d, cfg.input_dropout)
         self.text_proj = InputProjection(cfg.text_dim, d, cfg.input_dropout)
