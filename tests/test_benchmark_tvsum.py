@@ -40,7 +40,7 @@ def test_pick_epoch_uses_grid_and_earliest_tie():
 
 def test_foreground_is_above_median():
     fg = tvsum.foreground_labels([1.0, 3.0, 2.0, 5.0, 4.0])
-    assert fg.tolist() == [False, True, False, True, True]
+    assert fg.tolist() == [False, False, False, True, True]      # median 3 itself is not above
 
 
 def test_real_data_split_and_baselines(shared_data):
