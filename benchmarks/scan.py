@@ -133,7 +133,9 @@ def bench_series(op, impl, mode, batch, lengths, shape, args, log):
                    repeats=args.repeats, **shape)
         est_s, est_mib = _estimate(prev, length)
         cfg["est_s"] = est_s
-        if impl == "ref" and est_mib is not None and est_mib > MEM_BUDGET_MIB:
+        if rows and "time_ms" not in rows[-1]:  # a shorter length was already over budget (or failed)
+            row = dict(cfg, skipped=f"L={rows[-1]['length']} was already skipped or failed")
+        elif impl == "ref" and est_mib is not None and est_mib > MEM_BUDGET_MIB:
             row = dict(cfg, skipped=f"estimated peak memory {est_mib / 1024:.1f} GiB > {MEM_BUDGET_MIB // 1024} GiB "
                                     f"(linear from L={prev['length']})")
         elif impl == "ref" and est_s is not None and est_s > TIME_BUDGET_S:

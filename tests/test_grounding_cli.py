@@ -125,3 +125,11 @@ def test_bad_features_name_the_file_and_write_no_checkpoint(trained, tmp_path, c
     with pytest.raises(DataFormatError, match=match):
         main(["train", str(config), *[arg for o in overrides for arg in ("--set", o)]])
     assert not (run / "last").exists() and not (run / "best").exists()
+
+
+def test_evaluate_uses_the_data_of_the_given_config(trained, tmp_path):
+    tmp, bench, config = trained
+    assert main(["evaluate", str(config), "--ckpt", str(tmp / "run"), "--out", str(tmp_path),
+                 "--set", f"data.val={bench / 'train.jsonl'}"]) == 0
+    preds = [json.loads(line)["qid"] for line in (tmp_path / "val_preds.jsonl").read_text().splitlines()]
+    assert preds == [json.loads(line)["qid"] for line in (bench / "train.jsonl").read_text().splitlines()]

@@ -19,14 +19,15 @@ def _cmd_evaluate(args) -> int:
         metrics = evaluate_prediction_files(args.target, args.submission, args.gt)
         if args.out:
             atomic_write_text(args.out, json.dumps(metrics, indent=4))
-    else:  # a trained checkpoint on a config's split
+    else:  # a trained checkpoint on the data of a config
+        from vidmamba.config import load_config
         from vidmamba.engine.grounding import evaluate
 
         if args.ckpt is None:
             raise SystemExit(f"vidmamba evaluate: {args.target!r} is not a metric protocol ({', '.join(TASKS)}); "
                              "to evaluate a checkpoint pass CONFIG --ckpt CKPT")
         out_dir = args.out or Path(args.ckpt)
-        metrics = evaluate(args.ckpt, out_dir, split=args.split)
+        metrics = evaluate(args.ckpt, out_dir, split=args.split, data=load_config(args.target, args.set)["data"])
         print(f"wrote {out_dir}/{args.split}_preds.jsonl and {args.split}_metrics.json")
     print(json.dumps(metrics.get("brief", metrics), indent=4))
     return 0
@@ -75,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--submission", type=Path, help="prediction jsonl (protocol mode)")
     ev.add_argument("--gt", type=Path, help="ground-truth jsonl (protocol mode)")
     ev.add_argument("--ckpt", type=Path, help="checkpoint folder or run folder (config mode)")
-    ev.add_argument("--split", default="val", help="annotation split of the config (config mode)")
+    ev.add_argument("--split", default="val", help="annotation split of the config's data section (config mode)")
+    ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value (config mode), e.g. --set data.val=test.jsonl")
     ev.add_argument("--out", type=Path, help="metrics JSON (protocol mode) or output folder (config mode)")
     ev.set_defaults(func=_cmd_evaluate)
 

@@ -113,16 +113,14 @@ def train(config: dict, resume=None) -> dict:
     task = config.get("task", "qvhighlights")
     config = resolve_dims(config)
     train_ds, val_ds = build_dataset(config["data"], "train"), build_dataset(config["data"], "val")
-    model_cfg = config["model"]
     trainer_opts = dict(config.get("train", {}))
     if "metric" not in trainer_opts:  # the protocol's selection metric: a percentage, higher is better
         trainer_opts.update(metric=SELECTION_METRIC[task], higher_is_better=True)
     torch.manual_seed(int(trainer_opts.get("seed", 0)))
-    model = build_grounding_model(model_cfg)
-    full_config = {**config, "model": model_cfg, "train": trainer_opts}
+    model = build_grounding_model(config["model"])
     with Trainer(model, trainer_opts, train_ds, val_ds, collate_fn=train_ds.collate,
                  evaluate_fn=make_evaluate_fn(task, config["data"]["val"]), resume=resume,
-                 model_config=full_config) as trainer:
+                 model_config={**config, "train": trainer_opts}) as trainer:
         return trainer.fit()
 
 
@@ -136,10 +134,13 @@ def load_trained(ckpt) -> tuple[torch.nn.Module, dict]:
     return model.eval(), config
 
 
-def evaluate(ckpt, out_dir, split: str = "val", overrides_data: dict | None = None) -> dict:
-    """Predict ``split`` with a checkpoint, write ``<out_dir>/<split>_preds.jsonl`` and ``<split>_metrics.json``."""
+def evaluate(ckpt, out_dir, split: str = "val", data: dict | None = None) -> dict:
+    """Predict ``split`` with a checkpoint, write ``<out_dir>/<split>_preds.jsonl`` and ``<split>_metrics.json``.
+
+    ``data``: a config's data section (e.g. pointing ``split`` at a test file); it overrides the checkpoint's, whose
+    feature widths stay in force. Without it the checkpoint's own data section is used."""
     model, config = load_trained(ckpt)
-    data = {**config["data"], **(overrides_data or {})}
+    data = {**config["data"], **(data or {})}
     dataset = build_dataset(data, split)
     loader = DataLoader(dataset, batch_size=TrainerConfig.from_dict(config["train"]).eval_batch, shuffle=False,
                         collate_fn=dataset.collate)
