@@ -27,7 +27,8 @@ def _cmd_evaluate(args) -> int:
             raise SystemExit(f"vidmamba evaluate: {args.target!r} is not a metric protocol ({', '.join(TASKS)}); "
                              "to evaluate a checkpoint pass CONFIG --ckpt CKPT")
         out_dir = args.out or Path(args.ckpt)
-        metrics = evaluate(args.ckpt, out_dir, split=args.split, data=load_config(args.target, args.set)["data"])
+        metrics, _ = evaluate(args.ckpt, out_dir, split=args.split,
+                              data=load_config(args.target, args.set)["data"])
         print(f"wrote {out_dir}/{args.split}_preds.jsonl and {args.split}_metrics.json")
     print(json.dumps(metrics.get("brief", metrics), indent=4))
     return 0

@@ -38,9 +38,8 @@ def cache_dir() -> Path:
 
 def find_shared_data() -> Path | None:
     """``$VIDMAMBA_SHARED_DATA`` or the first ``shared/data`` found beside the working directory or this checkout."""
-    candidates = [os.environ.get("VIDMAMBA_SHARED_DATA")]
-    for base in [Path.cwd(), *Path.cwd().parents[:2], *Path(__file__).resolve().parents[:5]]:
-        candidates += [base / "shared" / "data", base.parent / "shared" / "data"]
+    bases = [Path.cwd(), *Path.cwd().parents[:3], *Path(__file__).resolve().parents[:6]]
+    candidates = [os.environ.get("VIDMAMBA_SHARED_DATA"), *(base / "shared" / "data" for base in bases)]
     return next((Path(c) for c in candidates if c and Path(c).is_dir()), None)
 
 
@@ -139,9 +138,8 @@ def run_demo(out_dir: Path, threads: int | None = None) -> dict:
         t0 = time.perf_counter()
         config = demo_config(bench, name, out_dir)
         train(config)
-        metrics = evaluate(Path(config["train"]["out_dir"]) / "last", Path(config["train"]["out_dir"]))
-        predictions[name] = [json.loads(line) for line in
-                             (Path(config["train"]["out_dir"]) / "val_preds.jsonl").read_text().splitlines()]
+        metrics, predictions[name] = evaluate(Path(config["train"]["out_dir"]) / "last",
+                                              Path(config["train"]["out_dir"]))
         results["models"][name] = metrics["brief"]
         results["train_seconds"][name] = round(time.perf_counter() - t0, 1)
         print(f"  trained + evaluated {label:<24} {results['train_seconds'][name]:6.1f} s")

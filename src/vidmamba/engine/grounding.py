@@ -25,7 +25,7 @@ from vidmamba.data.lighthouse import (MomentDataset, get_dataset_spec, load_text
                                       video_feature_path)
 from vidmamba.engine.config import TrainerConfig
 from vidmamba.engine.checkpoint import load_weights, resolve_checkpoint, Checkpoint
-from vidmamba.engine.trainer import Trainer
+from vidmamba.engine.trainer import Trainer, to_device
 from vidmamba.metrics.evaluate import evaluate_predictions
 from vidmamba.metrics.validation import GroundTruthError, read_jsonl
 from vidmamba.models import build_model
@@ -87,8 +87,6 @@ def build_grounding_model(model_cfg: dict) -> torch.nn.Module:
 @torch.no_grad()
 def predict_loader(model, loader: DataLoader, device="cpu") -> list[dict]:
     """Official prediction rows (qid, query, vid, pred_relevant_windows, pred_saliency_scores) for every sample."""
-    from vidmamba.engine.trainer import to_device
-
     rows = []
     for batch in loader:
         rows.extend(model.predict(to_device(batch, torch.device(device))))
@@ -134,8 +132,9 @@ def load_trained(ckpt) -> tuple[torch.nn.Module, dict]:
     return model.eval(), config
 
 
-def evaluate(ckpt, out_dir, split: str = "val", data: dict | None = None) -> dict:
-    """Predict ``split`` with a checkpoint, write ``<out_dir>/<split>_preds.jsonl`` and ``<split>_metrics.json``.
+def evaluate(ckpt, out_dir, split: str = "val", data: dict | None = None) -> tuple[dict, list[dict]]:
+    """Predict ``split`` with a checkpoint, write ``<out_dir>/<split>_preds.jsonl`` and ``<split>_metrics.json``;
+    returns (metrics, prediction rows).
 
     ``data``: a config's data section (e.g. pointing ``split`` at a test file); it overrides the checkpoint's, whose
     feature widths stay in force. Without it the checkpoint's own data section is used."""
@@ -150,7 +149,7 @@ def evaluate(ckpt, out_dir, split: str = "val", data: dict | None = None) -> dic
     out_dir = Path(out_dir)
     atomic_write_text(out_dir / f"{split}_preds.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     atomic_write_text(out_dir / f"{split}_metrics.json", json.dumps(metrics, indent=4))
-    return metrics
+    return metrics, rows
 
 
 def predict_features(ckpt, video_feature_files, query_feature_file, query: str = "") -> dict:
