@@ -21,14 +21,14 @@ def _cmd_evaluate(args) -> int:
             atomic_write_text(args.out, json.dumps(metrics, indent=4))
     else:  # a trained checkpoint on the data of a config
         from vidmamba.config import load_config
-        from vidmamba.engine.grounding import evaluate
+        from vidmamba.engine.experiments import experiment_for
 
         if args.ckpt is None:
             raise SystemExit(f"vidmamba evaluate: {args.target!r} is not a metric protocol ({', '.join(TASKS)}); "
                              "to evaluate a checkpoint pass CONFIG --ckpt CKPT")
         out_dir = args.out or Path(args.ckpt)
-        metrics, _ = evaluate(args.ckpt, out_dir, split=args.split,
-                              data=load_config(args.target, args.set)["data"])
+        config = load_config(args.target, args.set)
+        metrics, _ = experiment_for(config).evaluate(args.ckpt, out_dir, split=args.split, data=config["data"])
         print(f"wrote {out_dir}/{args.split}_preds.jsonl and {args.split}_metrics.json")
     print(json.dumps(metrics.get("brief", metrics), indent=4))
     return 0
@@ -36,11 +36,11 @@ def _cmd_evaluate(args) -> int:
 
 def _cmd_train(args) -> int:
     from vidmamba.config import load_config
-    from vidmamba.engine.grounding import train
+    from vidmamba.engine.experiments import experiment_for
 
     config = load_config(args.config, args.set)
     config["train"].setdefault("out_dir", str(Path("runs") / Path(args.config).stem))
-    summary = train(config, resume=args.resume or None)
+    summary = experiment_for(config).train(config, resume=args.resume or None)
     print(json.dumps({k: summary[k] for k in ("best_metric", "best_epoch", "eval") if k in summary}, indent=2))
     return 0
 
