@@ -10,7 +10,7 @@ TORCH_PIN := torch==2.13.0
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH_PIN)
-	$(BIN)/python -m pip install --quiet -e '.[dev,plot]' $(TORCH_PIN)
+	$(BIN)/python -m pip install --quiet -e '.[dev,plot,video,demo]' $(TORCH_PIN)
 	touch $@
 
 demo: $(VENV)/.installed

@@ -38,9 +38,19 @@ def test_pick_epoch_uses_grid_and_earliest_tie():
     assert tvsum.pick_epoch(curves, [1, 5]) == 5
 
 
-def test_foreground_is_above_median():
-    fg = tvsum.foreground_labels([1.0, 3.0, 2.0, 5.0, 4.0])
-    assert fg.tolist() == [False, False, False, True, True]      # median 3 itself is not above
+def test_summary_picks_score_and_epoch_on_cv_only():
+    """The score part and epoch come from the LOVO curves; the val curves (which favour another pick) are not used."""
+    def res(kind, fold, seed, add, sal):
+        return {"domain": "D", "model": "m", "kind": kind, "fold": fold, "seed": seed,
+                "curves": {"add": add, "saliency": sal, "fg": [0.0, 0.0, 0.0], "loss": [1.0, 1.0, 1.0]},
+                "seconds": 1.0}
+    results = [res("cv", k, 0, [50.0, 60.0, 55.0], [40.0, 65.0, 70.0]) for k in range(2)]
+    results += [res("final", None, s, [90.0, 10.0, 10.0], [20.0, 30.0, 40.0 + s]) for s in (0, 1)]
+    out = tvsum.summarise_model(results, "m", ["D"], [0, 1], [1, 2, 3])
+    assert out["honest_score"] == "saliency" and out["honest_epoch"] == 3
+    assert out["cv_best_per_score"] == {"add": 60.0, "saliency": 70.0, "fg": 0.0}
+    assert out["honest"]["mean"]["mean"] == pytest.approx(40.5)
+    assert out["paper"]["mean"]["mean"] == pytest.approx(40.5)     # best epoch of the picked score on val
 
 
 def test_real_data_split_and_baselines(shared_data):

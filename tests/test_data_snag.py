@@ -157,3 +157,110 @@ def test_snag_dataset_and_collate(tmp_path):
     empty = _write(tmp_path, {"train": {"vb": ANNO["train"]["vb"]}}, name="empty.json")
     with pytest.raises(DataFormatError, match="empty.json: field 'train': dataset is empty"):
         SnagDataset(empty, "train", [tmp_path / "f1"], tmp_path / "text", clip_size=16, clip_stride=16)
+
+
+# ------------------------------------------------------------------ training samples: grouping and truncation
+from vidmamba.data.snag import SnagTrainDataset, group_queries, truncation_window  # noqa: E402
+
+
+def test_group_queries_greedy_by_start():
+    spans = [(50.0, 52.0), (0.0, 3.0), (5.0, 9.5), (9.0, 12.0), (40.0, 41.0)]
+    # sorted by start: 1 (0-3), 2 (5-9.5), 3 (9-12), 4 (40-41), 0 (50-52); window 11 -> ends within 10 of the start
+    assert group_queries(spans, 11) == [[1, 2], [3], [4], [0]]
+    assert group_queries(spans, 13) == [[1, 2, 3], [4, 0]]
+    assert group_queries(spans, None) == [[1, 2, 3, 4, 0]]
+    assert group_queries([], 5) == []
+
+
+@settings(max_examples=80, deadline=None)
+@given(T=st.integers(20, 400), length=st.integers(8, 60), align=st.sampled_from([1, 2]), data=st.data())
+def test_truncation_window_keeps_spans(T, length, align, data):
+    start = data.draw(st.floats(-0.5, T - 1.5))
+    end = data.draw(st.floats(start + 0.1, min(T - 0.5, start + length - 1)))
+    spans = np.array([[start, end]])
+    gen = torch.Generator().manual_seed(data.draw(st.integers(0, 1000)))
+    a = truncation_window(T, spans, length, gen, align=align)
+    assert a % align == 0 and 0 <= a
+    if length >= T:
+        assert a == 0
+        return
+    assert a + length <= T
+    feasible = [b for b in range(0, T - length + 1, align) if b - 0.5 <= start and end <= b + length - 0.5]
+    if feasible:  # the span lies inside the window whenever some aligned window can hold it
+        assert a - 0.5 <= start and end <= a + length - 0.5
+
+
+def test_truncation_window_is_uniform_over_feasible_starts():
+    # span [10, 14] in a 100-clip video, window 8: starts 7..10 keep it (b - .5 <= 10, 14 <= b + 7.5)
+    gen = torch.Generator().manual_seed(0)
+    starts = [truncation_window(100, np.array([[10.0, 14.0]]), 8, gen) for _ in range(400)]
+    assert set(starts) == {7, 8, 9, 10}
+    assert min(starts.count(s) for s in (7, 8, 9, 10)) > 60
+    # spans too far apart for one window: the window overlaps both centres when it can
+    # (full containment needs a <= 2.5 and a >= 3.5; centres 3 and 12 need a in [2.5, 3.5])
+    assert truncation_window(100, np.array([[2.0, 4.0], [11.0, 13.0]]), 10, gen) == 3
+
+
+def _long_video(tmp_path, T=40, fps=2.0):
+    """One video of T clips (clip_size = stride = 1 frame at fps 2 -> clip i centred at (i + .5) / 2 s) whose
+    feature row i is [i, -i], with three queries."""
+    anno = {"train": {"lv": {"fps": fps, "duration": T / fps, "annotations": [
+        {"segment": [5.0, 6.5], "sentence": "a"}, {"segment": [7.0, 8.0], "sentence": "b"},
+        {"segment": [18.0, 19.5], "sentence": "c"}]}}}
+    p = _write(tmp_path, anno)
+    (tmp_path / "v").mkdir()
+    np.save(tmp_path / "v" / "lv.npy", np.stack([np.arange(T), -np.arange(T)], 1).astype(np.float32))
+    (tmp_path / "t").mkdir()
+    for i in range(3):
+        np.save(tmp_path / "t" / f"lv_{i:04d}.npy", np.full((2, 3), i, dtype=np.float32))
+    return p
+
+
+@pytest.mark.parametrize("vid_stride", [1, 2])
+def test_snag_train_dataset_truncation_keeps_gt_and_shifts_grid(tmp_path, vid_stride):
+    p = _long_video(tmp_path)
+    kw = dict(clip_size=1, clip_stride=1, vid_stride=vid_stride)
+    full = SnagDataset(p, "train", [tmp_path / "v"], tmp_path / "t", **kw)[0]
+    ds = SnagTrainDataset(p, "train", [tmp_path / "v"], tmp_path / "t", max_clips=12, max_queries=1, **kw)
+    # grid (input clips) of the queries: [9.5, 12.5], [13.5, 15.5], [35.5, 38.5]; window 12 -> groups {a, b}, {c}
+    np.testing.assert_allclose(full["segments_grid"].numpy() * vid_stride, [[9.5, 12.5], [13.5, 15.5], [35.5, 38.5]])
+    assert [g for _, g in ds.samples] == [[0, 1], [2]]
+    torch.manual_seed(0)
+    seen_offsets, seen_queries = set(), set()
+    for _ in range(60):
+        for index in range(len(ds)):
+            item = ds[index]
+            T = item["video"].shape[0]
+            assert T == 12 and len(item["texts"]) == 1 and item["offset"] % vid_stride == 0
+            q = int(item["texts"][0][0, 0])
+            seen_offsets.add(item["offset"]), seen_queries.add(q)
+            g = item["segments_grid"][0].double() * vid_stride  # input-clip units inside the window
+            g_full = full["segments_grid"][q].double() * vid_stride
+            assert torch.allclose(g, g_full - item["offset"])  # shifted, not clipped: the GT is kept whole
+            assert -0.5 <= g[0] and g[1] <= T - 0.5
+            # the clip at the window's GT start is the clip at the full video's GT start
+            assert item["video"][int(g[0] + 0.5), 0] == int(g_full[0] + 0.5)
+            assert item["segments"][0].tolist() == list(full["segments"][q].tolist())  # seconds unchanged
+    assert seen_queries == {0, 1, 2} and len(seen_offsets) > 3
+
+
+def test_snag_train_dataset_crop_ratio_and_errors(tmp_path):
+    p = _long_video(tmp_path)
+    ds = SnagTrainDataset(p, "train", [tmp_path / "v"], tmp_path / "t", clip_size=1, clip_stride=1,
+                          crop_ratio=[0.5, 0.6])
+    assert len(ds) == 1 and ds.samples[0][1] == [0, 1, 2]  # no max_clips: one group of all queries
+    torch.manual_seed(1)
+    # all three spans (input clips 9.5 .. 38.5) need 29 clips: the crop never cuts them
+    for _ in range(10):
+        item = ds[0]
+        assert item["video"].shape[0] == 29
+        np.testing.assert_allclose(item["segments_grid"].numpy() + item["offset"],
+                                   [[9.5, 12.5], [13.5, 15.5], [35.5, 38.5]])
+    one = SnagTrainDataset(p, "train", [tmp_path / "v"], tmp_path / "t", clip_size=1, clip_stride=1,
+                           crop_ratio=[0.5, 0.6], max_queries=1)  # one short span: crops of 20..24 clips
+    lengths = {one[0]["video"].shape[0] for _ in range(30)}
+    assert lengths <= set(range(20, 25)) and len(lengths) > 2
+    with pytest.raises(ValueError, match="crop_ratio"):
+        SnagTrainDataset(p, "train", [tmp_path / "v"], tmp_path / "t", clip_size=1, clip_stride=1, crop_ratio=[0, 1])
+    with pytest.raises(ValueError, match="max_clips"):
+        SnagTrainDataset(p, "train", [tmp_path / "v"], tmp_path / "t", clip_size=1, clip_stride=1, max_clips=0)

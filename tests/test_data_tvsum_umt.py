@@ -134,3 +134,10 @@ def test_synthetic_dataset_and_errors(tmp_path):
     (root / "query_features" / "v3.npz").unlink()
     with pytest.raises(DataFormatError, match="v3.npz: video v3: field 'token': feature file not found"):
         TVSumUMTDataset(root, "BK", "val")[0]
+
+
+def test_foreground_is_above_median():
+    from vidmamba.data.tvsum_umt import foreground_labels
+
+    fg = foreground_labels([1.0, 3.0, 2.0, 5.0, 4.0])
+    assert fg.tolist() == [False, False, False, True, True]      # median 3 itself is not above

@@ -1,13 +1,18 @@
-"""HieraMamba video backbone: anchor pooling / interleaving, per-sample padding, pyramid shapes, windows, gradients."""
+"""HieraMamba: the video backbone (anchor pooling / interleaving, per-sample padding, pyramid shapes, windows,
+gradients) and the full model (padded batch == each video alone for predictions and losses, gradients, edge cases,
+registry, a tiny model overfitting a tiny batch)."""
 import math
 
 import pytest
 import torch
 
+from vidmamba.models import build_model
 from vidmamba.models.hieramamba import (
     AMPBlock,
+    HieraMamba,
     HieraMambaBackbone,
     HieraMambaBackboneConfig,
+    HieraMambaConfig,
     interleave_anchors,
     split_anchors,
 )
@@ -182,3 +187,213 @@ def test_rejects_non_prefix_mask():
     x = torch.randn(1, 4, TINY["in_dim"])
     with pytest.raises(ValueError):
         model(x, torch.tensor([[True, False, True, False]]))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the full model
+# ---------------------------------------------------------------------------------------------------------------------
+MODEL_TINY = dict(video_dim=6, text_dim=5, embd_dim=32, text_embd_dim=16, num_blocks=3, d_state=8, headdim=16,
+                  max_seq_len=8, chunk_size=4, proj_dim=8, text_layers=1, max_text_len=6, loss_norm_init=2.0,
+                  acc_neg_ratio=100.0, spc_neg_ratio=100.0)  # every negative candidate used: deterministic losses
+MODES = {"early-adaln": dict(early_fusion=True), "late-affine-transformer-text": dict(
+    early_fusion=False, fusion_mode="affine", text_encoder="transformer"), "twin": dict(mixer="attention")}
+
+
+def tiny_model(**overrides) -> HieraMamba:
+    torch.manual_seed(0)
+    model = HieraMamba(HieraMambaConfig(**{**MODEL_TINY, **overrides})).eval()
+    with torch.no_grad():  # LayerScale off its 1e-4 init, so every branch visibly shapes the outputs
+        for name, p in model.named_parameters():
+            if name.endswith("gamma"):
+                p.uniform_(0.5, 1.0)
+    return model
+
+
+def make_batch(lengths, queries, seed=1):
+    """Videos of ``lengths`` clips (pads hold NaN), queries[b] = list of (n_tokens, (st, ed)) of video b."""
+    g = torch.Generator().manual_seed(seed)
+    video, vmask = padded_batch(lengths, MODEL_TINY["video_dim"], seed)
+    flat = [(b, n, seg) for b, qs in enumerate(queries) for n, seg in qs]
+    tlen = max(n for _, n, _ in flat)
+    text = torch.randn(len(flat), tlen, MODEL_TINY["text_dim"], generator=g)
+    tmask = lengths_to_mask(torch.tensor([n for _, n, _ in flat]), tlen)
+    return {"video": video, "video_mask": vmask, "text": text.masked_fill(~tmask[..., None], float("nan")),
+            "text_mask": tmask, "query_index": torch.tensor([b for b, _, _ in flat]),
+            "segments_grid": torch.tensor([seg for _, _, seg in flat], dtype=torch.float32),
+            "vid": [f"v{b}" for b in range(len(lengths))], "text_ids": [f"q{i}" for i in range(len(flat))]}
+
+
+def select(batch, b):
+    """Video b alone (unpadded) with its queries."""
+    t = int(batch["video_mask"][b].sum())
+    q = (batch["query_index"] == b).nonzero().flatten()
+    n = int(batch["text_mask"][q].sum(1).max())
+    return {"video": batch["video"][b:b + 1, :t], "video_mask": batch["video_mask"][b:b + 1, :t],
+            "text": batch["text"][q, :n], "text_mask": batch["text_mask"][q, :n],
+            "query_index": torch.zeros(len(q), dtype=torch.long), "segments_grid": batch["segments_grid"][q],
+            "text_ids": [batch["text_ids"][i] for i in q.tolist()]}
+
+
+# lengths: longer than max_seq_len, odd, shorter than the total stride (4 clips); several queries per video
+LENGTHS = [13, 6, 3]
+QUERIES = [[(4, (2.0, 7.5)), (2, (0.2, 1.6)), (6, (5.0, 12.0))], [(3, (1.0, 4.0))], [(5, (0.0, 2.0)), (1, (1.0, 2.5))]]
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_model_padded_batch_matches_each_video_alone(mode):
+    model = tiny_model(**MODES[mode])
+    batch = make_batch(LENGTHS, QUERIES)
+    with torch.no_grad():
+        preds = model.predict(batch)
+        losses = model(batch)
+    assert len(preds) == batch["text"].shape[0]
+    expected = {k: 0.0 for k in losses}
+    for b in range(len(LENGTHS)):
+        alone = select(batch, b)
+        with torch.no_grad():
+            alone_preds = model.predict(alone)
+            alone_losses = model(alone)
+        for i, q in enumerate((batch["query_index"] == b).nonzero().flatten().tolist()):
+            assert preds[q].shape == alone_preds[i].shape and preds[q].shape[1] == 3
+            torch.testing.assert_close(preds[q], alone_preds[i], atol=1e-4, rtol=1e-4)
+        for k, v in alone_losses.items():
+            expected[k] += float(v) * len(alone["query_index"]) / len(batch["query_index"])
+    for k, v in losses.items():  # the batch loss is the mean over queries of each video's per-query losses
+        assert v.dim() == 0 and math.isclose(float(v), expected[k], rel_tol=1e-4, abs_tol=1e-6), (k, float(v))
+    assert all(float(losses[k]) > 0 for k in ("loss_cls", "loss_reg", "loss_acc", "loss_spc"))
+    assert float(model.loss_norm()) == MODEL_TINY["loss_norm_init"]  # eval mode: the normaliser is not updated
+
+
+def test_predictions_are_sorted_grid_segments():
+    model = tiny_model()
+    batch = make_batch(LENGTHS, QUERIES)
+    for p in model.predict(batch):
+        assert p.dtype == torch.float32 and 0 < p.shape[0] <= model.cfg.max_num_segs
+        assert torch.all(p[1:, 2] <= p[:-1, 2]) and torch.all(p[:, 1] > p[:, 0])
+
+
+@pytest.mark.parametrize("mode", ["early-adaln", "late-affine-transformer-text"])
+def test_model_gradients_reach_every_parameter(mode):
+    no_drop = dict(dropout=0.0, drop_path=0.0, fusion_dropout=0.0, fusion_drop_path=0.0, text_dropout=0.0)
+    model = tiny_model(**MODES[mode], **no_drop).train()
+    long_events = [(3, (0.5, 12.5)), (2, (1.0, 9.0))]  # positives (and active ReLUs) on every level
+    out = model(make_batch(LENGTHS, [QUERIES[0] + long_events] + QUERIES[1:]))
+    out["loss"].backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+    assert model.vid_proj is None if mode.startswith("late") else model.vid_proj is not None
+
+
+def test_loss_normaliser_updates_in_training_only():
+    model = tiny_model(dropout=0.0, drop_path=0.0, fusion_dropout=0.0, fusion_drop_path=0.0)
+    batch = make_batch([13], [[(4, (2.0, 7.5))]])
+    model.train()
+    labels_before = float(model.loss_norm())
+    model(batch)
+    assert float(model.loss_norm()) != labels_before
+    value = float(model.loss_norm())
+    model.eval()
+    model(batch)
+    assert float(model.loss_norm()) == value
+
+
+def test_nothing_left_after_nms_gives_empty_predictions():
+    model = tiny_model(pre_nms_thresh=0.999)
+    preds = model.predict(make_batch(LENGTHS, QUERIES))
+    assert len(preds) == 6 and all(p.shape == (0, 3) for p in preds)
+
+
+def test_short_video_single_clip():
+    """One clip, three pyramid levels (total stride 4): levels of one step each; loss finite, predictions decoded."""
+    model = tiny_model()
+    batch = make_batch([1], [[(3, (0.0, 0.5))]])
+    out = model(batch)
+    assert all(torch.isfinite(v) for v in out.values())
+    enc = model.encode(batch)
+    assert [m.shape[1] for m in enc.masks] == [1, 1, 1]
+    assert model.predict(batch)[0].shape[1] == 3
+
+
+def test_long_query_is_truncated_with_warning():
+    model = tiny_model()
+    long = make_batch([9], [[(9, (1.0, 4.0))]])                    # 9 tokens > max_text_len 6
+    short = dict(long, text=long["text"][:, :6], text_mask=long["text_mask"][:, :6])
+    with pytest.warns(UserWarning, match=r"q0.*max_text_len = 6"):
+        got = model.predict(long)
+    torch.testing.assert_close(got[0], model.predict(short)[0])
+
+
+def test_zero_length_ground_truth_is_an_error_naming_it():
+    model = tiny_model()
+    batch = make_batch([9, 5], [[(3, (1.0, 4.0))], [(2, (2.0, 2.0))]])
+    with pytest.raises(ValueError, match=r"q1 \[2\.0, 2\.0\]"):
+        model(batch)
+    del batch["segments_grid"]
+    with pytest.raises(KeyError, match="segments_grid"):
+        model(batch)
+
+
+def test_bad_inputs_are_named():
+    model = tiny_model()
+    batch = make_batch([9, 5], [[(3, (1.0, 4.0))], [(2, (1.0, 2.0))]])
+    with pytest.raises(ValueError, match=r"\(B, T, 6\)"):
+        model.predict(dict(batch, video=batch["video"][..., :4]))
+    empty = batch["text_mask"].clone()
+    empty[1] = False
+    with pytest.raises(ValueError, match="q1"):
+        model.predict(dict(batch, text_mask=empty))
+    vmask = batch["video_mask"].clone()
+    vmask[1] = False
+    with pytest.raises(ValueError, match="v1"):
+        model.predict(dict(batch, video_mask=vmask))
+
+
+def test_registry_presets_and_twin():
+    model = build_model("hieramamba", **MODEL_TINY)
+    twin = build_model("hieramamba-transformer", **MODEL_TINY)
+    assert all(isinstance(b.mixer, Hydra) for b in model.backbone.blocks)
+    assert all(isinstance(b.mixer, MaskedMHA) for b in twin.backbone.blocks)
+    assert (len(twin.backbone.blocks), twin.cfg.embd_dim) == (len(model.backbone.blocks), model.cfg.embd_dim)
+    with pytest.raises(ValueError, match="conflicts"):
+        build_model("hieramamba-transformer", mixer="hydra", **MODEL_TINY)
+    with pytest.raises(TypeError, match="unknown HieraMamba config keys"):
+        build_model("hieramamba", bogus=1)
+    with pytest.raises(ValueError, match="in_dim is derived"):
+        HieraMambaConfig(in_dim=7)
+    tacos = HieraMambaConfig.preset("tacos")
+    assert (tacos.video_dim, tacos.text_dim, tacos.text_embd_dim, tacos.text_encoder, tacos.early_fusion,
+            tacos.fusion_mode, tacos.in_dim, tacos.embd_dim, tacos.reg_loss, tacos.w_acc, tacos.acc_neg_ratio,
+            tacos.acc_gap_ratio, tacos.w_spc) == (4096, 300, 128, "transformer", False, "affine", 4096, 256, "diou",
+                                                   10.0, 4.0, 0.3, 1.0)
+    mad = HieraMambaConfig.preset("mad", num_blocks=4)
+    assert (mad.in_dim, mad.stride, mad.num_blocks, mad.w_acc, mad.w_spc, mad.pre_nms_topk, mad.max_num_segs,
+            mad.max_text_len) == (512, 2, 4, 0.0, 0.0, 200, 50, 75)
+    ego = HieraMambaConfig()
+    assert (ego.video_dim, ego.text_dim, ego.embd_dim, ego.reg_loss, ego.w_acc, ego.w_spc, ego.max_text_len,
+            ego.nms_sigma, ego.voting_thresh, ego.max_num_segs) == (256, 768, 384, "iou", 100.0, 10.0, 24, 0.9, 0.95, 5)
+    m = build_model("hieramamba", preset="mad", **{**MODEL_TINY, "w_acc": 0.0, "w_spc": 0.0})
+    assert m.acc_proj is None and m.spc_proj is None and m.backbone.cfg.stride == 2
+
+
+def test_tiny_model_overfits_a_tiny_batch():
+    torch.manual_seed(0)
+    model = HieraMamba(HieraMambaConfig(**{**MODEL_TINY, "num_blocks": 2, "dropout": 0.0, "drop_path": 0.0,
+                                           "fusion_dropout": 0.0, "fusion_drop_path": 0.0, "w_acc": 1.0,
+                                           "w_spc": 1.0})).train()
+    batch = make_batch([16, 10], [[(4, (2.0, 7.5)), (3, (9.0, 14.0))], [(5, (4.0, 8.0))]])
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(30):
+        out = model(batch)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["loss"].item())
+    last = model(batch)["loss"].item()
+    assert last < 0.2 * losses[0], losses + [last]
+    model.eval()
+    for p, gt in zip(model.predict(batch), batch["segments_grid"]):  # the top detection now hits the ground truth
+        top = p[0, :2]
+        inter = (torch.minimum(top[1], gt[1]) - torch.maximum(top[0], gt[0])).clamp(min=0)
+        assert inter / ((top[1] - top[0]) + (gt[1] - gt[0]) - inter) > 0.5, (p[0], gt)

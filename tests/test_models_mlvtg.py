@@ -364,3 +364,48 @@ def test_mlvtg_with_llm_refiner_pads_trains_and_keeps_layer_frozen(tmp_path):
     for n, p in model.refiner.layer.named_parameters():
         assert torch.equal(p, before[n]) and p.grad is None
     assert model.refiner.in_proj.weight.grad is not None
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# graded saliency: post-aligner saliency head + ranking loss
+# ------------------------------------------------------------------------------------------------------------------
+def _rank_grads(post_saliency: bool):
+    model = tiny("mlvtg", drop_path=0.0, post_saliency=post_saliency, w_sal_rank=1.0)
+    model.train()
+    out = model(collate(SAMPLES))
+    out["loss_sal_rank"].backward()
+    return model, out
+
+
+def test_rank_loss_reaches_the_aligner_only_through_the_post_aligner_saliency():
+    model, out = _rank_grads(post_saliency=True)
+    aligner = [p.grad for p in model.aligner.parameters()]
+    assert all(g is not None for g in aligner) and sum(float(g.abs().sum()) for g in aligner) > 0
+    assert float(model.post_saliency_head.out.conv.weight.grad.abs().sum()) > 0
+    # the HD cosine (pre-aligner) still contributes: the input projection gets gradient too
+    assert float(model.video_proj[2].weight.grad.abs().sum()) > 0
+    # without the post-aligner head the HD score never sees the aligner
+    model, _ = _rank_grads(post_saliency=False)
+    assert all(p.grad is None or float(p.grad.abs().sum()) == 0 for p in model.aligner.parameters())
+
+
+def test_post_saliency_is_hd_cosine_plus_head_and_rank_loss_uses_graded_targets():
+    from vidmamba.nn.losses import saliency_rank_loss
+
+    model = tiny("mlvtg", post_saliency=True, w_sal_rank=0.5, rank_margin=0.3)
+    model.eval()
+    batch = collate(SAMPLES)
+    out = model(batch)
+    plain = MLVTG(MLVTGConfig(**{**model.cfg.to_dict(), "post_saliency": False}))
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("post_saliency_head")})
+    plain.eval()
+    hd = plain(batch)["saliency"]
+    vmask = batch["video_mask"]
+    # the same weights without the head give the HD cosine alone; the head adds a score at valid clips only
+    diff = (out["saliency"] - hd).detach()
+    assert float(diff[vmask].abs().sum()) > 0 and float(diff[~vmask].abs().sum()) == 0
+    expected = 0.5 * saliency_rank_loss(out["saliency"], batch["saliency"].masked_fill(~vmask, 0), vmask, 0.3)
+    torch.testing.assert_close(out["loss_sal_rank"], expected)
+    # padding invariance holds with the extra head
+    _assert_batch_equals_alone(model, SAMPLES)
+    assert "loss_sal_rank" not in tiny("mlvtg")(batch)            # off by default (UniVTG recipe)

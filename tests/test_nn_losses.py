@@ -208,3 +208,47 @@ def test_random_subset():
     # every candidate can be drawn
     hits = sum(random_subset(cand[1:2], 1, generator=g).int() for _ in range(300))
     assert (hits[cand[1:2]] > 0).all()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# graded saliency ranking
+# --------------------------------------------------------------------------------------------------------------------
+def test_saliency_rank_loss_hand_computed():
+    from vidmamba.nn.losses import saliency_rank_loss
+
+    # video 0: ordered pairs (0>1) 0.2+0.4, (0>2) 0.2+0.2, (2>1) 0.2+0.2 -> 1.4 / 3
+    # video 1: (0>2) 0.2-0, (1>2) 0.2-0.1; the tie (0, 1) and the padded clip 3 do not count -> 0.3 / 2
+    # video 2: all targets equal -> no pair -> left out of the mean
+    scores = torch.tensor([[0.1, 0.5, 0.3, 0.0], [0.0, 0.1, 0.0, 5.0], [1.0, 0.0, 3.0, 0.0]], requires_grad=True)
+    targets = torch.tensor([[3.0, 1.0, 2.0, 0.0], [2.0, 2.0, 1.0, 9.0], [2.0, 2.0, 2.0, 2.0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    loss = saliency_rank_loss(scores, targets, mask, margin=0.2)
+    assert loss.item() == pytest.approx((1.4 / 3 + 0.3 / 2) / 2)
+    loss.backward()
+    assert scores.grad[2].abs().sum() == 0 and scores.grad[1, 3] == 0
+    # min_gap: only the pair (0 > 1) of video 0 (gap 2) survives a gap of 1.5 -> 0.6
+    assert saliency_rank_loss(scores[:1], targets[:1], mask[:1], 0.2, min_gap=1.5).item() == pytest.approx(0.6)
+    # scores already ordered with more than the margin -> 0
+    ordered = torch.tensor([[0.9, 0.1, 0.5]])
+    assert saliency_rank_loss(ordered, targets[:1, :3], mask[:1, :3], margin=0.2).item() == 0.0
+    # no pair anywhere -> 0, still differentiable
+    flat = saliency_rank_loss(scores[2:], targets[2:], mask[2:])
+    assert flat.item() == 0.0 and flat.requires_grad
+
+
+def test_saliency_rank_loss_clip_cap_scores_one_random_subset():
+    from itertools import combinations
+
+    from vidmamba.nn.losses import saliency_rank_loss
+
+    g = torch.Generator().manual_seed(0)
+    scores, targets = torch.randn(1, 6, generator=g), torch.randn(1, 6, generator=g)
+    mask = torch.ones(1, 6, dtype=torch.bool)
+    full = saliency_rank_loss(scores, targets, mask, 0.3)
+    assert saliency_rank_loss(scores, targets, mask, 0.3, max_clips=6).item() == pytest.approx(full.item())
+    capped = saliency_rank_loss(scores, targets, mask, 0.3, max_clips=3, generator=torch.Generator().manual_seed(1))
+    subsets = [saliency_rank_loss(scores[:, list(c)], targets[:, list(c)], mask[:, list(c)], 0.3).item()
+               for c in combinations(range(6), 3)]
+    assert any(capped.item() == pytest.approx(v) for v in subsets)
+    with pytest.raises(ValueError, match="one shape"):
+        saliency_rank_loss(scores, targets[:, :5], mask)

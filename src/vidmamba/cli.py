@@ -1,4 +1,4 @@
-"""Command-line interface: ``vidmamba demo | train | evaluate | predict``."""
+"""Command-line interface: ``vidmamba demo | train | evaluate | predict | extract | export | serve``."""
 from __future__ import annotations
 
 import argparse
@@ -46,15 +46,76 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from vidmamba.engine.grounding import predict_features
+    from vidmamba.utils import atomic_write_text
 
-    result = predict_features(args.ckpt, args.video_features, args.query_features, query=args.query)
-    text = json.dumps(result, indent=2)
+    queries = list(args.queries) + list(args.query)
+    if args.video_features is not None:  # pre-extracted features: one query
+        from vidmamba.engine.grounding import predict_features
+
+        if args.video is not None or args.query_features is None or len(queries) > 1 or args.plot:
+            raise SystemExit("vidmamba predict --video-features F --query-features Q [--query TEXT]: takes no VIDEO, "
+                             "one query text at most, no --plot, and needs --query-features")
+        result = predict_features(args.ckpt, args.video_features, args.query_features,
+                                  query=queries[0] if queries else "")
+        text = json.dumps(result, indent=2)
+        if args.out:
+            atomic_write_text(args.out, text)
+        print(text)
+        return 0
+    from vidmamba.video.encoders import DEFAULT_CLIP, ClipEncoder
+    from vidmamba.video.predict import format_table, plot_result, predict_video
+
+    if args.video is None or not queries:
+        raise SystemExit('vidmamba predict VIDEO "query" [--query ...] --ckpt CKPT: a video and at least one query '
+                         "are required (or --video-features/--query-features)")
+    result = predict_video(args.ckpt, args.video, queries, encoder=ClipEncoder(args.encoder or DEFAULT_CLIP,
+                                                                               device=args.device),
+                           cache_dir=args.cache, frames_per_clip=args.frames_per_clip)
+    print(format_table(result))
     if args.out:
-        from vidmamba.utils import atomic_write_text
+        atomic_write_text(args.out, json.dumps(result, indent=2))
+        print(f"wrote {args.out}")
+    if args.plot:
+        for path in plot_result(result, args.plot, args.video):
+            print(f"wrote {path}")
+    return 0
 
-        atomic_write_text(args.out, text)
-    print(text)
+
+def _cmd_extract(args) -> int:
+    from vidmamba.video.encoders import DEFAULT_CLIP, ClipEncoder
+    from vidmamba.video.extract import extract_text, extract_videos, parse_shard
+
+    try:
+        shard = parse_shard(args.shard)
+    except ValueError as e:
+        raise SystemExit(f"vidmamba extract: {e}") from None
+    encoder = ClipEncoder(args.model or DEFAULT_CLIP, device=args.device)
+    report = extract_videos(args.videos, args.out, encoder, clip_length=args.clip_length,
+                            frames_per_clip=args.frames_per_clip, workers=args.workers, shard=shard,
+                            progress=not args.no_progress)
+    print(f"extracted {len(report.done)}, cached {len(report.cached)}, failed {len(report.failed)} "
+          f"-> {args.out}/clip_features")
+    for video, error in report.failed:
+        print(f"failed: {error}", file=sys.stderr)
+    if args.annotations is not None:
+        n = extract_text(args.annotations, args.out, encoder, dataset=args.dataset)
+        print(f"encoded {n} queries -> {args.out}/clip_text_features")
+    return 1 if report.failed else 0
+
+
+def _cmd_export(args) -> int:
+    from vidmamba.engine.pretrained import export_pretrained
+
+    print(f"wrote {export_pretrained(args.run, args.out)} (load it with vidmamba.engine.pretrained.from_pretrained)")
+    return 0
+
+
+def _cmd_serve(args) -> int:
+    from vidmamba.serve import make_predictor, serve
+    from vidmamba.video.encoders import DEFAULT_CLIP
+
+    predict_fn = make_predictor(args.ckpt, args.encoder or DEFAULT_CLIP, cache_dir=args.cache)
+    serve(predict_fn, video_dir=args.video_dir, host=args.host, port=args.port)
     return 0
 
 
@@ -90,14 +151,56 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from <out_dir>/last")
     tr.set_defaults(func=_cmd_train)
 
-    pr = sub.add_parser("predict", help="moments and saliency for one video from pre-extracted features")
-    pr.add_argument("--ckpt", type=Path, required=True)
-    pr.add_argument("--video-features", type=Path, required=True, help="npz with key 'features' (T, D)")
-    pr.add_argument("--query-features", type=Path, required=True,
-                    help="npz with key 'last_hidden_state' (or 'token') (L, D)")
-    pr.add_argument("--query", default="", help="the query text (echoed in the output)")
-    pr.add_argument("--out", type=Path, help="also write the JSON here")
+    pr = sub.add_parser("predict", help="ranked moments and per-clip saliency for one video",
+                        description='vidmamba predict VIDEO "query" [--query ...] --ckpt CKPT [--encoder PATH] '
+                                    "[--json OUT] [--plot OUT.png]  |  vidmamba predict --ckpt CKPT "
+                                    "--video-features F.npz --query-features Q.npz [--query TEXT] [--out OUT]")
+    pr.add_argument("video", type=Path, nargs="?", help="video file (decoded, CLIP features cached)")
+    pr.add_argument("queries", nargs="*", help="query texts (all run in one batch)")
+    pr.add_argument("--ckpt", type=Path, required=True, help="run folder or checkpoint folder")
+    pr.add_argument("--query", action="append", default=[], help="another query (repeatable); with "
+                    "--video-features: the query text, echoed in the output")
+    pr.add_argument("--encoder", help="CLIP folder or hub id the checkpoint's features came from "
+                                      "(default openai/clip-vit-base-patch32)")
+    pr.add_argument("--cache", type=Path, help="feature cache folder (default $VIDMAMBA_CACHE or ~/.cache/vidmamba)")
+    pr.add_argument("--frames-per-clip", type=int, default=1, help="frames averaged per clip (default 1)")
+    pr.add_argument("--device", default="cpu", help="torch device of the CLIP encoder (default cpu)")
+    pr.add_argument("--plot", type=Path, help="PNG: timeline, saliency, thumbnails (<stem>_<k>.png per query)")
+    pr.add_argument("--video-features", type=Path, nargs="+",
+                    help="one feature file per feature type of the config, in its order (npz key 'features' (T, D); "
+                         "TVSum UMT: the _rgb.npy and _opt.npy files): predict from features")
+    pr.add_argument("--query-features", type=Path, help="npz with key 'last_hidden_state' (or 'token') (L, D)")
+    pr.add_argument("--out", "--json", dest="out", type=Path, help="also write the JSON here")
     pr.set_defaults(func=_cmd_predict)
+
+    xt = sub.add_parser("extract", help="CLIP features of videos in the lighthouse npz layout (cached, resumable)")
+    xt.add_argument("videos", type=Path, nargs="+", help="video files")
+    xt.add_argument("--out", type=Path, required=True, help="feature root: writes clip_features/<vid>.npz")
+    xt.add_argument("--model", help="CLIP folder or hub id (default openai/clip-vit-base-patch32)")
+    xt.add_argument("--clip-length", type=float, default=2.0, help="seconds per clip (default 2, QVHighlights)")
+    xt.add_argument("--frames-per-clip", type=int, default=1, help="frames averaged per clip (default 1)")
+    xt.add_argument("--device", default="cpu", help="torch device of the CLIP encoder (default cpu)")
+    xt.add_argument("--workers", type=int, default=1, help="videos processed in parallel (threads)")
+    xt.add_argument("--shard", default="0/1", help="i/n: process only every n-th video from the i-th (0-based)")
+    xt.add_argument("--annotations", type=Path, help="lighthouse jsonl: also encode its queries "
+                                                     "(clip_text_features/)")
+    xt.add_argument("--dataset", default="qvhighlight", help="dataset naming of the text files (with --annotations)")
+    xt.add_argument("--no-progress", action="store_true", help="no progress bar")
+    xt.set_defaults(func=_cmd_extract)
+
+    ex = sub.add_parser("export", help="convert a trained run's best checkpoint into a pretrained folder")
+    ex.add_argument("run", type=Path, help="run folder (its best/) or checkpoint folder")
+    ex.add_argument("--out", type=Path, required=True, help="pretrained folder to write")
+    ex.set_defaults(func=_cmd_export)
+
+    sv = sub.add_parser("serve", help="web demo: find moments in an uploaded video (needs vidmamba[demo,video])")
+    sv.add_argument("--ckpt", type=Path, required=True, help="trained run or checkpoint folder")
+    sv.add_argument("--encoder", help="CLIP encoder folder or hub id (default: the QVHighlights CLIP ViT-B/32)")
+    sv.add_argument("--cache", type=Path, help="video feature cache folder (default ~/.cache/vidmamba)")
+    sv.add_argument("--video-dir", type=Path, help="also allow videos named by path inside this server folder")
+    sv.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every interface)")
+    sv.add_argument("--port", type=int, default=7860)
+    sv.set_defaults(func=_cmd_serve)
 
     demo = sub.add_parser("demo", help="run the built-in demo")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (results.json, figure)")

@@ -220,8 +220,8 @@ def observed_rows(start: float, *, fps: float, obs_seconds: float, tau_a: float 
 class EK100Dataset(PaddedCollate, Dataset):
     """EK100 recognition (``mode="recognition"``) or anticipation (``mode="anticipation"``) samples.
 
-    Items: ``narration_id``, ``video_id``, ``start`` / ``stop`` (s), ``video`` (T, D) float32, ``verb`` / ``noun``
-    (0-dim long tensors; -1 without labels). Anticipation items add ``obs_start`` / ``obs_end`` (s, the span the
+    Items: ``narration_id``, ``video_id``, ``start`` / ``stop`` (s), ``narration`` (str, "" without labels),
+    ``video`` (T, D) float32, ``verb`` / ``noun`` (0-dim long tensors; -1 without labels). Anticipation items add ``obs_start`` / ``obs_end`` (s, the span the
     rows cover). Labels are the action's own (for anticipation: the action to anticipate). When class lists are
     given, class ids must be in range. ``video_ids`` keeps only those videos; an empty result is an error.
     """
@@ -287,7 +287,8 @@ class EK100Dataset(PaddedCollate, Dataset):
 
     def __getitem__(self, index: int) -> dict:
         a = self.actions[index]
-        out = {"narration_id": a.narration_id, "video_id": a.video_id, "start": a.start, "stop": a.stop}
+        out = {"narration_id": a.narration_id, "video_id": a.video_id, "start": a.start, "stop": a.stop,
+               "narration": a.narration or ""}
         if self.mode == "recognition":
             item = f"narration_id {a.narration_id}"
             path = find_feature_file(self.feat_dir, a.narration_id, item=item)

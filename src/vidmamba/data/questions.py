@@ -17,6 +17,12 @@ modifiers, which come first in English: "put-down" -> "put down", "pan:dust" -> 
 The template is drawn with a seeded RNG: ``generate(verb, noun, key=...)`` is a pure function of (seed, key, labels),
 so it is the same in any worker and any epoch; without a key the generator's own seeded stream is used.
 
+Context (the paper's questions "provide information about actions, objects, and environmental context"): ``generate(...,
+context=text)`` appends ``text`` (e.g. the annotation's narration "take jar from the shelf") to both questions before
+masking, so its label words are masked too and only the rest ("<mask> from the shelf") is left. Without context, and
+for anticipation without predicted actions, :meth:`QuestionGenerator.generic` gives the label-free questions
+("What action is performed using hands in the video?" / "What is the object in the video?").
+
 Token embeddings are frozen (``requires_grad=False``, never trained):
 
 - :class:`WordVocab` (default, offline): a word-level vocabulary built from the templates and the class words, with
@@ -58,6 +64,8 @@ NOUN_TEMPLATES = (
     "What does the camera wearer {verb} here?",
     "What is the object in the video?",
 )
+
+GENERIC_VERB_QUESTION, GENERIC_NOUN_QUESTION = VERB_TEMPLATES[-1], NOUN_TEMPLATES[-1]
 
 _TOKEN = re.compile(r"<mask>|[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
 _SUFFIXES = ("ing", "es", "ed", "s", "d")
@@ -165,9 +173,10 @@ class QuestionGenerator:
         digest = hashlib.sha256(f"{self.seed}\x00{key}".encode()).digest()
         return random.Random(int.from_bytes(digest[:8], "little"))
 
-    def generate(self, verb: int, noun: int, key=None) -> QuestionPair:
+    def generate(self, verb: int, noun: int, key=None, context: str | None = None) -> QuestionPair:
         """Questions for the action (verb, noun). ``key`` (e.g. the narration id) makes the draw a function of
-        (seed, key); without it the generator's seeded stream advances."""
+        (seed, key); without it the generator's seeded stream advances. ``context`` is appended to both questions
+        and masked with them."""
         if not 0 <= verb < len(self.verb_words) or not 0 <= noun < len(self.noun_words):
             raise IndexError(f"(verb, noun) = ({verb}, {noun}) outside the vocabularies "
                              f"({len(self.verb_words)} verbs, {len(self.noun_words)} nouns)")
@@ -175,9 +184,15 @@ class QuestionGenerator:
         vi, ni = rng.randrange(len(self.verb_templates)), rng.randrange(len(self.noun_templates))
         vwords, nwords = self.verb_words[verb], self.noun_words[noun]
         label_words = vwords + nwords
-        verb_q = self.verb_templates[vi].format(noun=" ".join(nwords))
-        noun_q = self.noun_templates[ni].format(verb=" ".join(vwords))
+        tail = f" {context}" if context else ""
+        verb_q = self.verb_templates[vi].format(noun=" ".join(nwords)) + tail
+        noun_q = self.noun_templates[ni].format(verb=" ".join(vwords)) + tail
         return QuestionPair(mask_words(verb_q, label_words), mask_words(noun_q, label_words), vi, ni)
+
+    @staticmethod
+    def generic() -> QuestionPair:
+        """The label-free questions (template index -1): what to ask when no action is known."""
+        return QuestionPair(mask_words(GENERIC_VERB_QUESTION, ()), mask_words(GENERIC_NOUN_QUESTION, ()), -1, -1)
 
     def vocabulary_words(self) -> list[str]:
         """Every token the templates and class words can produce (for :class:`WordVocab`)."""
@@ -298,17 +313,22 @@ class QuestionDataset(PaddedCollate, Dataset):
     """Adds ``verb_question`` / ``noun_question`` (L, D) embeddings (+ ``*_ids``, ``*_text``) to the samples of a
     labelled dataset (e.g. :class:`~vidmamba.data.ek100.EK100Dataset`); ``collate`` pads them with masks.
 
-    The questions are those of the sample's own (verb, noun), drawn with ``key = narration_id`` (else the index).
+    The questions are those of the sample's own (verb, noun), drawn with ``key = narration_id`` (else the index):
+    one fixed question pair per sample (evaluation). ``random_templates=True`` (training) draws the templates anew
+    at every access from torch's RNG (seeded per DataLoader worker by torch, saved and restored by the trainer).
     For anticipation (§3.2: questions of the *predicted* action) pass ``question_actions``: narration_id ->
-    (verb, noun) of the predicted action.
+    (verb, noun) of the predicted action, or None (or a missing id) for the generic questions.
+    ``context_key``: a string field of the base items (e.g. ``"narration"``) passed as ``context`` to the generator.
     """
 
     sequence_keys = ("video", "verb_question", "noun_question", "verb_question_ids", "noun_question_ids")
 
     def __init__(self, base, generator: QuestionGenerator, embedder: FrozenTokenEmbedding,
-                 question_actions: Mapping[str, tuple[int, int]] | None = None):
+                 question_actions: Mapping[str, tuple[int, int] | None] | None = None, *,
+                 random_templates: bool = False, context_key: str | None = None):
         self.base, self.generator, self.embedder = base, generator, embedder
         self.question_actions = question_actions
+        self.random_templates, self.context_key = random_templates, context_key
 
     def __len__(self) -> int:
         return len(self.base)
@@ -317,18 +337,23 @@ class QuestionDataset(PaddedCollate, Dataset):
         item = dict(self.base[index])
         key = item.get("narration_id", index)
         if self.question_actions is not None:
-            verb, noun = self.question_actions[key]
+            action = self.question_actions.get(key)
         else:
-            verb, noun = int(item["verb"]), int(item["noun"])
-            if verb < 0 or noun < 0:
+            action = (int(item["verb"]), int(item["noun"]))
+            if min(action) < 0:
                 raise ValueError(f"sample {key!r} has no labels; pass question_actions (predicted actions)")
-        pair = self.generator.generate(verb, noun, key=key)
+        if action is None:
+            pair = self.generator.generic()
+        else:
+            draw_key = f"{key}\x00{int(torch.randint(0, 2 ** 62, ()))}" if self.random_templates else key
+            context = item[self.context_key] if self.context_key else None
+            pair = self.generator.generate(*action, key=draw_key, context=context)
         for name, text in (("verb_question", pair.verb_question), ("noun_question", pair.noun_question)):
             enc = self.embedder.encode(text)
             item[name], item[f"{name}_ids"], item[f"{name}_text"] = enc["embeddings"], enc["ids"], text
         return item
 
 
-__all__ = ["MASK", "VERB_TEMPLATES", "NOUN_TEMPLATES", "key_to_words", "tokenize", "mask_words", "leaked_words",
+__all__ = ["MASK", "VERB_TEMPLATES", "NOUN_TEMPLATES", "GENERIC_VERB_QUESTION", "GENERIC_NOUN_QUESTION", "key_to_words", "tokenize", "mask_words", "leaked_words",
            "QuestionPair", "QuestionGenerator", "FrozenTokenEmbedding", "WordVocab", "read_input_embedding",
            "HFTokenEmbedding", "QuestionDataset"]

@@ -25,6 +25,7 @@ The grid point of a feature is its clip's centre frame.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -213,16 +214,19 @@ class SnagDataset(Dataset):
         return len(self.videos)
 
     def __getitem__(self, index: int) -> dict:
-        v = self.videos[index]
+        return self.load(self.videos[index])
+
+    def load(self, v: SnagVideo, queries: Sequence[int] | None = None) -> dict:
+        """The item of video ``v`` with the queries at positions ``queries`` (default: all)."""
+        qs = v.queries if queries is None else [v.queries[i] for i in queries]
         video = load_snag_video_features(self.video_dirs, v.vid, dims=self.video_dims, downsample=self.downsample)
         texts = [torch.from_numpy(load_snag_text_features(self.text_dir, q.text_id, dim=self.text_dim,
-                                                          max_len=self.max_text_len)) for q in v.queries]
-        segments = torch.tensor([q.segment for q in v.queries], dtype=torch.float64)
+                                                          max_len=self.max_text_len)) for q in qs]
+        segments = torch.tensor([q.segment for q in qs], dtype=torch.float64)
         grid = seconds_to_grid(segments, fps=v.fps, clip_size=self.clip_size, stride=self.stride,
                                num_frames=v.num_frames, vid_stride=self.vid_stride)
         return {"vid": v.vid, "fps": v.fps, "duration": v.duration, "video": torch.from_numpy(video),
-                "texts": texts, "sentences": [q.sentence for q in v.queries],
-                "text_ids": [q.text_id for q in v.queries],
+                "texts": texts, "sentences": [q.sentence for q in qs], "text_ids": [q.text_id for q in qs],
                 "segments": segments.float(), "segments_grid": grid.float()}
 
     @staticmethod
@@ -245,3 +249,122 @@ class SnagDataset(Dataset):
             "sentences": [s for b in batch for s in b["sentences"]],
             "text_ids": [t for b in batch for t in b["text_ids"]],
         }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# training samples: video-centric query groups + random truncation (HieraMamba ``VideoCentricDataset``)
+# ---------------------------------------------------------------------------------------------------------------------
+def group_queries(spans: Sequence[tuple[float, float]], window: float | None) -> list[list[int]]:
+    """Greedy video-centric grouping of one video's queries (HieraMamba ``_group_with_max_len``).
+
+    ``spans``: (start, end) of each query's ground truth in input-clip units (clip ``i`` is centred at ``i``).
+    Queries are sorted by start; a group opens at the first ungrouped query and takes every following query whose
+    end stays within ``window - 1`` of the group's first start (so one training window of ``window`` clips can hold
+    all of them). ``window=None``: one group with all queries. Returns lists of query indices.
+    """
+    order = sorted(range(len(spans)), key=lambda i: (spans[i][0], spans[i][1]))
+    if window is None:
+        return [order] if order else []
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and max(spans[j][1] for j in groups[-1] + [i]) - spans[groups[-1][0]][0] <= window - 1:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def truncation_window(num_clips: int, spans: np.ndarray, length: int, generator: torch.Generator | None = None,
+                      align: int = 1) -> int:
+    """Start ``a`` of a random window ``[a, a + length)`` of input clips that keeps every ground truth.
+
+    ``spans`` (Q, 2) in input-clip units (clip ``i`` covers ``[i - 0.5, i + 0.5]``). When possible every span lies
+    inside the window: ``a`` is uniform over the multiples of ``align`` in ``[end + 0.5 - length, start + 0.5]``
+    (all spans) within ``[0, num_clips - length]``. When no such window exists (the spans are further apart than
+    ``length``), ``a`` is uniform over the windows that overlap every span's centre (or, failing that, the first
+    span's centre), so each span keeps a non-empty part. ``length >= num_clips`` returns 0.
+    """
+    if length >= num_clips:
+        return 0
+    last = (num_clips - length) // align * align
+
+    def pick(lo: float, hi: float) -> int | None:
+        lo_i = max(0, math.ceil(lo / align - 1e-9) * align)
+        hi_i = min(last, math.floor(hi / align + 1e-9) * align)
+        if lo_i > hi_i:
+            return None
+        n = (hi_i - lo_i) // align + 1
+        return lo_i + align * int(torch.randint(n, (1,), generator=generator))
+
+    spans = np.asarray(spans, dtype=np.float64).reshape(-1, 2)
+    if not len(spans):
+        return pick(0, last)
+    start = pick(spans[:, 1].max() + 0.5 - length, spans[:, 0].min() + 0.5)
+    if start is None:
+        centres = spans.mean(1)
+        start = pick(centres.max() + 0.5 - length, centres.min() + 0.5)
+    if start is None:
+        c = float(spans[0].mean())
+        start = pick(c + 0.5 - length, c + 0.5)
+    return start
+
+
+class SnagTrainDataset(SnagDataset):
+    """Training samples of the SnAG format: one item per (video, query group), not per video.
+
+    Queries of each video are grouped with :func:`group_queries` (window ``max_clips`` input clips); an item holds at
+    most ``max_queries`` queries of its group (a random subset, redrawn on every access, when the group is larger,
+    as the reference's ``max_num_text``). Videos longer than ``max_clips`` input clips are cut to a random window of
+    ``max_clips`` clips that keeps the group's ground truth (:func:`truncation_window`); shorter ones are cut to a
+    random ``crop_ratio`` fraction (uniform in ``[lo, hi]``) of their length when ``crop_ratio`` is given, but never
+    shorter than the span that holds all the item's ground truth. Grid coordinates are shifted with the window, so
+    ``segments_grid`` stay aligned with ``video``; ``segments`` stay in seconds of the full video. Windows start on
+    multiples of ``vid_stride``. Randomness comes from torch's global RNG (seeded and checkpointed by the trainer).
+    Extra item key: ``offset`` (first input clip of the window).
+    """
+
+    def __init__(self, *args, max_clips: int | None = None, max_queries: int | None = None,
+                 crop_ratio: Sequence[float] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if max_clips is not None and max_clips < 1:
+            raise ValueError(f"max_clips must be >= 1 (input clips per training window), got {max_clips}")
+        if max_queries is not None and max_queries < 1:
+            raise ValueError(f"max_queries must be >= 1, got {max_queries}")
+        if crop_ratio is not None and not (len(crop_ratio) == 2 and 0.0 < crop_ratio[0] <= crop_ratio[1] <= 1.0):
+            raise ValueError(f"crop_ratio must be [lo, hi] with 0 < lo <= hi <= 1, got {crop_ratio}")
+        self.max_clips, self.max_queries, self.crop_ratio = max_clips, max_queries, crop_ratio
+        self.samples: list[tuple[int, list[int]]] = []  # (video index, query indices)
+        for vi, v in enumerate(self.videos):
+            spans = self._clip_spans(v, range(len(v.queries)))
+            self.samples += [(vi, g) for g in group_queries([tuple(s) for s in spans], max_clips)]
+
+    def _clip_spans(self, v: SnagVideo, queries) -> np.ndarray:
+        """(Q, 2) ground truth of ``queries`` of video ``v`` in input-clip units (grid x vid_stride)."""
+        seg = np.array([v.queries[q].segment for q in queries], dtype=np.float64).reshape(-1, 2)
+        return seconds_to_grid(seg, fps=v.fps, clip_size=self.clip_size, stride=self.stride,
+                               num_frames=v.num_frames, vid_stride=1)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        vi, group = self.samples[index]
+        if self.max_queries is not None and len(group) > self.max_queries:
+            group = sorted(group[i] for i in torch.randperm(len(group))[: self.max_queries].tolist())
+        item = self.load(self.videos[vi], group)
+        T = item["video"].shape[0]
+        length = self.max_clips if self.max_clips is not None and T > self.max_clips else T
+        spans = item["segments_grid"].double().numpy() * self.vid_stride
+        if length == T and self.crop_ratio is not None:
+            lo, hi = self.crop_ratio
+            length = round(T * (lo + (hi - lo) * float(torch.rand(()))))
+            # never shorter than what holds every ground truth of the item
+            needed = math.ceil(spans[:, 1].max() + 0.5 - math.floor(spans[:, 0].min() + 0.5)) + self.vid_stride - 1
+            length = min(T, max(length, needed, 1))
+        start = truncation_window(T, spans, length, align=self.vid_stride)
+        item["video"] = item["video"][start: start + length]
+        grid = item["segments_grid"] - start / self.vid_stride
+        # a span longer than the window keeps only its part inside it
+        item["segments_grid"] = grid.clamp(-0.5 / self.vid_stride, (length - 0.5) / self.vid_stride)
+        item["offset"] = start
+        return item

@@ -162,16 +162,23 @@ def load_tvsum_query_features(root, vid: str, *, key: str = "token") -> np.ndarr
     return load_feature_array(Path(root) / "query_features" / f"{vid}.npz", key=key, dim=512, item=f"video {vid}")
 
 
+def foreground_labels(mean_scores) -> torch.Tensor:
+    """(T,) bool: clips whose mean annotator score is above the video's median (the metric's binarisation, applied to
+    the mean); TVSum has no windows, so this is the foreground target of a grounding model's fg head."""
+    s = np.asarray(mean_scores, dtype=np.float64)
+    return torch.from_numpy(s > np.median(s))
+
+
 class TVSumUMTDataset(PaddedCollate, Dataset):
     """One TVSum domain's train or val videos, one item per video (the title is the query).
 
     Items use the keys of :class:`~vidmamba.data.lighthouse.MomentDataset` for highlight-only data: ``qid`` (= vid),
     ``vid``, ``query``, ``domain``, ``duration`` (T * 2 s), ``clip_length``, ``video`` (T, 2048 or 4096),
-    ``text`` (L, 512), ``windows`` / ``windows_norm`` (0, 2), ``saliency_annotators`` (T, 20) and ``saliency`` (T,)
-    (mean over annotators).
+    ``text`` (L, 512), ``windows`` / ``windows_norm`` (0, 2), ``saliency_annotators`` (T, 20), ``saliency`` (T,)
+    (mean over annotators) and ``foreground`` (T,) bool (:func:`foreground_labels`).
     """
 
-    sequence_keys = ("video", "text", "windows", "windows_norm", "saliency", "saliency_annotators")
+    sequence_keys = ("video", "text", "windows", "windows_norm", "foreground", "saliency", "saliency_annotators")
 
     def __init__(self, root, domain: str, split: str, *, normalize: bool = False, audio: bool = False,
                  text_key: str = "token"):
@@ -195,10 +202,12 @@ class TVSumUMTDataset(PaddedCollate, Dataset):
         video = load_tvsum_video_features(self.root, v.vid, v.num_clips, normalize=self.normalize, audio=self.audio)
         text = load_tvsum_query_features(self.root, v.vid, key=self.text_key)
         empty = torch.zeros(0, 2)
+        mean = v.scores.mean(axis=1)
         return {
             "qid": v.vid, "vid": v.vid, "query": v.title, "domain": v.domain,
             "duration": v.num_clips * TVSUM_CLIP_LENGTH, "clip_length": TVSUM_CLIP_LENGTH,
             "video": torch.from_numpy(video), "text": torch.from_numpy(text),
             "windows": empty, "windows_norm": empty.clone(),
-            "saliency_annotators": torch.from_numpy(v.scores), "saliency": torch.from_numpy(v.scores.mean(axis=1)),
+            "saliency_annotators": torch.from_numpy(v.scores), "saliency": torch.from_numpy(mean),
+            "foreground": foreground_labels(mean),
         }

@@ -8,7 +8,10 @@ Config sections (see ``configs/mlvtg_*.yaml``):
   are read off the data when absent;
 * ``data``: ``dataset`` (clip length and file naming, :mod:`vidmamba.data.lighthouse`), ``feature_root``,
   ``train`` / ``val`` annotation jsonl, ``video_features`` (list of feature folders), ``text_features``,
-  ``max_text_len``, ``normalize_video``;
+  ``max_text_len``, ``normalize_video``. ``dataset: tvsum_umt`` reads TVSum in the UMT layout instead
+  (:class:`~vidmamba.data.tvsum_umt.TVSumUMTDataset`): ``feature_root`` is the UMT folder, ``domain`` one of the 10
+  domains (one model per domain), ``train`` / ``val`` name the split's part (default the split name itself),
+  ``audio`` appends the audio stream; the ground truth (20-annotator ``label``) comes from ``tvsum_anno.json``;
 * ``train``: :class:`~vidmamba.engine.config.TrainerConfig` options.
 """
 from __future__ import annotations
@@ -23,6 +26,7 @@ from torch.utils.data import DataLoader
 from vidmamba.data.features import load_feature_array
 from vidmamba.data.lighthouse import (MomentDataset, get_dataset_spec, load_text_file, load_video_files,
                                       video_feature_path)
+from vidmamba.data.tvsum_umt import I3D_DIM, TVSUM_CLIP_LENGTH, TVSumUMTDataset
 from vidmamba.engine.config import TrainerConfig
 from vidmamba.engine.checkpoint import load_weights, resolve_checkpoint, Checkpoint
 from vidmamba.engine.trainer import Trainer, to_device
@@ -34,22 +38,28 @@ from vidmamba.utils import atomic_write_text
 # The checkpoint-selection metric of each protocol (lighthouse: MR-full-mAP for MR data, mAP for HD data).
 SELECTION_METRIC = {"qvhighlights": "MR-full-mAP", "moment_retrieval": "MR-full-mAP", "tvsum": "HL-top5-mAP"}
 DATA_KEYS = {"dataset", "feature_root", "train", "val", "video_features", "text_features", "max_text_len",
-             "normalize_video", "window_tol", "video_dims", "text_dim"}
+             "normalize_video", "window_tol", "video_dims", "text_dim", "domain", "audio"}
+UMT = "tvsum_umt"       # data.dataset value of the TVSum UMT layout
 
 
 def _data_options(data: dict) -> dict:
     unknown = sorted(set(data) - DATA_KEYS)
     if unknown:
         raise ValueError(f"unknown data config keys {unknown}; known: {sorted(DATA_KEYS)}")
-    for key in ("dataset", "feature_root", "video_features", "text_features"):
+    required = ("feature_root", "domain") if data.get("dataset") == UMT else \
+        ("feature_root", "video_features", "text_features")
+    for key in ("dataset",) + required:
         if key not in data:
             raise ValueError(f"data config is missing {key!r}")
     return data
 
 
-def build_dataset(data: dict, split: str) -> MomentDataset:
+def build_dataset(data: dict, split: str) -> MomentDataset | TVSumUMTDataset:
     """The ``split`` ("train" / "val") dataset described by the ``data`` config section."""
     data = _data_options(data)
+    if data["dataset"] == UMT:
+        return TVSumUMTDataset(data["feature_root"], data["domain"], data.get(split, split),
+                               normalize=data.get("normalize_video", True), audio=data.get("audio", False))
     if split not in data:
         raise ValueError(f"data config has no {split!r} annotation file")
     return MomentDataset(data[split], data["feature_root"], data["video_features"], data["text_features"],
@@ -64,7 +74,13 @@ def resolve_dims(config: dict) -> dict:
     naming the file) and whose ``model`` has the matching ``video_dim`` / ``text_dim`` / ``clip_length``."""
     config = copy.deepcopy(config)
     data, model = config["data"], config["model"]
-    if "video_dims" not in data or "text_dim" not in data:
+    if data.get("dataset") == UMT:
+        if "video_dims" not in data or "text_dim" not in data:
+            first = build_dataset(data, "train")[0]
+            width = int(first["video"].shape[1])            # rgb 1024 + flow 1024 (+ audio)
+            data.setdefault("video_dims", [I3D_DIM, I3D_DIM] + ([width - 2 * I3D_DIM] if data.get("audio") else []))
+            data.setdefault("text_dim", int(first["text"].shape[1]))
+    elif "video_dims" not in data or "text_dim" not in data:
         first_ds = build_dataset(data, "train")
         ann = first_ds.annotations[0]
         data.setdefault("video_dims", [
@@ -74,8 +90,24 @@ def resolve_dims(config: dict) -> dict:
     for key, value in (("video_dim", sum(data["video_dims"])), ("text_dim", data["text_dim"])):
         if model.setdefault(key, value) != value:
             raise ValueError(f"model.{key} = {model[key]} does not match the data's feature width {value}")
-    model.setdefault("clip_length", get_dataset_spec(data["dataset"]).clip_length)
+    model.setdefault("clip_length", _clip_length(data))
     return config
+
+
+def _clip_length(data: dict) -> float:
+    return TVSUM_CLIP_LENGTH if data["dataset"] == UMT else get_dataset_spec(data["dataset"]).clip_length
+
+
+def ground_truth(data: dict, split: str) -> tuple[list[dict], str]:
+    """(GT rows for :func:`~vidmamba.metrics.evaluate.evaluate_predictions`, their source for error messages).
+
+    Lighthouse layouts: the split's annotation jsonl. UMT layout: one row per video, ``qid`` = vid, ``label`` = its
+    (T, 20) annotator scores (the ``tvsum`` protocol's GT format), read from ``tvsum_anno.json``."""
+    if data["dataset"] != UMT:
+        return read_jsonl(data[split], GroundTruthError), data[split]
+    ds = build_dataset(data, split)
+    return ([{"qid": vid, "label": ds.videos[vid].scores.tolist()} for vid in ds.vids],
+            str(Path(data["feature_root"]) / "tvsum_anno.json"))
 
 
 def build_grounding_model(model_cfg: dict) -> torch.nn.Module:
@@ -93,14 +125,15 @@ def predict_loader(model, loader: DataLoader, device="cpu") -> list[dict]:
     return rows
 
 
-def make_evaluate_fn(task: str, gt_path):
-    """``evaluate_fn(model, loader)`` for the trainer: predict the loader, score with the ``task`` protocol."""
-    ground_truth = read_jsonl(gt_path, GroundTruthError)
+def make_evaluate_fn(task: str, data: dict, split: str = "val"):
+    """``evaluate_fn(model, loader)`` for the trainer: predict the loader, score with the ``task`` protocol against
+    the ``split`` ground truth of the ``data`` config section."""
+    gt_rows, gt_path = ground_truth(data, split)
 
     def evaluate_fn(model, loader):
         device = next(model.parameters()).device
         rows = predict_loader(model, loader, device)
-        metrics = evaluate_predictions(task, rows, ground_truth, gt_path=gt_path)
+        metrics = evaluate_predictions(task, rows, gt_rows, gt_path=gt_path)
         return {k: float(v) for k, v in metrics["brief"].items() if v is not None}
 
     return evaluate_fn
@@ -117,16 +150,22 @@ def train(config: dict, resume=None) -> dict:
     torch.manual_seed(int(trainer_opts.get("seed", 0)))
     model = build_grounding_model(config["model"])
     with Trainer(model, trainer_opts, train_ds, val_ds, collate_fn=train_ds.collate,
-                 evaluate_fn=make_evaluate_fn(task, config["data"]["val"]), resume=resume,
+                 evaluate_fn=make_evaluate_fn(task, config["data"]), resume=resume,
                  model_config={**config, "train": trainer_opts}) as trainer:
         return trainer.fit()
 
 
 def load_trained(ckpt) -> tuple[torch.nn.Module, dict]:
-    """Rebuild the model of a checkpoint folder (or of a run folder's ``best``) and load its (EMA) weights."""
+    """Rebuild the model of a checkpoint folder (or of a run folder's ``best``, or of a pretrained folder from
+    :func:`vidmamba.engine.pretrained.save_pretrained`) and load its (EMA) weights."""
     ckpt = Path(ckpt)
     folder = resolve_checkpoint(ckpt / "best" if (ckpt / "best").exists() else ckpt)
-    config = Checkpoint(folder).config["model"]
+    config = Checkpoint(folder).config
+    if config.get("format") == "vidmamba-pretrained":  # config: {"model", "data"} as a training config has them
+        from vidmamba.engine.pretrained import from_pretrained
+
+        return from_pretrained(folder)
+    config = config["model"]
     model = build_grounding_model(config["model"])
     load_weights(folder, model, use_ema=True)
     return model.eval(), config
@@ -145,7 +184,8 @@ def evaluate(ckpt, out_dir, split: str = "val", data: dict | None = None) -> tup
                         collate_fn=dataset.collate)
     rows = predict_loader(model, loader)
     task = config.get("task", "qvhighlights")
-    metrics = evaluate_predictions(task, rows, read_jsonl(data[split], GroundTruthError), gt_path=data[split])
+    gt_rows, gt_path = ground_truth(data, split)
+    metrics = evaluate_predictions(task, rows, gt_rows, gt_path=gt_path)
     out_dir = Path(out_dir)
     atomic_write_text(out_dir / f"{split}_preds.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     atomic_write_text(out_dir / f"{split}_metrics.json", json.dumps(metrics, indent=4))
@@ -156,8 +196,8 @@ def predict_features(ckpt, video_feature_files, query_feature_file, query: str =
     """Moments and saliency for one video from feature files, prepared exactly as in training.
 
     ``video_feature_files``: one npz (key ``features``, (T, D_i)) per feature type of the checkpoint's config, in
-    its order. ``query_feature_file``: the query's token features, in the dataset's text format (npz key
-    ``last_hidden_state``, TVSum ``token``). Both go through the training readers (normalisation, ``max_text_len``,
+    its order (UMT layout: the ``_rgb.npy`` and ``_opt.npy`` files). ``query_feature_file``: the query's token
+    features, in the dataset's text format (npz key ``last_hidden_state``, TVSum ``token``). Both go through the training readers (normalisation, ``max_text_len``,
     width checks). Returns ``{"query", "windows": [[start_s, end_s, score], ...], "saliency": [...], "clip_length"}``.
     """
     model, config = load_trained(ckpt)
@@ -165,9 +205,10 @@ def predict_features(ckpt, video_feature_files, query_feature_file, query: str =
     files = list(video_feature_files) if isinstance(video_feature_files, (list, tuple)) else [video_feature_files]
     video = torch.from_numpy(load_video_files(files, normalize=data.get("normalize_video", True),
                                               dims=data["video_dims"]))
-    text = torch.from_numpy(load_text_file(query_feature_file, dataset=data["dataset"],
+    text_format = "tvsum" if data["dataset"] == UMT else data["dataset"]     # UMT titles: npz key "token", as tvsum
+    text = torch.from_numpy(load_text_file(query_feature_file, dataset=text_format,
                                            max_len=data.get("max_text_len"), dim=data["text_dim"]))
-    clip_length = get_dataset_spec(data["dataset"]).clip_length
+    clip_length = _clip_length(data)
     batch = {"video": video[None], "video_mask": torch.ones(1, len(video), dtype=torch.bool),
              "text": text[None], "text_mask": torch.ones(1, len(text), dtype=torch.bool),
              "clip_length": torch.tensor([clip_length]), "duration": torch.tensor([len(video) * clip_length])}

@@ -1,13 +1,16 @@
 """HieraMamba (arXiv 2510.23043): hierarchical Mamba video grounding (``reference/models.md`` §1).
 
-This module holds the video backbone (§1.2-1.3); the text encoders, cross-modal fusion, heads, losses and the full
-model are to be added below it, in that order. Read top to bottom:
+Read top to bottom (the transformer pieces, text encoders and fusion are in :mod:`.hieramamba_blocks`; point targets
+and decoding in :mod:`vidmamba.nn.points`; ACC / SPC in :mod:`vidmamba.nn.detection_losses`):
 
 1. anchor helpers: :func:`interleave_anchors` (mean-pooled anchor per window of ``s`` clips, inserted before the
    clips it summarises) and :func:`split_anchors` (its inverse on a block's output);
 2. the AMP block :class:`AMPBlock` (``AnchorMambaPoolingBlockGated``): global mixer (Hydra, or masked global attention
    for the transformer twin) -> sigmoid gate -> local (windowed) transformer encoder -> sigmoid gate -> FFN;
-3. :class:`HieraMambaBackbone`: embedding convs, sinusoidal PE, a stack of stride-2 AMP blocks giving the pyramid.
+3. :class:`HieraMambaBackbone`: embedding convs, sinusoidal PE, a stack of stride-2 AMP blocks giving the pyramid;
+4. :class:`HieraMamba` (config :class:`HieraMambaConfig`, presets ``MODEL_PRESETS``): text encoder -> (early fusion:
+   1x1 projection -> fusion ->) backbone -> fusion on every level -> shared cls / reg heads; losses (focal, IoU/DIoU,
+   ACC, SPC, EMA normaliser) per query; decoding by Gaussian soft-NMS + voting, in grid units.
 
 Tensors are channel-last (b, l, d); masks are (b, l) bool, True = valid, right-padded (a valid prefix per sample).
 
@@ -18,11 +21,14 @@ Deliberate differences from the official code (each keeps a padded batch equal t
 - Hydra and the local attention get the padding mask (official Hydra scans over padding);
 - the position table is interpolated per sample, to the sample's own length when it exceeds ``max_seq_len`` (official:
   to the padded batch length), and its channels are interleaved sin/cos (official: all sines then all cosines, a
-  fixed channel permutation).
+  fixed channel permutation);
+- ACC's negative gap is a fraction of the sample's own anchor count (official: of the padded batch length), and every
+  loss term is per query (see :class:`HieraMambaConfig` for what that changes in the weighting).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import warnings
+from dataclasses import dataclass, fields, replace
 from typing import NamedTuple
 
 import torch
@@ -31,10 +37,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vidmamba.models.config import ModelConfig
-from vidmamba.nn import LayerScale, MaskedConv1d, MaskedMHA, SinusoidalPositionEncoding, masked_attention
+from vidmamba.models.hieramamba_blocks import (FUSION_MODES, ConvSelfAttention, EncoderLayer, IdentityTextEncoder,
+                                               LNProjector, TransformerTextEncoder, XAttnFusion)
+from vidmamba.nn import (DenseGroundingHead, LayerScale, MaskedConv1d, MaskedMHA, SinusoidalPositionEncoding,
+                         ctr_diou_loss, ctr_iou_loss, sigmoid_focal_loss)
+from vidmamba.nn.detection_losses import LossNormalizer, anchor_contrastive_loss, segment_prototype_loss
+from vidmamba.nn.points import assign_points, decode_points, level_slices, pyramid_points, regression_ranges, span_mask
 from vidmamba.nn.mask import check_mask, lengths_to_mask
 from vidmamba.ssm import Hydra
-from vidmamba.ssm.layers import MaskedDepthwiseConv1d, RMSNorm, masked_fill_pads
+from vidmamba.ssm.layers import RMSNorm, masked_fill_pads
 
 MIXERS = ("hydra", "attention")
 
@@ -178,43 +189,6 @@ def split_anchors(y: Tensor, length: int, stride: int = 2) -> tuple[Tensor, Tens
 # ---------------------------------------------------------------------------------------------------------------------
 # AMP block
 # ---------------------------------------------------------------------------------------------------------------------
-class ConvSelfAttention(MaskedMHA):
-    """SnAG's ``ConvAttNLayer`` (stride 1): q, k and v each go through their own depthwise conv k=3 (no bias) and a
-    LayerNorm before the projections of :class:`MaskedMHA`; then masked (windowed or global) self-attention.
-    forward(x (b, l, d), mask (b, l)) -> (b, l, d), 0 at pads."""
-
-    def __init__(self, dim: int, n_heads: int, window_size: int = 0):
-        super().__init__(dim, n_heads, window_size)
-        self.convs = nn.ModuleList(MaskedDepthwiseConv1d(dim, 3, bias=False, mode="same") for _ in range(3))
-        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(3))
-
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
-        xt = masked_fill_pads(x, mask, 1).transpose(1, 2)
-        q, k, v = (norm(conv(xt, mask).transpose(1, 2)) for conv, norm in zip(self.convs, self.norms))
-        out = masked_attention(self._heads(self.q(q)), self._heads(self.k(k)), self._heads(self.v(v)), mask,
-                               self.window_size, self.attn_drop, self.training)
-        return masked_fill_pads(self.proj_drop(self.proj(out.transpose(1, 2).flatten(2))), mask, 1)
-
-
-class LocalEncoder(nn.Module):
-    """SnAG's pre-LN ``TransformerEncoder`` (stride 1), the AMP block's local encoder:
-    ``x + LayerScale(ConvSelfAttention(LN(x)))`` then ``x + LayerScale(FFN(LN(x)))`` (FFN: ``ffn_ratio`` x, GELU),
-    LayerScale init 1e-4 without drop-path. forward(x (b, l, d), mask) -> (b, l, d), 0 at pads."""
-
-    def __init__(self, dim: int, n_heads: int, window_size: int, ffn_ratio: int = 4, layer_scale_init: float = 1e-4):
-        super().__init__()
-        self.ln_attn, self.ln_ffn = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = ConvSelfAttention(dim, n_heads, window_size)
-        self.ffn = nn.Sequential(nn.Linear(dim, dim * ffn_ratio), nn.GELU(), nn.Linear(dim * ffn_ratio, dim))
-        self.scale_attn = LayerScale(dim, layer_scale_init)
-        self.scale_ffn = LayerScale(dim, layer_scale_init)
-
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        x = masked_fill_pads(x, mask, 1)
-        x = x + self.scale_attn(self.attn(self.ln_attn(x), mask))
-        return masked_fill_pads(x + self.scale_ffn(self.ffn(self.ln_ffn(x))), mask, 1)
-
-
 class SigmoidGate(nn.Module):
     """``s = sigmoid(Linear(2d -> d)([a; b]))``, returns ``s * b + (1 - s) * a`` (the AMP block's gated residual)."""
 
@@ -243,7 +217,7 @@ class AMPBlock(nn.Module):
         x_c   = interleave_anchors(x)                          # [a0, x0, x1, a1, ...], anchors = window means
         g     = x_c + LayerScale2(mixer(RMSNorm(x_c)))         # Hydra (or global attention for the twin)
         f1    = gate1(x_c, g)                                  # sigmoid gate instead of a plain residual
-        l     = f1 + LayerScale2(LocalEncoder(RMSNorm(f1)))    # window-``window_size`` attention (0 = global)
+        l     = f1 + LayerScale2(EncoderLayer(RMSNorm(f1)))    # window-``window_size`` attention (0 = global)
         fused = gate2(f1, l)
         out   = fused + LayerScale2(FFN(RMSNorm(fused)))       # FFN: Linear(d, d) -> GELU -> Dropout
         anchors, clips = split_anchors(out)
@@ -257,7 +231,7 @@ class AMPBlock(nn.Module):
         self.stride, self.window_size = cfg.anchor_stride, window_size
         self.norm_global, self.norm_local, self.norm_ffn = (RMSNorm(d, eps=cfg.rms_eps) for _ in range(3))
         self.mixer = build_mixer(cfg)
-        self.local = LocalEncoder(d, cfg.local_heads, window_size, cfg.local_ffn_ratio, cfg.layer_scale_init)
+        self.local = EncoderLayer(d, cfg.local_heads, window_size, cfg.local_ffn_ratio, cfg.layer_scale_init)
         self.ffn = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Dropout(cfg.dropout))
         self.scale_global, self.scale_local, self.scale_ffn = (
             LayerScale(d, cfg.layer_scale_init, cfg.drop_path) for _ in range(3))
@@ -362,6 +336,328 @@ class HieraMambaBackbone(nn.Module):
         return self.cfg.stride * self.cfg.anchor_stride ** (self.num_levels - 1)
 
 
-__all__ = ["AMPBlock", "BACKBONE_PRESETS", "BackboneOutput", "ConvSelfAttention", "HieraMambaBackbone",
-           "HieraMambaBackboneConfig", "LocalEncoder", "MIXERS", "SigmoidGate", "build_mixer", "interleave_anchors",
-           "split_anchors", "valid_lengths"]
+# ---------------------------------------------------------------------------------------------------------------------
+# the full model
+# ---------------------------------------------------------------------------------------------------------------------
+TEXT_ENCODERS = ("identity", "transformer")
+REG_LOSSES = {"iou": ctr_iou_loss, "diou": ctr_diou_loss}
+
+
+@dataclass
+class HieraMambaConfig(HieraMambaBackboneConfig):
+    """Hyper-parameters of :class:`HieraMamba`: every :class:`HieraMambaBackboneConfig` field (same names, same
+    meaning) plus the fields below. Defaults are the official Ego4D-NLQ ones; :meth:`preset` gives "ego4d", "mad",
+    "madv2", "tacos" (models.md §1.10), e.g. ``build_model("hieramamba", preset="tacos", video_dim=..., ...)``.
+
+    video_dim, text_dim: input feature widths (Ego4D EgoVLP 256 / 768; MAD CLIP 512 / 512; TACoS C3D 4096 / GloVe 300).
+    in_dim: derived, leave unset: ``embd_dim`` with early fusion (the backbone runs on the projected, fused video),
+        else ``video_dim``.
+    text_encoder: "identity" (1x1 conv + attention-pooled background token; Ego4D, MAD) or "transformer" (TACoS:
+        word vectors -> conv, sinusoids, learnable background token, ``text_layers`` encoder layers of
+        ``text_heads`` heads, dropout ``text_dropout``).
+    text_embd_dim: text width after the encoder (768 Ego4D, 512 MAD, 128 TACoS); the fusion's key/value width.
+    max_text_len: tokens kept per query (24 Ego4D, 75 MAD, 48 TACoS); longer queries are truncated with a warning.
+    early_fusion: True (Ego4D, MAD): 1x1 projection -> fusion -> backbone on per-query video -> fusion again (same
+        weights) on every level. False (TACoS): backbone on the raw video, fusion per level.
+    fusion_mode: "adaln" (LayerNorm without affine, then text-conditioned scale/shift; Ego4D, MAD) or "affine"
+        (scale/shift of the raw features; TACoS). fusion_layers, fusion_heads: 2 decoder layers of 4 heads.
+    fusion_dropout, fusion_drop_path: FFN / projection dropout and LayerScale drop-path of the fusion (0.1, 0.1).
+    head_layers, head_kernel: cls / reg conv heads (3 layers, k 3, LayerNorm), shared by all levels, a learnable
+        Scale per level on the regression; offsets ReLU'd, in units of the level stride.
+    regression_range, regression_sigma: point ranges (0, 4), (2, 8), (4, 16), ... (see ``nn.points``).
+    center_radius: centre sampling radius in level strides (1.5).
+    focal_alpha, focal_gamma, label_smoothing: sigmoid focal loss (0.5, 2, targets ``0.8 y + 0.1``).
+    reg_loss: "iou" (Ego4D) or "diou" (MAD, TACoS), on centre offsets; w_reg its weight (1).
+    loss_norm_init, loss_norm_momentum: the normaliser, an EMA (0.9) of the number of positive points *per query*
+        (official: per micro-batch, init 10 Ego4D / 250 MAD / 100 TACoS; here the init is that value divided by the
+        official queries per micro-batch: Ego4D 10/2, MAD 250/16, TACoS 100/16; the EMA forgets it within ~20 steps).
+    w_acc, acc_neg_ratio, acc_gap_ratio: ACC weight (0 disables it and its projector), negatives per positive,
+        negative gap as a fraction of the sample's anchors (Ego4D 100, 8, 0.2; TACoS 10, 4, 0.3; MAD off).
+    w_spc, spc_neg_ratio: SPC weight (0 disables) and negatives per positive (Ego4D 10, 1; TACoS 1, 1; MAD off).
+    contrast_tau, proj_dim: InfoNCE temperature (0.07) and projector width (256) of ACC and SPC.
+    pre_nms_thresh, pre_nms_topk, seg_len_thresh: decoding filters (0.001; 2000, MAD 200; 0.1 grid units).
+    nms_sigma, voting_thresh, min_score, max_num_segs: Gaussian soft-NMS (0.9), voting IoU (0.95), score floor
+        (0.001), detections per query (5; MAD 50).
+
+    Loss accounting (a deliberate difference): every term is computed per query and ``loss`` is the mean over queries
+    of ``(cls + w_reg reg + w_acc ACC + w_spc SPC) / loss_norm``, so a padded batch gives the mean of its videos'
+    losses. The official code sums cls/reg over the micro-batch but averages ACC/SPC over it, so its contrastive
+    weights are effectively divided by the micro-batch's query count (Ego4D <= 2): divide w_acc / w_spc by it to
+    match that balance exactly. SPC counts a (query, level) pair without positives or negatives as 0.
+    """
+
+    display_name = "HieraMamba"
+
+    in_dim: int | None = None
+    video_dim: int = 256
+    text_dim: int = 768
+    text_encoder: str = "identity"
+    text_embd_dim: int = 768
+    text_layers: int = 5
+    text_heads: int = 4
+    text_dropout: float = 0.1
+    max_text_len: int = 24
+    early_fusion: bool = True
+    fusion_mode: str = "adaln"
+    fusion_layers: int = 2
+    fusion_heads: int = 4
+    fusion_dropout: float = 0.1
+    fusion_drop_path: float = 0.1
+    head_layers: int = 3
+    head_kernel: int = 3
+    regression_range: float = 4.0
+    regression_sigma: float = 0.5
+    center_radius: float = 1.5
+    focal_alpha: float = 0.5
+    focal_gamma: float = 2.0
+    label_smoothing: float = 0.2
+    reg_loss: str = "iou"
+    w_reg: float = 1.0
+    loss_norm_init: float = 5.0
+    loss_norm_momentum: float = 0.9
+    w_acc: float = 100.0
+    acc_neg_ratio: float = 8.0
+    acc_gap_ratio: float = 0.2
+    w_spc: float = 10.0
+    spc_neg_ratio: float = 1.0
+    contrast_tau: float = 0.07
+    proj_dim: int = 256
+    pre_nms_thresh: float = 0.001
+    pre_nms_topk: int = 2000
+    seg_len_thresh: float = 0.1
+    nms_sigma: float = 0.9
+    voting_thresh: float = 0.95
+    min_score: float = 0.001
+    max_num_segs: int = 5
+
+    def __post_init__(self):
+        derived = self.embd_dim if self.early_fusion else self.video_dim
+        if self.in_dim is not None and self.in_dim != derived:
+            raise ValueError(f"HieraMambaConfig.in_dim is derived ({derived}: embd_dim with early fusion, else "
+                             f"video_dim); got {self.in_dim}. Leave it unset.")
+        self.in_dim = derived
+        super().__post_init__()
+        if self.anchor_stride != 2:
+            raise ValueError(f"HieraMamba's point pyramid needs anchor_stride 2, got {self.anchor_stride}")
+        if self.text_encoder not in TEXT_ENCODERS:
+            raise ValueError(f"HieraMambaConfig.text_encoder must be one of {TEXT_ENCODERS}, got {self.text_encoder!r}")
+        if self.fusion_mode not in FUSION_MODES:
+            raise ValueError(f"HieraMambaConfig.fusion_mode must be one of {FUSION_MODES}, got {self.fusion_mode!r}")
+        if self.reg_loss not in REG_LOSSES:
+            raise ValueError(f"HieraMambaConfig.reg_loss must be one of {sorted(REG_LOSSES)}, got {self.reg_loss!r}")
+        for name in ("video_dim", "text_dim", "text_embd_dim", "max_text_len", "max_num_segs", "pre_nms_topk"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"HieraMambaConfig.{name} must be >= 1, got {getattr(self, name)}")
+
+    def backbone_config(self) -> HieraMambaBackboneConfig:
+        """The backbone's fields of this config."""
+        return HieraMambaBackboneConfig(**{f.name: getattr(self, f.name) for f in fields(HieraMambaBackboneConfig)})
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "HieraMambaConfig":  # type: ignore[override]
+        """The released per-dataset model ("ego4d", "mad", "madv2", "tacos") with ``overrides``."""
+        if name not in MODEL_PRESETS:
+            raise KeyError(f"unknown HieraMamba preset {name!r}; known: {sorted(MODEL_PRESETS)}")
+        return cls.from_dict({**MODEL_PRESETS[name], **overrides})
+
+
+_MAD = {"video_dim": 512, "text_dim": 512, "text_embd_dim": 512, "max_text_len": 75, "reg_loss": "diou",
+        "loss_norm_init": 250 / 16, "w_acc": 0.0, "w_spc": 0.0, "pre_nms_topk": 200, "max_num_segs": 50}
+MODEL_PRESETS: dict[str, dict] = {
+    "ego4d": {},
+    "mad": {**BACKBONE_PRESETS["mad"], **_MAD},
+    "madv2": {**BACKBONE_PRESETS["madv2"], **_MAD, "video_dim": 768, "text_dim": 768, "text_embd_dim": 768},
+    "tacos": {**BACKBONE_PRESETS["tacos"], "video_dim": 4096, "text_dim": 300, "text_encoder": "transformer",
+              "text_embd_dim": 128, "max_text_len": 48, "early_fusion": False, "fusion_mode": "affine",
+              "reg_loss": "diou", "loss_norm_init": 100 / 16, "w_acc": 10.0, "acc_neg_ratio": 4.0,
+              "acc_gap_ratio": 0.3, "w_spc": 1.0},
+}
+for _preset in MODEL_PRESETS.values():
+    _preset.pop("in_dim", None)
+
+
+class EncodedBatch(NamedTuple):
+    """What :meth:`HieraMamba.encode` returns. ``logits[i]`` (q, l_i), ``offsets[i]`` (q, l_i, 2) and ``masks[i]``
+    (q, l_i) per level and query; ``backbone`` the backbone pyramid with ``rows`` (q,) its row for each query (the
+    query itself with early fusion, the query's video without)."""
+    logits: list[Tensor]
+    offsets: list[Tensor]
+    masks: list[Tensor]
+    backbone: BackboneOutput
+    rows: Tensor
+
+
+class HieraMamba(nn.Module):
+    """HieraMamba video grounding model (official ``HieraMamba``, models.md §1.1), per-sample masks throughout.
+
+    Batch (``vidmamba.data.snag.SnagDataset.collate``): ``video`` (B, T, video_dim), ``video_mask`` (B, T) bool,
+    ``text`` (Q, L, text_dim), ``text_mask`` (Q, L), ``query_index`` (Q,) video of each query, ``segments_grid``
+    (Q, 2) ground truth in level-0 grid units (clips after ``stride``: the dataset's ``vid_stride`` must equal
+    ``stride``), optional ``text_ids`` (names in messages).
+
+    - ``model(batch)`` -> ``{"loss", "loss_cls", "loss_reg", "loss_acc", "loss_spc"}`` scalars (see
+      :class:`HieraMambaConfig` for the accounting); in training mode it also updates the loss normaliser.
+    - ``model.predict(batch)`` -> one (K, 3) float tensor ``[start_grid, end_grid, score]`` per query (batch order),
+      score descending (K = 0 when nothing survives); convert with ``vidmamba.data.snag.grid_to_seconds``.
+    """
+
+    def __init__(self, cfg: HieraMambaConfig | None = None, **overrides):
+        super().__init__()
+        cfg = HieraMambaConfig.resolve(cfg, overrides)
+        self.cfg = cfg
+        d, dt = cfg.embd_dim, cfg.text_embd_dim
+        if cfg.text_encoder == "identity":
+            self.text_net = IdentityTextEncoder(cfg.text_dim, dt, cfg.text_heads)
+        else:
+            self.text_net = TransformerTextEncoder(cfg.text_dim, dt, cfg.text_layers, cfg.text_heads,
+                                                   cfg.max_text_len, cfg.text_dropout)
+        self.vid_proj = MaskedConv1d(cfg.video_dim, d, 1) if cfg.early_fusion else None
+        self.backbone = HieraMambaBackbone(cfg.backbone_config())
+        self.fusion = XAttnFusion(d, dt, cfg.fusion_layers, cfg.fusion_heads, cfg.fusion_mode, cfg.fusion_dropout,
+                                  cfg.fusion_drop_path)
+        self.head = DenseGroundingHead(d, num_layers=cfg.head_layers, kernel_size=cfg.head_kernel, with_ln=True,
+                                       num_levels=cfg.num_blocks, offset_act="relu", use_scale=True)
+        for m in self.head.modules():
+            if isinstance(m, nn.Conv1d) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+        self.acc_proj = LNProjector(d, cfg.proj_dim) if cfg.w_acc > 0 else None
+        self.spc_proj = LNProjector(d, cfg.proj_dim) if cfg.w_spc > 0 else None
+        self.loss_norm = LossNormalizer(cfg.loss_norm_init, cfg.loss_norm_momentum)
+        self.ranges = regression_ranges(cfg.num_blocks, cfg.regression_range, cfg.regression_sigma, cfg.max_seq_len)
+
+    # -- inputs --------------------------------------------------------------------------------------------------
+    def _inputs(self, batch: dict) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Validated ``(video, video_mask, text, text_mask, query_index)``; over-long queries truncated (warning)."""
+        cfg = self.cfg
+        for key in ("video", "video_mask", "text", "text_mask", "query_index"):
+            if key not in batch:
+                raise KeyError(f"HieraMamba batch has no {key!r} (expected the SnagDataset.collate keys)")
+        video, vmask, text, tmask, qidx = (batch[k] for k in ("video", "video_mask", "text", "text_mask",
+                                                                "query_index"))
+        if video.dim() != 3 or video.shape[-1] != cfg.video_dim:
+            raise ValueError(f"batch 'video' must be (B, T, {cfg.video_dim}), got {tuple(video.shape)}")
+        if text.dim() != 3 or text.shape[-1] != cfg.text_dim:
+            raise ValueError(f"batch 'text' must be (Q, L, {cfg.text_dim}), got {tuple(text.shape)}")
+        check_mask(vmask, video.shape[:2], "video_mask")
+        check_mask(tmask, text.shape[:2], "text_mask")
+        names = batch.get("vid") or [str(i) for i in range(video.shape[0])]
+        text_ids = batch.get("text_ids") or [f"query {i}" for i in range(text.shape[0])]
+        empty_videos = (~vmask.any(1)).nonzero().flatten().tolist()
+        if empty_videos:
+            raise ValueError(f"video(s) {[names[i] for i in empty_videos]} have no valid clip (zero-length video)")
+        empty_texts = (~tmask.any(1)).nonzero().flatten().tolist()
+        if empty_texts:
+            raise ValueError(f"query/queries {[text_ids[i] for i in empty_texts]} have no valid token (empty query)")
+        if qidx.shape != (text.shape[0],) or (qidx.numel() and (qidx.min() < 0 or qidx.max() >= video.shape[0])):
+            raise ValueError(f"query_index must be (Q,) = ({text.shape[0]},) with values in [0, {video.shape[0]}), "
+                             f"got {qidx.tolist()}")
+        if text.shape[1] > cfg.max_text_len:
+            long = tmask[:, cfg.max_text_len:].any(1).nonzero().flatten().tolist()
+            if long:
+                warnings.warn(f"queries {[text_ids[i] for i in long]} have more than max_text_len = "
+                              f"{cfg.max_text_len} tokens; truncated", stacklevel=3)
+            text, tmask = text[:, :cfg.max_text_len], tmask[:, :cfg.max_text_len]
+        return video, vmask, text, tmask, qidx.to(video.device)
+
+    def encode(self, batch: dict) -> EncodedBatch:
+        """Text encoder, (early fusion,) backbone, fusion per level, heads: see :class:`EncodedBatch`."""
+        video, vmask, text, tmask, qidx = self._inputs(batch)
+        text, tmask = self.text_net(text, tmask)
+        if self.cfg.early_fusion:
+            v, _ = self.vid_proj(video, vmask)
+            out = self.backbone.encode(self.fusion(v, vmask, text, tmask, qidx), vmask[qidx])
+            rows, index = torch.arange(len(qidx), device=qidx.device), None
+        else:
+            out = self.backbone.encode(video, vmask)
+            rows, index = qidx, qidx
+        feats = [self.fusion(f, m, text, tmask, index) for f, m in zip(out.feats, out.masks)]
+        masks = [m[rows] for m in out.masks]
+        logits, offsets = self.head(feats, masks)
+        return EncodedBatch(logits, offsets, masks, out, rows)
+
+    def points(self, enc: EncodedBatch) -> Tensor:
+        """(P, 4) points ``(coord, r_min, r_max, stride)`` of all levels of ``enc``, concatenated."""
+        return pyramid_points([m.shape[1] for m in enc.masks], self.ranges, device=enc.masks[0].device)
+
+    # -- losses --------------------------------------------------------------------------------------------------
+    def _targets(self, batch: dict, num_queries: int) -> Tensor:
+        if batch.get("segments_grid") is None:
+            raise KeyError("HieraMamba loss needs batch['segments_grid'] (Q, 2) ground truth in grid units")
+        segs = batch["segments_grid"]
+        if segs.shape != (num_queries, 2):
+            raise ValueError(f"segments_grid must be ({num_queries}, 2), got {tuple(segs.shape)}")
+        bad = (~torch.isfinite(segs).all(1) | (segs[:, 1] <= segs[:, 0])).nonzero().flatten().tolist()
+        if bad:
+            text_ids = batch.get("text_ids") or [f"query {i}" for i in range(num_queries)]
+            raise ValueError("zero-length or invalid ground-truth segment(s) (grid units, need start < end): "
+                             + ", ".join(f"{text_ids[i]} {segs[i].tolist()}" for i in bad))
+        return segs.float()
+
+    def _acc(self, out: BackboneOutput) -> Tensor:
+        """ACC per backbone row, summed over levels: (R,)."""
+        total = 0
+        for anchors, amask, clips, cmask in zip(out.anchors, out.anchor_masks, out.feats, out.masks):
+            total = total + anchor_contrastive_loss(self.acc_proj(anchors), self.acc_proj(clips), amask, cmask,
+                                                    self.cfg.contrast_tau, self.cfg.acc_neg_ratio,
+                                                    self.cfg.acc_gap_ratio)
+        return total
+
+    def _spc(self, enc: EncodedBatch, points: Tensor, labels: Tensor, segs: Tensor) -> Tensor:
+        """SPC per query, summed over levels: (Q,)."""
+        spans = span_mask(points, segs)
+        total = 0
+        for sl, feats, mask in zip(level_slices([m.shape[1] for m in enc.masks]), enc.backbone.feats, enc.masks):
+            pos = labels[:, sl]
+            loss, _ = segment_prototype_loss(self.spc_proj(feats[enc.rows]), pos, mask & ~spans[:, sl] & ~pos,
+                                             self.cfg.contrast_tau, self.cfg.spc_neg_ratio)
+            total = total + loss
+        return total
+
+    def losses(self, enc: EncodedBatch, batch: dict) -> dict[str, Tensor]:
+        """The loss dict of :class:`HieraMamba` from an encoded batch."""
+        cfg = self.cfg
+        q = enc.rows.shape[0]
+        segs = self._targets(batch, q).to(enc.logits[0].device)
+        points = self.points(enc)
+        logits, offsets, valid = (torch.cat(x, 1) for x in (enc.logits, enc.offsets, enc.masks))
+        labels, target_off = assign_points(points, segs, cfg.center_radius)
+        labels &= valid
+        if self.training:
+            self.loss_norm.update(labels.sum().item() / q)
+        cls = sigmoid_focal_loss(logits, labels.float(), cfg.focal_alpha, cfg.focal_gamma, cfg.label_smoothing,
+                                 mask=valid, reduction="none").sum(1)
+        qi, pi = labels.nonzero(as_tuple=True)
+        per_point = REG_LOSSES[cfg.reg_loss](offsets[qi, pi], target_off[qi, pi], reduction="none")
+        reg = torch.zeros(q, dtype=per_point.dtype, device=per_point.device).index_add(0, qi, per_point)
+        zero = torch.zeros(q, dtype=cls.dtype, device=cls.device)
+        acc = self._acc(enc.backbone)[enc.rows] if self.acc_proj is not None else zero
+        spc = self._spc(enc, points, labels, segs) if self.spc_proj is not None else zero
+        norm = self.loss_norm()
+        parts = {"loss_cls": cls.mean() / norm, "loss_reg": reg.mean() / norm, "loss_acc": acc.mean() / norm,
+                 "loss_spc": spc.mean() / norm}
+        loss = (parts["loss_cls"] + cfg.w_reg * parts["loss_reg"] + cfg.w_acc * parts["loss_acc"]
+                + cfg.w_spc * parts["loss_spc"])
+        return {"loss": loss, **parts}
+
+    def forward(self, batch: dict) -> dict[str, Tensor]:
+        return self.losses(self.encode(batch), batch)
+
+    # -- inference -----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, batch: dict) -> list[Tensor]:
+        """Decoded detections per query (call ``model.eval()`` first): list of (K, 3) ``[start, end, score]`` in
+        grid units, score descending."""
+        cfg = self.cfg
+        enc = self.encode(batch)
+        points = self.points(enc)
+        scores = torch.sigmoid(torch.cat(enc.logits, 1)) * torch.cat(enc.masks, 1)
+        offsets = torch.cat(enc.offsets, 1)
+        return [decode_points(points, s, o, pre_nms_thresh=cfg.pre_nms_thresh, pre_nms_topk=cfg.pre_nms_topk,
+                              seg_len_thresh=cfg.seg_len_thresh, sigma=cfg.nms_sigma,
+                              voting_thresh=cfg.voting_thresh, min_score=cfg.min_score, max_num=cfg.max_num_segs)
+                for s, o in zip(scores.float(), offsets.float())]
+
+
+__all__ = ["AMPBlock", "BACKBONE_PRESETS", "BackboneOutput", "ConvSelfAttention", "EncodedBatch", "HieraMamba",
+           "HieraMambaBackbone", "HieraMambaBackboneConfig", "HieraMambaConfig", "MIXERS", "MODEL_PRESETS",
+           "SigmoidGate", "build_mixer", "interleave_anchors", "split_anchors", "valid_lengths"]

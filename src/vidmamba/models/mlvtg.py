@@ -4,12 +4,15 @@ There is no public code; the paper follows UniVTG for encoders, heads, losses an
 §2). Read top to bottom:
 
 1. input projections (UniVTG: 2 x [LayerNorm -> Dropout -> Linear], ReLU after the first) for video and text;
-2. HD branch: attentive pooling of the projected query, cosine saliency of every projected (pre-encoder) clip;
+2. HD branch: attentive pooling of the projected query, cosine saliency of every projected (pre-encoder) clip
+   (UniVTG ``univtg.py``: ``vid_mem_proj = src_vid``); optionally (``post_saliency``) plus a conv head on the aligned
+   clips (moment_detr / QD-DETR score saliency from the encoder output), so the aligner shapes the HD ranking directly;
 3. TL branch: type + sinusoidal position embeddings, ``[Q; V]`` -> aligner (MambaAligner: N x [LayerNorm ->
    BiMambaGated -> DropPath residual]) -> optional :class:`~vidmamba.models.llm_refiner.LLMRefiner` -> dense heads on
    the video part: a foreground logit and sigmoid (left, right) distances around the clip's normalised centre;
 4. losses (UniVTG): weighted BCE (or focal) foreground, smooth-L1 + GIoU on spans of foreground clips, saliency
-   intra/inter InfoNCE; decoding: score = fg prob + saliency, sort, temporal NMS 0.7, at most 10 windows.
+   intra/inter InfoNCE, and (``w_sal_rank``) a pairwise margin ranking loss on graded saliency (TVSum's mean of 20
+   annotators; moment_detr's hinge over all ordered clip pairs); decoding: score = fg prob + saliency, sort, temporal NMS 0.7, at most 10 windows.
 
 The aligner is pluggable (``MLVTGConfig.aligner``): "mamba" (MLVTG), "transformer" and "perclip" (the baselines in
 :mod:`vidmamba.models.baselines`). Choices where the paper is silent are listed in :class:`MLVTGConfig`.
@@ -28,9 +31,10 @@ import torch.nn as nn
 from torch import Tensor
 
 from vidmamba.models.config import ModelConfig
-from vidmamba.nn import (DenseGroundingHead, DropPath, SaliencyHead, foreground_bce_loss, giou_loss, nms_1d,
+from vidmamba.nn import (ConvHead, DenseGroundingHead, DropPath, SaliencyHead, foreground_bce_loss, giou_loss, nms_1d,
                          saliency_inter_loss, saliency_intra_loss, sigmoid_focal_loss, sinusoid_encoding,
                          smooth_l1_span_loss)
+from vidmamba.nn.losses import saliency_rank_loss
 from vidmamba.nn.mask import check_mask
 from vidmamba.ssm import BiMambaGated
 from vidmamba.ssm.layers import masked_fill_pads
@@ -58,6 +62,11 @@ class MLVTGConfig(ModelConfig):
     n_heads, mlp_ratio: transformer baseline only.
     fg_loss: "bce" (UniVTG, background weight ``bg_weight``) or "focal" (alpha ``focal_alpha``, gamma ``focal_gamma``).
     w_fg, w_span (smooth-L1), w_giou, w_sal_intra, w_sal_inter, tau: UniVTG's QVHighlights loss weights.
+    post_saliency: add a per-clip score from the aligned clips (a ``head_layers``-layer conv head, as the fg head) to
+        the HD cosine saliency. Off by default (UniVTG / the MLVTG paper score saliency before the encoder only).
+    w_sal_rank, rank_margin, rank_min_gap, rank_max_clips: weight, hinge margin, minimum target gap of a counted pair
+        and clip cap per video of :func:`~vidmamba.nn.losses.saliency_rank_loss` on ``saliency`` against the graded
+        ``batch["saliency"]`` (0 = off, the default: UniVTG uses only the top-1 positive).
     score_mode: "add" (fg prob + saliency, UniVTG eval_mode add) or "fg" (fg prob only).
     nms_threshold, max_windows, max_before_nms: decoding (UniVTG 0.7 / 10 / 1000).
     llm_refiner: None (off) or keyword arguments of :class:`~vidmamba.models.llm_refiner.LLMRefiner` other than
@@ -94,6 +103,11 @@ class MLVTGConfig(ModelConfig):
     w_sal_intra: float = 0.05
     w_sal_inter: float = 0.01
     tau: float = 0.07
+    post_saliency: bool = False
+    w_sal_rank: float = 0.0
+    rank_margin: float = 0.2
+    rank_min_gap: float = 0.0
+    rank_max_clips: int = 512
     score_mode: str = "add"
     nms_threshold: float = 0.7
     max_windows: int = 10
@@ -105,7 +119,8 @@ class MLVTGConfig(ModelConfig):
                                      ("score_mode", self.score_mode, SCORE_MODES)):
             if value not in allowed:
                 raise ValueError(f"MLVTGConfig.{name} must be one of {allowed}, got {value!r}")
-        for name in ("video_dim", "text_dim", "hidden_dim", "num_layers", "max_windows", "head_layers"):
+        for name in ("video_dim", "text_dim", "hidden_dim", "num_layers", "max_windows", "head_layers",
+                     "rank_max_clips"):
             if getattr(self, name) < 1:
                 raise ValueError(f"MLVTGConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.hidden_dim % 2:
@@ -264,6 +279,8 @@ class MLVTG(nn.Module):
             self.refiner = LLMRefiner(hidden_dim=d, **cfg.llm_refiner)
         kernel = 1 if cfg.aligner == "perclip" else cfg.head_kernel
         self.head = DenseGroundingHead(d, num_layers=cfg.head_layers, kernel_size=kernel, offset_act="sigmoid")
+        self.post_saliency_head = ConvHead(d, 1, num_layers=cfg.head_layers, kernel_size=kernel) \
+            if cfg.post_saliency else None
 
     # -- encoding -----------------------------------------------------------------------------------------------------
     def _inputs(self, batch: dict):
@@ -307,6 +324,8 @@ class MLVTG(nn.Module):
         v_in, q_in = masked_fill_pads(v_in, vmask, 1), masked_fill_pads(q_in, tmask, 1)
         aligned = self.aligner(v_in, vmask, q_in, tmask, refiner=self.refiner)
         logits, offsets = self.head(aligned, vmask)
+        if self.post_saliency_head is not None:
+            saliency = saliency + self.post_saliency_head(aligned, vmask).squeeze(-1)
 
         n = vmask.sum(1, keepdim=True).to(offsets.dtype)
         centre = (torch.arange(vmask.shape[1], device=v.device, dtype=offsets.dtype)[None] + 0.5) / n
@@ -345,6 +364,10 @@ class MLVTG(nn.Module):
                 terms["loss_sal_intra"] = cfg.w_sal_intra * saliency_intra_loss(
                     feats, sent, sal[rows], pos_idx, vmask[rows], cfg.tau)
                 terms["loss_sal_inter"] = cfg.w_sal_inter * saliency_inter_loss(feats, sent, pos_idx, cfg.tau)
+            if cfg.w_sal_rank:
+                terms["loss_sal_rank"] = cfg.w_sal_rank * saliency_rank_loss(
+                    out["saliency"], sal.masked_fill(~vmask, 0), vmask, cfg.rank_margin, cfg.rank_min_gap,
+                    cfg.rank_max_clips)
         if terms:
             terms["loss"] = torch.stack(list(terms.values())).sum()
         return terms

@@ -202,6 +202,31 @@ def saliency_intra_loss(vid_feats: Tensor, txt_feats: Tensor, saliency: Tensor, 
     return loss.mean()
 
 
+def saliency_rank_loss(scores: Tensor, targets: Tensor, mask: Tensor, margin: float = 0.2, min_gap: float = 0.0,
+                       max_clips: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+    """Graded saliency: pairwise margin ranking over the clips of each video (moment_detr's hinge, on all ordered pairs).
+
+    scores (b, l) predicted per-clip saliency, targets (b, l) graded scores (e.g. the mean of TVSum's 20 annotators),
+    mask (b, l) bool valid clips. For every pair of valid clips (i, j) of one video with ``t_i - t_j > min_gap``::
+
+        loss_ij = max(0, margin - (s_i - s_j))
+
+    mean over the pairs of a video, then over the videos that have at least one pair (0 with the graph when none).
+    ``max_clips``: a video with more valid clips keeps a uniformly random subset of that many (bounds the l^2 pairs).
+    """
+    if scores.shape != targets.shape or scores.shape != mask.shape:
+        raise ValueError(f"scores, targets and mask must have one shape, got {tuple(scores.shape)}, "
+                         f"{tuple(targets.shape)}, {tuple(mask.shape)}")
+    mask = mask.bool()
+    if max_clips is not None and scores.shape[1] > max_clips:
+        mask = random_subset(mask, max_clips, generator)
+    targets = targets.to(scores.dtype)
+    pairs = ((targets[:, :, None] - targets[:, None, :]) > min_gap) & mask[:, :, None] & mask[:, None, :]
+    hinge = (margin - (scores[:, :, None] - scores[:, None, :])).clamp(min=0)         # (b, l, l): row i above col j
+    per_video = reduce_loss(hinge, pairs, "none").sum((1, 2)) / pairs.sum((1, 2)).clamp(min=1).to(scores.dtype)
+    return reduce_loss(per_video, pairs.any(2).any(1), "mean")
+
+
 def random_subset(candidates: Tensor, k: Tensor | int, generator: torch.Generator | None = None) -> Tensor:
     """Pick up to ``k`` entries per row uniformly at random among ``candidates`` (r, n) bool -> (r, n) bool.
 

@@ -136,3 +136,16 @@ def segment_voting_ref(kept_segs: Tensor, all_segs: Tensor, all_scores: Tensor, 
                 den += sc
         out.append([num_st / den, num_ed / den] if den > 0 else list(k))
     return torch.tensor(out, dtype=kept_segs.dtype, device=kept_segs.device).reshape(-1, 2)
+
+
+def soft_nms_voting(segs: Tensor, scores: Tensor, sigma: float = 0.9, voting_thresh: float = 0.95,
+                    min_score: float = 0.001, max_num: int | None = None) -> tuple[Tensor, Tensor]:
+    """HieraMamba's decoding NMS: Gaussian soft-NMS (``score *= exp(-IoU^2 / sigma)``, drop below ``min_score``,
+    keep ``max_num``), then each kept segment replaced by the score-weighted mean of the input segments with
+    ``IoU >= voting_thresh`` to it (``voting_thresh <= 0``: no voting). segs (n, 2), scores (n,) ->
+    (segs (k, 2), scores (k,)) sorted by the decayed score, descending; empty input or nothing above
+    ``min_score`` gives k = 0."""
+    kept, kept_scores, _ = nms_1d(segs, scores, "gaussian", sigma=sigma, min_score=min_score, max_num=max_num)
+    if voting_thresh > 0:
+        kept = segment_voting(kept, segs, scores, voting_thresh)
+    return kept, kept_scores

@@ -1,0 +1,225 @@
+"""Streamed video decoding with PyAV at a fixed clip rate (extra ``[video]``).
+
+A video is cut into clips of ``clip_length`` seconds: clip ``i`` spans ``[i*L, (i+1)*L)`` on the presentation
+timeline (origin = the container's start time). Frame ``j`` of ``F`` frames per clip is sampled at
+``(i + (j + 0.5) / F) * L`` seconds (one frame per clip: the clip centre), and the frame used for a time ``t`` is
+the one a player shows at ``t``: the last decoded frame whose presentation time is ``<= t`` (the first frame before
+it). Sampling goes by presentation time, never by frame index, so variable-frame-rate videos are sampled right.
+The number of clips is ``ceil((end - 1 ms) / L)``, ``end`` being the last frame's time plus its duration; a last
+partial clip gets the video's last frame for the times past its end (as the lighthouse / moment_detr extractors, which
+keep a last partial clip).
+
+Frames are RGB ``uint8`` arrays ``(H, W, 3)`` with the container's display rotation applied. Decoding is streamed:
+only the previous decoded frame and the current batch of clips are ever held in memory, whatever the video length.
+
+Errors (missing file, not a media file, no video stream, corrupt data, frames ending well before the stream's
+declared duration, nothing decodable) are :class:`VideoDecodeError`, a
+:class:`~vidmamba.data.errors.DataFormatError` naming the file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from vidmamba.data.errors import DataFormatError
+
+
+class VideoDecodeError(DataFormatError):
+    """A video file cannot be opened or decoded; the message names the file."""
+
+
+def _av():
+    try:
+        import av
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("video decoding needs PyAV: pip install 'vidmamba[video]'") from e
+    return av
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipBatch:
+    """Consecutive clips of one video.
+
+    frames: (B, F, H, W, 3) uint8, F frames per clip (display orientation).
+    first_clip: index of the first clip of the batch in the video.
+    times: (B, F) float64, the sampled presentation time of every frame, seconds from the video start.
+    duration: the video's length in seconds (last frame time + its duration); set on the last batch only.
+    """
+
+    frames: np.ndarray
+    first_clip: int
+    times: np.ndarray
+    duration: float | None = None
+
+
+def sample_times(clip_index: int, clip_length: float, frames_per_clip: int) -> list[float]:
+    """The ``frames_per_clip`` sampling times (seconds) of clip ``clip_index``: evenly spaced bin centres."""
+    return [(clip_index + (j + 0.5) / frames_per_clip) * clip_length for j in range(frames_per_clip)]
+
+
+#: Decoded frames may end this much (seconds; or two frames) before the stream's declared duration; earlier is an
+#: error (a truncated file whose index, written first, still lists the lost frames).
+TRUNCATION_SLACK = 0.5
+#: A last partial clip shorter than this (seconds) is not a clip: container timestamps are rounded (often to ms).
+END_TOLERANCE = 1e-3
+
+
+def num_clips_for(duration: float, clip_length: float) -> int:
+    """Clips needed to cover ``duration`` seconds (a last partial clip counts if longer than END_TOLERANCE); >= 1."""
+    return max(1, math.ceil((duration - END_TOLERANCE) / clip_length))
+
+
+class _Frames:
+    """Decoded frames of a file's first video stream as (time_s, duration_s, frame), in presentation order."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise VideoDecodeError(self.path, "video file not found")
+        av = _av()
+        try:
+            self.container = av.open(str(self.path))
+        except av.error.FFmpegError as e:
+            raise VideoDecodeError(self.path, "cannot open the file as a video (corrupt, truncated or not a media "
+                                              "file?)", found=f"{type(e).__name__}: {e}") from e
+        if not self.container.streams.video:
+            kinds = sorted({s.type for s in self.container.streams})
+            self.container.close()
+            if not kinds:
+                raise VideoDecodeError(self.path, "cannot read any stream from the file (truncated, corrupt or not "
+                                                  "a media file?)", expected="a video stream", found="no streams")
+            raise VideoDecodeError(self.path, "the file has no video stream", expected="a video stream",
+                                   found=", ".join(kinds))
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO"
+        start = self.container.start_time
+        self.origin = None if start is None else start / 1_000_000  # AV_TIME_BASE is microseconds
+        rate = self.stream.average_rate or self.stream.guessed_rate
+        self.frame_step = 1.0 / float(rate) if rate else 0.0
+        self.end = 0.0  # the end of the frames decoded so far, seconds
+
+    def __iter__(self):
+        av = _av()
+        last = None
+        try:
+            for frame in self.container.decode(self.stream):
+                t = frame.time if frame.time is not None else (0.0 if last is None else last + self.frame_step)
+                if self.origin is None:
+                    self.origin = t
+                dur = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else \
+                    self.frame_step
+                last = t
+                self.end = max(self.end, t - self.origin + dur)
+                yield t - self.origin, dur, frame
+        except av.error.FFmpegError as e:
+            where = "before the first frame" if last is None else f"after {last - (self.origin or 0.0):.3f} s"
+            raise VideoDecodeError(self.path, f"corrupt video data ({where})",
+                                   found=f"{type(e).__name__}: {e}") from e
+        if last is None:
+            raise VideoDecodeError(self.path, "no decodable video frame", expected="at least one frame",
+                                   found="none")
+        declared = float(self.stream.duration * self.stream.time_base) if self.stream.duration else None
+        if declared is not None and self.end < declared - max(TRUNCATION_SLACK, 2 * self.frame_step):
+            raise VideoDecodeError(self.path, "video data ends early (truncated file?)",
+                                   expected=f"frames up to {declared:.3f} s (the stream's declared duration)",
+                                   found=f"frames up to {self.end:.3f} s")
+
+    def close(self):
+        self.container.close()
+
+
+def to_rgb(frame) -> np.ndarray:
+    """A PyAV video frame as an (H, W, 3) uint8 RGB array in display orientation (its rotation applied)."""
+    img = frame.to_ndarray(format="rgb24")
+    k = round((frame.rotation or 0) / 90) % 4  # counter-clockwise degrees (display matrix), as np.rot90
+    return np.ascontiguousarray(np.rot90(img, k)) if k else img
+
+
+def _frames_for_times(frames: _Frames, times: Iterator[float], keep_after_end) -> Iterator[tuple[float, np.ndarray]]:
+    """For increasing ``times`` (seconds), yield (time, the RGB frame displayed then). Times past the last frame get
+    the last frame while ``keep_after_end(k, end_s)`` holds for the k-th time (``end_s``: the video end)."""
+    prev = prev_rgb = None
+    k = 0
+    target = next(times, None)
+    for t, _, frame in frames:
+        while target is not None and target < t - 1e-6:
+            if prev is None:  # a time before the first frame shows the first frame
+                prev = frame
+            if prev_rgb is None:
+                prev_rgb = to_rgb(prev)
+            yield target, prev_rgb
+            k, target = k + 1, next(times, None)
+        if target is None:
+            return
+        prev, prev_rgb = frame, None
+    while target is not None and keep_after_end(k, frames.end):  # the tail: the last frame stays on screen
+        if prev_rgb is None:
+            prev_rgb = to_rgb(prev)
+        yield target, prev_rgb
+        k, target = k + 1, next(times, None)
+
+
+def iter_clips(path, clip_length: float, frames_per_clip: int = 1, batch_clips: int = 16) -> Iterator[ClipBatch]:
+    """Stream the clips of a video in batches of at most ``batch_clips`` clips (see the module doc for sampling).
+
+    Memory is O(batch_clips * frames_per_clip) frames whatever the video length.
+    """
+    if not clip_length > 0:
+        raise ValueError(f"clip_length must be > 0 seconds, got {clip_length}")
+    if frames_per_clip < 1 or batch_clips < 1:
+        raise ValueError(f"frames_per_clip and batch_clips must be >= 1, got {frames_per_clip}, {batch_clips}")
+    frames = _Frames(path)
+    times = (t for i in itertools.count() for t in sample_times(i, clip_length, frames_per_clip))
+
+    def in_video(k, end):
+        return k // frames_per_clip < num_clips_for(end, clip_length)
+
+    try:
+        buf, stamps, first, held = [], [], 0, None
+        for t, rgb in _frames_for_times(frames, times, in_video):
+            buf.append(rgb)
+            stamps.append(t)
+            if len(buf) == batch_clips * frames_per_clip:
+                if held is not None:  # one batch is held back until we know whether it is the last
+                    yield held
+                held = _batch(buf, stamps, first, frames_per_clip)
+                first += batch_clips
+                buf, stamps = [], []
+        if buf:
+            if held is not None:
+                yield held
+            held = _batch(buf, stamps, first, frames_per_clip)
+        yield dataclasses.replace(held, duration=frames.end)
+    finally:
+        frames.close()
+
+
+def _batch(buf, times, first, frames_per_clip) -> ClipBatch:
+    frames = np.stack(buf)
+    n = len(buf) // frames_per_clip
+    return ClipBatch(frames.reshape(n, frames_per_clip, *frames.shape[1:]), first,
+                     np.asarray(times, dtype=np.float64).reshape(n, frames_per_clip))
+
+
+def frames_at(path, times_s: Sequence[float]) -> list[np.ndarray]:
+    """The frames a player shows at ``times_s`` (seconds, any order; past the end: the last frame), as
+    (H, W, 3) uint8 RGB arrays in the order given. One streamed pass over the file."""
+    times = [float(t) for t in times_s]
+    if any(not math.isfinite(t) or t < 0 for t in times):
+        raise ValueError(f"frames_at: times must be finite and >= 0 seconds, got {times}")
+    order = sorted(range(len(times)), key=times.__getitem__)
+    out: list = [None] * len(times)
+    if not times:
+        return out
+    frames = _Frames(path)
+    try:
+        for slot, (_, rgb) in zip(order, _frames_for_times(frames, (times[i] for i in order), lambda k, end: True)):
+            out[slot] = rgb
+    finally:
+        frames.close()
+    return out
