@@ -16,9 +16,10 @@ exceeds the time cap, and rows that would overrun the run budget (``--budget-min
 the reason, so the whole run stays within its budget.
 
 Time: one warm-up call on a short input (``min(L, 1024)`` clips) is excluded; then the median of timed calls (more
-than one only while the calls so far took less than ``REPEAT_BUDGET_S``). Peak memory: the subprocess's max RSS
-(``ru_maxrss``, everything: interpreter, torch, weights, inputs) on CPU; ``torch.cuda.max_memory_allocated`` over the
-timed calls on CUDA.
+than one only while the calls so far took less than ``REPEAT_BUDGET_S``); ``cpu_s`` is the process's user + system
+CPU seconds per timed call (all threads), a load-independent companion of the wall time on a shared machine. Peak
+memory: the subprocess's max RSS (``ru_maxrss``, everything: interpreter, torch, weights, inputs) on CPU;
+``torch.cuda.max_memory_allocated`` over the timed calls on CUDA.
 
 Rows accumulate in the results json (``--out``, default ``benchmarks/results_long_video.json``, written atomically
 after every row): a row replaces an older one with the same (device, threads, preset, model, mode, length).
@@ -31,6 +32,7 @@ after every row): a row replaces an older one with the same (device, threads, pr
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -40,6 +42,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -115,6 +118,12 @@ def _maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0     # Linux: KiB
 
 
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process (all its threads) so far."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 def _proc_status_kib(field: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -181,11 +190,13 @@ def measure(job: dict) -> dict:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         times: list[float] = []
+        cpu0 = _cpu_s()
         while not times or (len(times) < job["repeats"] and sum(times) < REPEAT_BUDGET_S):
             t0 = time.perf_counter()
             step(batch)
             sync()
             times.append(time.perf_counter() - t0)
+        cpu = (_cpu_s() - cpu0) / len(times)
     except (RuntimeError, MemoryError) as err:
         if not _is_oom(err):
             raise
@@ -193,6 +204,7 @@ def measure(job: dict) -> dict:
                                          f"{str(err).splitlines()[0][:160]}")
     peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else _maxrss_mib()
     return dict(status="ok", time_s=round(statistics.median(times), 4), times_s=[round(t, 4) for t in times],
+                cpu_s=round(cpu, 3),
                 peak_mem_mib=round(peak, 1), setup_rss_mib=round(setup_rss, 1),
                 params_m=round(sum(p.numel() for p in model.parameters()) / 1e6, 2))
 
@@ -268,11 +280,26 @@ def load_results(path) -> dict:
     return data
 
 
-def save_results(path, data: dict) -> None:
+def save_results(path, run_info: dict, rows: list[dict]) -> dict:
+    """Merge this run's info and rows into the results file (under a lock, so concurrent runs writing to one file
+    keep each other's rows; a row replaces an older one with the same key) and write it atomically."""
+    import fcntl
+
     from vidmamba.utils import atomic_write_text
 
-    data["summary"] = summarize(data["rows"])
-    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
+    with open(pathlib.Path(tempfile.gettempdir()) / f"vidmamba_long_video_{digest}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = load_results(path)
+        data["runs"] = [r for r in data["runs"] if r["started"] != run_info["started"]
+                        or r["command"] != run_info["command"]] + [run_info]
+        mine = {(row_key(r), r.get("scenario")) for r in rows}
+        data["rows"] = [r for r in data["rows"] if (row_key(r), r.get("scenario")) not in mine] + rows
+        data["summary"] = summarize(data["rows"])
+        atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+    return data
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -289,6 +316,8 @@ def summarize(rows: list[dict]) -> dict:
             entry["at_64k"] = other["status"] if other else "not run"
         else:
             entry["time_ratio"] = round(r64["time_s"] / r16["time_s"], 2)
+            if r64.get("cpu_s") and r16.get("cpu_s"):
+                entry["cpu_time_ratio"] = round(r64["cpu_s"] / r16["cpu_s"], 2)
             entry["peak_mem_ratio"] = round(r64["peak_mem_mib"] / r16["peak_mem_mib"], 2)
             entry["time_goal_le_4.5"] = entry["time_ratio"] <= RATIO_GOAL
         out["ratio_64k_over_16k"].append(entry)
@@ -308,7 +337,7 @@ def run(args) -> dict:
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available")
-    data = load_results(args.out)
+    load_results(args.out)                      # fail early on a file that is not a results file
     t_start = time.time()
     run_info = dict(started=time.strftime("%Y-%m-%dT%H:%M:%S"), command="python benchmarks/long_video.py "
                     + " ".join(args.argv), device=device, threads=args.threads, preset=args.preset,
@@ -317,7 +346,7 @@ def run(args) -> dict:
                                  gpu=torch.cuda.get_device_name(0) if device == "cuda" else None),
                     mem_cap_mib=args.mem_cap_gib * 1024, time_cap_s=args.time_cap_s, budget_min=args.budget_min,
                     loadavg_1_5_15min_start=[round(x, 2) for x in os.getloadavg()])
-    data["runs"].append(run_info)
+    rows: list[dict] = []
     series: dict[tuple, list[dict]] = {}
     for job in plan(args):
         job.update(device=device, threads=args.threads, preset=args.preset, repeats=args.repeats,
@@ -341,14 +370,12 @@ def run(args) -> dict:
                                    "mem_cap_mib", "time_cap_s", "config")}
         row.update(res, run_started=run_info["started"])
         done.append(row)
-        data["rows"] = [r for r in data["rows"] if row_key(r) != row_key(row) or r.get("scenario") != row["scenario"]]
-        data["rows"].append(row)
+        rows.append(row)
         run_info["loadavg_1_5_15min_end"] = [round(x, 2) for x in os.getloadavg()]
         run_info["wall_s"] = round(time.time() - t_start, 1)
-        save_results(args.out, data)
+        data = save_results(args.out, run_info, rows)
         print(json.dumps({k: v for k, v in row.items() if k != "config"}), file=sys.stderr, flush=True)
-    save_results(args.out, data)
-    return data
+    return save_results(args.out, run_info, rows)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -358,7 +385,8 @@ def _cell(r: dict | None) -> str:
     if r is None:
         return "-"
     if r["status"] == "ok":
-        return f"{r['time_s']:.2f} s / {r['peak_mem_mib'] / 1024:.2f} GiB"
+        cpu = f" (cpu {r['cpu_s']:.1f})" if "cpu_s" in r else ""
+        return f"{r['time_s']:.1f} s{cpu} / {r['peak_mem_mib'] / 1024:.2f} GiB"
     if r["status"] == "oom":
         return f"oom (cap {r['mem_cap_mib'] / 1024:g} GiB)"
     if r["status"] == "timeout":

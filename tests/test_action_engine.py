@@ -85,6 +85,20 @@ def test_evaluate_writes_top5_predictions_consistent_with_metrics(recognition_ru
     assert main(args) == 0 and (tmp_path / "val_preds.jsonl").read_bytes() == first
 
 
+def test_evaluate_an_unlabelled_split_writes_predictions_only(recognition_run, bench, tmp_path):
+    timing = ["narration_id", "participant_id", "video_id", "start_timestamp", "stop_timestamp", "start_frame",
+              "stop_frame"]
+    with open(bench / "EPIC_100_validation.csv", newline="") as f:
+        rows = [[r[c] for c in timing] for r in csv.DictReader(f)]
+    with open(tmp_path / "test.csv", "w", newline="") as f:
+        csv.writer(f).writerows([timing, *rows])
+    assert main(["evaluate", str(CONFIGS / "mambavl_ek100.yaml"), "--ckpt", str(recognition_run), "--split", "test",
+                 "--out", str(tmp_path), *_files(bench), "--set", f"data.test={tmp_path / 'test.csv'}"]) == 0
+    preds = (tmp_path / "test_preds.jsonl").read_text().splitlines()
+    assert [json.loads(line)["narration_id"] for line in preds] == [r[0] for r in rows]
+    assert json.loads((tmp_path / "test_metrics.json").read_text()) == {}
+
+
 def test_training_questions_vary_evaluation_questions_do_not(bench, recognition_run):
     config = Checkpoint(recognition_run / "last").config["model"]
     train_ds = action.build_dataset(config["data"], "train", "action", train=True)

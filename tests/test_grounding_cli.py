@@ -228,3 +228,26 @@ def test_tvsum_umt_real_domain_trains_through_the_cli(shared_data, tmp_path):
     log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     val = [r for r in log if r["split"] == "val"]
     assert len(val) == 1 and 0.0 < val[0]["HL-top5-mAP"] <= 100.0
+
+
+def test_tvsum_jsonl_durations_in_clips_become_seconds_before_clamping():
+    """Lighthouse's TVSum jsonl stores ``duration`` as a clip count; windows must be clamped to T * 2 s, not to T."""
+    import torch
+
+    from vidmamba.engine.grounding import duration_in_clips, predict_loader
+    from vidmamba.models import build_model
+
+    assert duration_in_clips({"dataset": "tvsum"}) and not duration_in_clips({"dataset": "tvsum_umt"})
+    assert not duration_in_clips({"dataset": "qvhighlight"})
+    torch.manual_seed(0)
+    model = build_model("mlvtg", video_dim=6, text_dim=4, hidden_dim=8, num_layers=1)
+    with torch.no_grad():                      # every clip predicts the whole video: [0, 1] of the extent
+        model.head.reg.out.conv.bias.fill_(50.0)
+    T = 10
+    batch = {"video": torch.randn(1, T, 6), "video_mask": torch.ones(1, T, dtype=torch.bool),
+             "text": torch.randn(1, 3, 4), "text_mask": torch.ones(1, 3, dtype=torch.bool),
+             "duration": [T], "clip_length": [2.0], "qid": ["q"]}
+    as_clips = predict_loader(model, [batch], duration_in_clips=True)[0]["pred_relevant_windows"]
+    as_given = predict_loader(model, [batch])[0]["pred_relevant_windows"]
+    assert max(w[1] for w in as_clips) == pytest.approx(2.0 * T)
+    assert max(w[1] for w in as_given) == pytest.approx(T)          # what the clip count alone would clamp to

@@ -315,6 +315,15 @@ def test_short_video_single_clip():
     assert model.predict(batch)[0].shape[1] == 3
 
 
+def test_event_without_positive_points_gives_finite_loss():
+    """[2.2, 2.4] contains no grid point: no positive anywhere, so no regression or SPC term, but a finite cls loss."""
+    model = tiny_model()
+    with torch.no_grad():
+        out = model(make_batch([9], [[(3, (2.2, 2.4))]]))
+    assert float(out["loss_reg"]) == 0.0 and float(out["loss_spc"]) == 0.0
+    assert torch.isfinite(out["loss"]) and float(out["loss_cls"]) > 0
+
+
 def test_long_query_is_truncated_with_warning():
     model = tiny_model()
     long = make_batch([9], [[(9, (1.0, 4.0))]])                    # 9 tokens > max_text_len 6
@@ -361,6 +370,10 @@ def test_registry_presets_and_twin():
         build_model("hieramamba", bogus=1)
     with pytest.raises(ValueError, match="in_dim is derived"):
         HieraMambaConfig(in_dim=7)
+    cfg = HieraMambaConfig(**MODEL_TINY)
+    assert HieraMambaConfig.from_dict(cfg.to_dict()) == cfg
+    assert HieraMamba(cfg, embd_dim=48).backbone.cfg.in_dim == 48                      # early fusion: in_dim = embd_dim
+    assert HieraMamba(cfg, early_fusion=False).backbone.cfg.in_dim == MODEL_TINY["video_dim"]
     tacos = HieraMambaConfig.preset("tacos")
     assert (tacos.video_dim, tacos.text_dim, tacos.text_embd_dim, tacos.text_encoder, tacos.early_fusion,
             tacos.fusion_mode, tacos.in_dim, tacos.embd_dim, tacos.reg_loss, tacos.w_acc, tacos.acc_neg_ratio,

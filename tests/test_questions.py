@@ -185,3 +185,14 @@ def test_hf_token_embedding_reads_only_the_embedding_matrix(tmp_path):
     torch.testing.assert_close(enc["embeddings"], table[enc["ids"]])
     with pytest.raises(FileNotFoundError):
         read_input_embedding(tmp_path / "missing")
+
+
+def test_context_is_appended_and_masked_and_generic_questions_are_label_free():
+    gen = QuestionGenerator(["take", "put-down"], ["jar", "pan:dust"], verb_templates=("What is done to the {noun}?",),
+                            noun_templates=("What do they {verb}?",))
+    pair = gen.generate(1, 1, key="a", context="put down dust pan in the cupboard")
+    assert pair.verb_question == "what is done to the <mask> ? <mask> in the cupboard"
+    assert pair.noun_question == "what do they <mask> ? <mask> in the cupboard"
+    generic = gen.generic()
+    assert (generic.verb_question, generic.noun_question) == ("what action is performed using hands in the video ?",
+                                                              "what is the object in the video ?")

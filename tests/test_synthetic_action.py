@@ -23,11 +23,13 @@ def small(tmp_path_factory):
     return generate_action_benchmark(tmp_path_factory.mktemp("sa") / "b", **SMALL)
 
 
-def test_same_parameters_same_bytes_other_seed_other_data(small, tmp_path):
-    again = generate_action_benchmark(tmp_path / "again", **SMALL)
-    assert _tree(small) == _tree(again)
-    other = generate_action_benchmark(tmp_path / "other", **{**SMALL, "seed": 6})
-    assert _tree(other)["EPIC_100_train.csv"] != _tree(small)["EPIC_100_train.csv"]
+def test_same_parameters_same_bytes_other_seed_other_data(tmp_path):
+    params = {**SMALL, "num_train": 40, "num_val": 10}
+    first = _tree(generate_action_benchmark(tmp_path / "first", **params))
+    assert first == _tree(generate_action_benchmark(tmp_path / "again", **params))
+    other = _tree(generate_action_benchmark(tmp_path / "other", **{**params, "seed": 6}))
+    assert other["EPIC_100_train.csv"] != first["EPIC_100_train.csv"]
+    assert len(first) == 40 + 10 + 5  # features + 2 annotation CSVs + 2 class CSVs + meta.json
 
 
 def test_ensure_reuses_a_matching_cache_and_regenerates_otherwise(tmp_path, monkeypatch):
@@ -86,7 +88,7 @@ def test_a_tiny_run_clearly_beats_chance(small, tmp_path):
                        "verb_classes": str(small / "EPIC_100_verb_classes.csv"),
                        "noun_classes": str(small / "EPIC_100_noun_classes.csv"), "features": str(small / "features"),
                        "text_encoder": {"kind": "words", "dim": 16}, "question_context": "narration"},
-              "train": {"epochs": 4, "eval_every": 4, "batch_size": 16, "lr": 1e-2, "progress": False,
+              "train": {"epochs": 3, "eval_every": 3, "batch_size": 16, "lr": 1e-2, "progress": False,
                         "tensorboard": False, "out_dir": str(tmp_path / "run")}}
     ev = action.train(config)["eval"]
     assert ev["noun_top1"] > 3 * 100 / 9

@@ -6,8 +6,9 @@ import pytest
 
 pytest.importorskip("av")
 
-from vidmamba.video.decode import VideoDecodeError, frames_at, iter_clips, sample_times  # noqa: E402
-from vidmamba.video.synthetic import read_index, write_audio_only, write_video  # noqa: E402
+from vidmamba.video.decode import (VideoDecodeError, VideoSizeChangeWarning, apply_display_matrix,  # noqa: E402
+                                   frames_at, iter_clips, sample_times)
+from vidmamba.video.synthetic import index_frame, read_index, write_audio_only, write_video  # noqa: E402
 
 
 def displayed(frame_times, t):
@@ -62,6 +63,73 @@ def test_display_rotation_is_applied(tmp_path, rotation, white):
     band = {"left": img[:, :6], "right": img[:, -6:], "bottom": img[-6:]}[white]
     assert band.min() > 240 and img.mean() < 200
     assert read_index(np.rot90(img, -rotation // 90)) == 1
+
+
+# (rotation ccw, hflip, vflip) -> the display image from the stored one, by hand: rotate, then mirror
+ORIENTATIONS = {(0, True, False): lambda im: im[:, ::-1], (0, False, True): lambda im: im[::-1],
+                (90, True, False): lambda im: np.rot90(im)[:, ::-1], (90, False, True): lambda im: np.rot90(im)[::-1],
+                (270, True, False): lambda im: np.rot90(im, 3)[:, ::-1], (180, True, False): lambda im: im[::-1]}
+
+
+@pytest.mark.parametrize("orientation", list(ORIENTATIONS))
+def test_mirrored_display_matrix_is_applied(tmp_path, orientation):
+    rotation, hflip, vflip = orientation
+    stored = index_frame(1)
+    stored[:, :4] = 255  # a white left edge too: with the white top band, all 8 orientations differ
+    path = write_video(tmp_path / "flip.mp4", [0.0, 0.5], frames=[stored, stored], rotation=rotation, hflip=hflip,
+                       vflip=vflip)
+    want = ORIENTATIONS[orientation](stored)
+    for img in (frames_at(path, [0.2])[0], next(iter_clips(path, 0.5)).frames[0, 0]):
+        assert img.shape == want.shape
+        assert np.abs(img.astype(int) - want).mean() < 4  # codec noise only; a wrong orientation is off by ~100
+
+
+def test_apply_display_matrix_matches_ffmpeg_conventions():
+    img = np.arange(6).reshape(2, 3, 1)
+    one = 65536
+    rot90 = np.array([[0, -one, 0], [one, 0, 0], [0, 0, 1 << 30]])  # av_display_rotation_set(-90): 90 deg ccw
+    np.testing.assert_array_equal(apply_display_matrix(img, rot90), np.rot90(img))
+    hflip = np.array([[-one, 0, 0], [0, one, 0], [0, 0, 1 << 30]])
+    np.testing.assert_array_equal(apply_display_matrix(img, hflip), img[:, ::-1])
+    assert apply_display_matrix(img, None) is img
+
+
+def write_size_change(path, sizes, fps=2, per_part=4):
+    """An MPEG-TS video whose frame size changes: ``per_part`` index frames at each (H, W) of ``sizes`` in turn
+    (frame i at i / fps s), written as separate TS segments and concatenated byte-wise (as spliced streams are)."""
+    import av
+    from fractions import Fraction
+
+    data = b""
+    for part, (h, w) in enumerate(sizes):
+        seg = path.with_name(f"part{part}.ts")
+        with av.open(str(seg), "w", format="mpegts") as container:
+            stream = container.add_stream("mpeg4", rate=fps)
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            stream.codec_context.time_base = Fraction(1, fps)
+            stream.options = {"qscale": "2"}
+            for i in range(part * per_part, (part + 1) * per_part):
+                frame = av.VideoFrame.from_ndarray(index_frame(i, h, w), format="rgb24")
+                frame.pts, frame.time_base = i, Fraction(1, fps)
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        data += seg.read_bytes()
+    path.write_bytes(data)
+    return path
+
+
+def test_a_resolution_change_midway_is_resized_to_the_first_size_with_a_warning(tmp_path):
+    path = write_size_change(tmp_path / "spliced.ts", [(32, 48), (48, 64), (24, 40)])
+    with pytest.warns(VideoSizeChangeWarning, match=r"spliced\.ts: the frame size changes from 48x32 to 64x48 at "
+                                                    r"2\.250 s") as record:
+        batches = list(iter_clips(path, 0.5, batch_clips=5))
+    assert len([w for w in record if w.category is VideoSizeChangeWarning]) == 1  # once per video
+    frames = np.concatenate([b.frames for b in batches])
+    assert frames.shape == (12, 1, 32, 48, 3)
+    assert [read_index(f) for f in frames[:, 0]] == list(range(12))  # every frame decoded, content kept
+    assert [f.shape for f in frames_at(path, [1.0, 3.0, 5.0])] == [(32, 48, 3), (48, 64, 3), (24, 40, 3)]
 
 
 def test_decoding_is_streamed(tmp_path):

@@ -138,3 +138,52 @@ def test_predict_argument_errors(pipeline, tmp_path):
     with pytest.raises(SystemExit, match="takes no VIDEO"):
         main(["predict", str(videos[0]), "--ckpt", str(tmp / "run"), "--video-features", "a.npz",
               "--query-features", "b.npz"])
+
+
+def test_predictor_loads_once_and_serves_many_videos(pipeline, tmp_path, monkeypatch):
+    import vidmamba.engine.grounding as grounding
+    from vidmamba.serve import make_predictor
+
+    tmp, clip, _, videos = pipeline
+    real, loads = grounding.load_trained, []
+    monkeypatch.setattr(grounding, "load_trained", lambda ckpt: loads.append(ckpt) or real(ckpt))
+    predict_fn = make_predictor(tmp / "run", clip, cache_dir=tmp_path)
+    answers = [predict_fn(v, ["a dark band on top", "a white band"]) for v in videos[5:8]]
+    assert loads == [tmp / "run"]  # one load for three videos
+    assert [a["video"] for a in answers] == [str(v) for v in videos[5:8]]
+    one_off = main_json(tmp, clip, videos[6], tmp_path)
+    assert answers[1]["results"] == one_off["results"]
+
+
+def main_json(tmp, clip, video, cache):
+    out = cache / "one.json"
+    assert main(["predict", str(video), "a dark band on top", "--query", "a white band", "--ckpt", str(tmp / "run"),
+                 "--encoder", str(clip), "--cache", str(cache), "--json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def test_pretrained_folder_without_dataset_uses_its_own_conventions(pipeline, tmp_path, monkeypatch):
+    """A pretrained folder names clip_length and the text convention itself: no `dataset` needed, and its
+    clip_length (here 1 s, not QVHighlights' 2 s) decides how the video is cut. Also reachable as a hub id."""
+    from vidmamba.engine.grounding import load_trained
+    from vidmamba.engine.pretrained import save_pretrained
+
+    tmp, clip, _, videos = pipeline
+    model, config = load_trained(tmp / "run")
+    folder = save_pretrained(model, tmp_path / "pre", {"model": {**config["model"], "clip_length": 1.0},
+                                                       "data": {"clip_length": 1.0, "video_dims": [12],
+                                                                "text_dim": 16, "normalize_text": True}})
+    hub = pytest.importorskip("huggingface_hub")
+    fetched = []
+    monkeypatch.setattr(hub, "snapshot_download", lambda repo_id, **kw: fetched.append(repo_id) or str(folder))
+    results = []
+    for ckpt in (str(folder), "someone/vidmamba-tiny"):
+        out = tmp_path / "pred.json"
+        assert main(["predict", str(videos[6]), "a dark band on top", "--ckpt", ckpt, "--encoder", str(clip),
+                     "--cache", str(tmp_path / "cache"), "--json", str(out)]) == 0
+        results.append(json.loads(out.read_text()))
+    assert fetched == ["someone/vidmamba-tiny"]  # the hub is asked only for the string that is not a path
+    for r in results:
+        assert r["clip_length"] == 1.0 and r["num_clips"] == round(r["duration"])
+        assert len(r["results"][0]["saliency"]) == r["num_clips"]
+    assert results[0]["results"] == results[1]["results"]

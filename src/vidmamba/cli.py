@@ -62,15 +62,15 @@ def _cmd_predict(args) -> int:
             atomic_write_text(args.out, text)
         print(text)
         return 0
-    from vidmamba.video.encoders import DEFAULT_CLIP, ClipEncoder
-    from vidmamba.video.predict import format_table, plot_result, predict_video
+    from vidmamba.video.encoders import DEFAULT_CLIP
+    from vidmamba.video.predict import VideoPredictor, format_table, plot_result
 
     if args.video is None or not queries:
         raise SystemExit('vidmamba predict VIDEO "query" [--query ...] --ckpt CKPT: a video and at least one query '
                          "are required (or --video-features/--query-features)")
-    result = predict_video(args.ckpt, args.video, queries, encoder=ClipEncoder(args.encoder or DEFAULT_CLIP,
-                                                                               device=args.device),
-                           cache_dir=args.cache, frames_per_clip=args.frames_per_clip)
+    predictor = VideoPredictor(args.ckpt, args.encoder or DEFAULT_CLIP, cache_dir=args.cache,
+                               frames_per_clip=args.frames_per_clip, device=args.device)
+    result = predictor(args.video, queries)
     print(format_table(result))
     if args.out:
         atomic_write_text(args.out, json.dumps(result, indent=2))

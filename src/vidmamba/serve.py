@@ -7,7 +7,7 @@ The app is built around one call, ``predict_fn(video_path, queries) -> result`` 
               "results": [{"query": str, "windows": [[start_s, end_s, score], ...],
                            "saliency": [T floats]}, ...]}
 
-(one entry per query, in order: what :func:`vidmamba.video.predict.predict_video` returns). Every session keeps
+(one entry per query, in order: what a :class:`vidmamba.video.predict.VideoPredictor` returns). Every session keeps
 its own result in a ``gr.State``; the app holds no mutable state of its own, so concurrent users never see each
 other's videos or answers.
 """
@@ -162,12 +162,9 @@ def serve(predict_fn: PredictFn, *, video_dir=None, host: str = "127.0.0.1", por
 
 
 def make_predictor(ckpt, encoder, cache_dir=None) -> PredictFn:
-    """``predict_fn`` for a checkpoint and a CLIP encoder (folder or hub id), both checked once at start-up: the
-    encoder is loaded once and shared; a checkpoint that does not fit the encoder fails here, not on a request."""
-    from vidmamba.engine.grounding import load_trained
-    from vidmamba.video.encoders import ClipEncoder
-    from vidmamba.video.predict import check_encoder_matches, predict_video
+    """``predict_fn`` for a checkpoint (folder or hub id) and a CLIP encoder (folder or hub id): a
+    :class:`~vidmamba.video.predict.VideoPredictor`, so both are loaded and checked once at start-up (a checkpoint
+    that does not fit the encoder fails here, not on a request) and shared by all requests."""
+    from vidmamba.video.predict import VideoPredictor
 
-    enc = ClipEncoder(encoder)
-    check_encoder_matches(ckpt, load_trained(ckpt)[1]["data"], enc)
-    return lambda video, queries: predict_video(ckpt, video, queries, encoder=enc, cache_dir=cache_dir)
+    return VideoPredictor(ckpt, encoder, cache_dir=cache_dir)

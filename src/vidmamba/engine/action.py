@@ -13,8 +13,9 @@ Config sections (see ``configs/mambavl_*.yaml``):
   Questions: ``text_encoder`` (``{kind: words, dim, seed, max_length}``, the offline word vocabulary, or
   ``{kind: hf, path, max_length}``, a local transformers checkpoint), ``question_seed``, ``question_context``
   ("narration": the narration, label words masked, is appended to the questions; recognition only),
-  ``predicted_actions`` (anticipation: JSON ``{narration_id: [verb, noun]}`` of an external model, whose questions
-  are asked, §3.2; ids not in it, or no file, get the generic label-free questions), ``action_mode`` (action
+  ``predicted_actions`` (anticipation, and unlabelled splits such as the EK100 test CSV: JSON
+  ``{narration_id: [verb, noun]}`` of an external model, whose questions are asked, §3.2; ids not in it, or no
+  file, get the generic label-free questions), ``action_mode`` (action
   top-k: "outer" product, the EK100 convention, or "both_in_topk", MambaVL's SlowFast code);
 * ``train``: :class:`~vidmamba.engine.config.TrainerConfig` options.
 
@@ -156,8 +157,8 @@ def build_dataset(data: dict, split: str, task: str, *, train: bool = False) -> 
     """The ``split`` samples with their question embeddings (``data`` already resolved by :func:`resolve_config`)."""
     base = build_base_dataset(data, split, task)
     generator = question_generator(data)
-    actions = None
-    if task == "anticipation":
+    actions = None  # recognition with labels: the questions of the sample's own action (as the paper's GPT ones)
+    if task == "anticipation" or not _has_labels(data[split]):
         actions = _predicted_actions(data, len(generator.verb_words), len(generator.noun_words))
     context = data.get("question_context") if task == "action" else None
     return QuestionDataset(base, generator, text_embedder(data), actions, random_templates=train,

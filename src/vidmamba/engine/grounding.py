@@ -116,11 +116,22 @@ def build_grounding_model(model_cfg: dict) -> torch.nn.Module:
     return build_model(name, **options)
 
 
+def duration_in_clips(data: dict) -> bool:
+    """True when the dataset's annotated ``duration`` is a clip count, not seconds (lighthouse's TVSum jsonl)."""
+    return data["dataset"] != UMT and get_dataset_spec(data["dataset"]).name == "tvsum"
+
+
 @torch.no_grad()
-def predict_loader(model, loader: DataLoader, device="cpu") -> list[dict]:
-    """Official prediction rows (qid, query, vid, pred_relevant_windows, pred_saliency_scores) for every sample."""
+def predict_loader(model, loader: DataLoader, device="cpu", duration_in_clips: bool = False) -> list[dict]:
+    """Official prediction rows (qid, query, vid, pred_relevant_windows, pred_saliency_scores) for every sample.
+
+    ``duration_in_clips``: the batches' ``duration`` counts clips; it is turned into seconds (x ``clip_length``)
+    before the model clamps its windows to it."""
     rows = []
     for batch in loader:
+        if duration_in_clips:
+            batch = {**batch, "duration": [float(d) * float(c) for d, c in zip(batch["duration"],
+                                                                                 batch["clip_length"])]}
         rows.extend(model.predict(to_device(batch, torch.device(device))))
     return rows
 
@@ -132,7 +143,7 @@ def make_evaluate_fn(task: str, data: dict, split: str = "val"):
 
     def evaluate_fn(model, loader):
         device = next(model.parameters()).device
-        rows = predict_loader(model, loader, device)
+        rows = predict_loader(model, loader, device, duration_in_clips(data))
         metrics = evaluate_predictions(task, rows, gt_rows, gt_path=gt_path)
         return {k: float(v) for k, v in metrics["brief"].items() if v is not None}
 
@@ -157,8 +168,13 @@ def train(config: dict, resume=None) -> dict:
 
 def load_trained(ckpt) -> tuple[torch.nn.Module, dict]:
     """Rebuild the model of a checkpoint folder (or of a run folder's ``best``, or of a pretrained folder from
-    :func:`vidmamba.engine.pretrained.save_pretrained`) and load its (EMA) weights."""
-    ckpt = Path(ckpt)
+    :func:`vidmamba.engine.pretrained.save_pretrained`) and load its (EMA) weights. A string that is not an existing
+    path is taken as a hub id of a pretrained folder (:func:`~vidmamba.engine.pretrained.from_pretrained`)."""
+    if not Path(ckpt).expanduser().exists():
+        from vidmamba.engine.pretrained import from_pretrained
+
+        return from_pretrained(ckpt)
+    ckpt = Path(ckpt).expanduser()
     folder = resolve_checkpoint(ckpt / "best" if (ckpt / "best").exists() else ckpt)
     config = Checkpoint(folder).config
     if config.get("format") == "vidmamba-pretrained":  # config: {"model", "data"} as a training config has them
@@ -182,7 +198,7 @@ def evaluate(ckpt, out_dir, split: str = "val", data: dict | None = None) -> tup
     dataset = build_dataset(data, split)
     loader = DataLoader(dataset, batch_size=TrainerConfig.from_dict(config["train"]).eval_batch, shuffle=False,
                         collate_fn=dataset.collate)
-    rows = predict_loader(model, loader)
+    rows = predict_loader(model, loader, duration_in_clips=duration_in_clips(data))
     task = config.get("task", "qvhighlights")
     gt_rows, gt_path = ground_truth(data, split)
     metrics = evaluate_predictions(task, rows, gt_rows, gt_path=gt_path)

@@ -7,13 +7,14 @@ Config sections (see ``configs/hieramamba_*.yaml``):
   :meth:`~vidmamba.data.snag.SnagDataset.collate` and ``predict`` a (K, 3) tensor ``[start, end, score]`` in grid
   units per query; lighthouse-batch models (MLVTG and its twins) are wrapped in :class:`PerQueryMomentAdapter`.
 * ``data``: ``synthetic: {params}`` (the benchmark of :mod:`vidmamba.data.synthetic_long`, generated once under
-  ``$VIDMAMBA_CACHE``; it fills the file and grid keys, explicit keys win) or ``annotations`` (the SnAG json),
-  ``train_split`` / ``val_split`` (its split names; default "train" / "val"), ``video_features`` (list of feature
-  folders, concatenated), ``text_features`` (folder), ``clip_size`` / ``clip_stride`` (frames) / ``downsample`` /
-  ``vid_stride`` (the seconds <-> grid conversion of :mod:`vidmamba.data.snag`), ``max_text_len``, training sampling ``max_clips`` (input clips per training window,
-  longer videos are cut at random keeping the ground truth), ``max_queries`` (per sample), ``crop_ratio``,
-  ``eval_window`` (input clips; evaluate long videos in half-overlapping windows whose predictions are merged by
-  NMS, for models that cannot take a whole video; default: whole videos), ``video_dims`` / ``text_dim``.
+  ``$VIDMAMBA_CACHE``; it fills the file and grid keys, explicit keys win) or ``annotations`` (the SnAG json);
+  ``train_split`` / ``val_split`` (its split names; default "train" / "val"); ``video_features`` (list of feature
+  folders, concatenated) and ``text_features`` (folder); ``clip_size`` / ``clip_stride`` (frames), ``downsample``,
+  ``vid_stride`` (the seconds <-> grid conversion of :mod:`vidmamba.data.snag`); ``max_text_len``; training
+  sampling: ``max_clips`` (input clips per training window; longer videos are cut at random keeping the ground
+  truth), ``max_queries`` (per sample), ``crop_ratio``; ``eval_window`` (input clips: evaluate long videos in
+  half-overlapping windows merged by NMS, for models that cannot take a whole video; default whole videos);
+  ``video_dims`` / ``text_dim``.
 * ``train``: :class:`~vidmamba.engine.config.TrainerConfig` options; the selection metric defaults to ``avg``
   (the Ego4D-NLQ average of R1@0.3, R1@0.5, R5@0.3, R5@0.5).
 

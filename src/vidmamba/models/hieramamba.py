@@ -449,6 +449,12 @@ class HieraMambaConfig(HieraMambaBackboneConfig):
             if getattr(self, name) < 1:
                 raise ValueError(f"HieraMambaConfig.{name} must be >= 1, got {getattr(self, name)}")
 
+    def to_dict(self) -> dict:
+        """The fields without the derived ``in_dim`` (so ``from_dict(to_dict() | overrides)`` re-derives it)."""
+        out = super().to_dict()
+        out.pop("in_dim")
+        return out
+
     def backbone_config(self) -> HieraMambaBackboneConfig:
         """The backbone's fields of this config."""
         return HieraMambaBackboneConfig(**{f.name: getattr(self, f.name) for f in fields(HieraMambaBackboneConfig)})
@@ -461,19 +467,22 @@ class HieraMambaConfig(HieraMambaBackboneConfig):
         return cls.from_dict({**MODEL_PRESETS[name], **overrides})
 
 
+def _backbone_preset(name: str) -> dict:
+    """A backbone preset without its ``in_dim`` (derived in :class:`HieraMambaConfig`)."""
+    return {k: v for k, v in BACKBONE_PRESETS[name].items() if k != "in_dim"}
+
+
 _MAD = {"video_dim": 512, "text_dim": 512, "text_embd_dim": 512, "max_text_len": 75, "reg_loss": "diou",
         "loss_norm_init": 250 / 16, "w_acc": 0.0, "w_spc": 0.0, "pre_nms_topk": 200, "max_num_segs": 50}
 MODEL_PRESETS: dict[str, dict] = {
     "ego4d": {},
-    "mad": {**BACKBONE_PRESETS["mad"], **_MAD},
-    "madv2": {**BACKBONE_PRESETS["madv2"], **_MAD, "video_dim": 768, "text_dim": 768, "text_embd_dim": 768},
-    "tacos": {**BACKBONE_PRESETS["tacos"], "video_dim": 4096, "text_dim": 300, "text_encoder": "transformer",
+    "mad": {**_backbone_preset("mad"), **_MAD},
+    "madv2": {**_backbone_preset("madv2"), **_MAD, "video_dim": 768, "text_dim": 768, "text_embd_dim": 768},
+    "tacos": {**_backbone_preset("tacos"), "video_dim": 4096, "text_dim": 300, "text_encoder": "transformer",
               "text_embd_dim": 128, "max_text_len": 48, "early_fusion": False, "fusion_mode": "affine",
               "reg_loss": "diou", "loss_norm_init": 100 / 16, "w_acc": 10.0, "acc_neg_ratio": 4.0,
               "acc_gap_ratio": 0.3, "w_spc": 1.0},
 }
-for _preset in MODEL_PRESETS.values():
-    _preset.pop("in_dim", None)
 
 
 class EncodedBatch(NamedTuple):

@@ -9,7 +9,11 @@ The number of clips is ``ceil((end - 1 ms) / L)``, ``end`` being the last frame'
 partial clip gets the video's last frame for the times past its end (as the lighthouse / moment_detr extractors, which
 keep a last partial clip).
 
-Frames are RGB ``uint8`` arrays ``(H, W, 3)`` with the container's display rotation applied. Decoding is streamed:
+Frames are RGB ``uint8`` arrays ``(H, W, 3)`` with the container's display matrix applied (rotation by multiples
+of 90 degrees and mirror flips, as ffmpeg's autorotate shows them). A video whose resolution (or orientation) changes
+midway (spliced streams, some phone and broadcast recordings) is decoded whole: in :func:`iter_clips` every frame is
+resized to the first sampled frame's display size, as a player scales it into a fixed window, and a warning names the
+file and the time of the first change; :func:`frames_at` returns every frame at its own size. Decoding is streamed:
 only the previous decoded frame and the current batch of clips are ever held in memory, whatever the video length.
 
 Errors (missing file, not a media file, no video stream, corrupt data, frames ending well before the stream's
@@ -21,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -31,6 +36,11 @@ from vidmamba.data.errors import DataFormatError
 
 class VideoDecodeError(DataFormatError):
     """A video file cannot be opened or decoded; the message names the file."""
+
+
+class VideoSizeChangeWarning(UserWarning):
+    """A video's frame size changes midway; later frames are resized to the first size (the message names the
+    file)."""
 
 
 def _av():
@@ -133,11 +143,45 @@ class _Frames:
         self.container.close()
 
 
+def display_matrix(frame) -> np.ndarray | None:
+    """The frame's display matrix (FFmpeg ``AV_FRAME_DATA_DISPLAYMATRIX``: 3x3 int32, 16.16 fixed point in the
+    2x2 linear part) from its side data; None when the frame has none."""
+    for side in frame.side_data:
+        if side.type.name == "DISPLAYMATRIX":
+            return np.frombuffer(bytes(side), dtype="<i4").reshape(3, 3)
+    return None
+
+
+def apply_display_matrix(img: np.ndarray, matrix: np.ndarray | None) -> np.ndarray:
+    """Transform an (H, W, C) image for display as FFmpeg's display ``matrix`` says: any multiple of 90 degrees of
+    rotation, with or without a mirror flip (the eight EXIF orientations). A source pixel (p, q) (column, row) goes
+    to ``(p', q') = (a p + c q, b p + d q)`` up to a shift, ``[[a, b], [c, d]]`` being the matrix's linear part; an
+    angle that is not a multiple of 90 degrees is rounded to the nearest one."""
+    if matrix is None:
+        return img
+    (a, b), (c, d) = matrix[:2, :2].astype(np.float64)
+    if abs(a) + abs(d) >= abs(b) + abs(c):  # axis-aligned: p' = a p, q' = d q
+        out = img[:, ::-1] if a < 0 else img
+        out = out[::-1] if d < 0 else out
+    else:  # transposed: p' = c q, q' = b p
+        out = img.transpose(1, 0, 2)
+        out = out[:, ::-1] if c < 0 else out
+        out = out[::-1] if b < 0 else out
+    return np.ascontiguousarray(out)
+
+
 def to_rgb(frame) -> np.ndarray:
-    """A PyAV video frame as an (H, W, 3) uint8 RGB array in display orientation (its rotation applied)."""
-    img = frame.to_ndarray(format="rgb24")
-    k = round((frame.rotation or 0) / 90) % 4  # counter-clockwise degrees (display matrix), as np.rot90
-    return np.ascontiguousarray(np.rot90(img, k)) if k else img
+    """A PyAV video frame as an (H, W, 3) uint8 RGB array in display orientation (its display matrix applied:
+    rotation and mirroring)."""
+    return apply_display_matrix(frame.to_ndarray(format="rgb24"), display_matrix(frame))
+
+
+def fit_to(img: np.ndarray, shape: tuple) -> np.ndarray:
+    """``img`` (H, W, 3) uint8 resized (bilinear, swscale) to ``shape`` (H0, W0, 3); unchanged when it fits."""
+    if img.shape == shape:
+        return img
+    frame = _av().VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+    return frame.reformat(width=shape[1], height=shape[0], interpolation="BILINEAR").to_ndarray(format="rgb24")
 
 
 def _frames_for_times(frames: _Frames, times: Iterator[float], keep_after_end) -> Iterator[tuple[float, np.ndarray]]:
@@ -167,7 +211,8 @@ def _frames_for_times(frames: _Frames, times: Iterator[float], keep_after_end) -
 def iter_clips(path, clip_length: float, frames_per_clip: int = 1, batch_clips: int = 16) -> Iterator[ClipBatch]:
     """Stream the clips of a video in batches of at most ``batch_clips`` clips (see the module doc for sampling).
 
-    Memory is O(batch_clips * frames_per_clip) frames whatever the video length.
+    Memory is O(batch_clips * frames_per_clip) frames whatever the video length. Frames of another size than the
+    first are resized to it (one :class:`VideoSizeChangeWarning` per video).
     """
     if not clip_length > 0:
         raise ValueError(f"clip_length must be > 0 seconds, got {clip_length}")
@@ -179,9 +224,20 @@ def iter_clips(path, clip_length: float, frames_per_clip: int = 1, batch_clips: 
     def in_video(k, end):
         return k // frames_per_clip < num_clips_for(end, clip_length)
 
+    resized = False
+
     try:
-        buf, stamps, first, held = [], [], 0, None
+        buf, stamps, first, held, shape = [], [], 0, None, None
         for t, rgb in _frames_for_times(frames, times, in_video):
+            if shape is None:
+                shape = rgb.shape
+            elif rgb.shape != shape:
+                if not resized:
+                    warnings.warn(f"{frames.path}: the frame size changes from {shape[1]}x{shape[0]} to "
+                                  f"{rgb.shape[1]}x{rgb.shape[0]} at {t:.3f} s; frames are resized to the first "
+                                  "size", VideoSizeChangeWarning, stacklevel=2)
+                    resized = True
+                rgb = fit_to(rgb, shape)
             buf.append(rgb)
             stamps.append(t)
             if len(buf) == batch_clips * frames_per_clip:

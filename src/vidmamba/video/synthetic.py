@@ -35,13 +35,15 @@ def read_index(img: np.ndarray) -> int:
 
 
 def write_video(path, frame_times: Sequence[float], *, height: int = 32, width: int = 48, rotation: int = 0,
-                frames: Sequence[np.ndarray] | None = None, time_base: Fraction = Fraction(1, 1000),
+                hflip: bool = False, vflip: bool = False, frames: Sequence[np.ndarray] | None = None,
+                time_base: Fraction = Fraction(1, 1000),
                 faststart: bool = False, codec: str = "mpeg4") -> Path:
     """Write an mp4 (MPEG-4 part 2) whose frame ``i`` is shown from ``frame_times[i]`` seconds (increasing; any
     spacing, so variable frame rate is possible) until the next one; the last one lasts ``1 / rate``, with the stream
     rate ``round(1 / smallest gap)`` frames per second (1 for a single frame).
     ``frames`` defaults to :func:`index_frame` images (frame ``i`` shows ``i % 225``); ``rotation``: display
-    rotation (counter-clockwise degrees) stored as container side data; ``faststart``: the index (moov) before the
+    rotation (counter-clockwise degrees) stored as container side data, ``hflip`` / ``vflip``: a mirror after it;
+    ``faststart``: the index (moov) before the
     data; ``codec``: e.g. "libvpx" (VP8) with a ``.webm`` path for a video that browsers play. Written atomically."""
     import av
 
@@ -61,8 +63,8 @@ def write_video(path, frame_times: Sequence[float], *, height: int = 32, width: 
             stream.time_base = time_base
             stream.codec_context.time_base = time_base
             stream.options = {"qscale": "2"} if codec == "mpeg4" else {}  # near-lossless: decoded grey levels stay within a few steps
-            if rotation:
-                stream.set_display_rotation(rotation)
+            if rotation or hflip or vflip:
+                stream.set_display_rotation(rotation, hflip=hflip, vflip=vflip)
             for t, img in zip(times, images):
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
                 frame.pts, frame.time_base = round(t / time_base), time_base
