@@ -10,15 +10,19 @@ windows of ``--twin-window`` clips (``data.eval_window``; the engine merges the 
 see whole videos. A "random" row scores 5 random windows per query with the lengths of the training events.
 
 Metrics: the ``nlq`` protocol (R@{1,5} x IoU {0.3,0.5}; "avg" = their mean). Training time = the sum of the
-trainer's per-epoch times (forward, backward, optimiser); evaluation time = the rest of the run.
+trainer's per-epoch times (forward, backward, optimiser); evaluation time = the rest of the run. With ``--parallel``
+the models train at the same time in separate processes (times then include their competition for the cores).
 
     python benchmarks/long_synthetic.py                   # writes benchmarks/results_long_synthetic.json
+    python benchmarks/long_synthetic.py --parallel --threads 1     # the three models at once
     python benchmarks/long_synthetic.py --models hieramamba --epochs 1 --out /tmp/r.json
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import json
+import multiprocessing as mp
 import os
 import platform
 import sys
@@ -94,7 +98,8 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     ap.add_argument("--epochs", type=int, help="override train.epochs of the config")
     ap.add_argument("--twin-window", type=int, default=2048, help="eval window of the transformer twin (clips)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="intra-op threads per model process")
+    ap.add_argument("--parallel", action="store_true", help="train the models at the same time, one process each")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--runs", type=Path, help="folder for the checkpoints (default: a temporary folder)")
     args = ap.parse_args(argv)
@@ -107,15 +112,22 @@ def main(argv=None) -> int:
     meta = json.loads((Path(config["data"]["annotations"]).parent / "meta.json").read_text())
     result = {"command": "python benchmarks/long_synthetic.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,
+                          "parallel": args.parallel,
                           "torch": torch.__version__, "loadavg_start": os.getloadavg()},
               "config": str(CONFIG.relative_to(REPO)), "train": config["train"], "data_sizes": meta["sizes"],
               "generation_s": round(time.perf_counter() - started, 1), "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
         runs = args.runs or Path(tmp)
-        for name in args.models:
-            row = run_model(name, config, runs, args.twin_window)
-            result["rows"].append(row)
-            print(json.dumps(row), file=sys.stderr, flush=True)
+        if args.parallel:  # one process per model, each with --threads threads
+            ctx = mp.get_context("spawn")
+            with cf.ProcessPoolExecutor(len(args.models), mp_context=ctx, initializer=torch.set_num_threads,
+                                        initargs=(args.threads,)) as pool:
+                futures = [pool.submit(run_model, name, config, runs, args.twin_window) for name in args.models]
+                result["rows"] += [f.result() for f in futures]
+        else:
+            for name in args.models:
+                result["rows"].append(run_model(name, config, runs, args.twin_window))
+                print(json.dumps(result["rows"][-1]), file=sys.stderr, flush=True)
     result["rows"].append(random_row(config))
     result["machine"]["loadavg_end"] = os.getloadavg()
     text = json.dumps(result, indent=2)

@@ -361,7 +361,7 @@ def run(args) -> dict:
         elif est is not None and est > args.time_cap_s:
             res = dict(status="skipped", reason=f"estimated {est:.0f} s > the {args.time_cap_s:g} s time cap "
                                                 f"(from the shorter lengths)")
-        elif min(est or 0.0, args.time_cap_s) > left:
+        elif min(args.time_cap_s, 1.5 * est if est is not None else args.time_cap_s) > left:
             res = dict(status="skipped", reason=f"run budget: {left:.0f} s left of {args.budget_min:g} min")
         else:
             load = [round(x, 2) for x in os.getloadavg()]
@@ -400,14 +400,15 @@ def render(data: dict) -> str:
     lengths = sorted({r["length"] for r in rows})
     ratios = {tuple(e[k] for k in ("device", "threads", "preset", "model", "mode")): e
               for e in data.get("summary", summarize(data["rows"]))["ratio_64k_over_16k"]}
-    head = ["model", "mode"] + [f"{n // 1024}k" if n % 1024 == 0 else str(n) for n in lengths] + ["64k/16k time"]
+    head = ["model", "device", "threads", "mode"] + [f"{n // 1024}k" if n % 1024 == 0 else str(n) for n in lengths] + ["64k/16k time"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    series = sorted({row_key(r)[:-1] for r in rows}, key=lambda k: (k[0], k[1], k[2], k[3], MODES.index(k[4])))
+    series = sorted({row_key(r)[:-1] for r in rows}, key=lambda k: (k[0], k[2], k[1], k[3], MODES.index(k[4])))
     by_key = {row_key(r): r for r in rows}
     for key in series:
         ratio = ratios.get(key, {})
         cells = [_cell(by_key.get(key + (n,))) for n in lengths]
-        lines.append("| " + " | ".join([key[3], key[4]] + cells + [str(ratio.get("time_ratio", "-"))]) + " |")
+        lines.append("| " + " | ".join([key[3], key[0], str(key[1]), key[4]] + cells
+                                       + [str(ratio.get("time_ratio", "-"))]) + " |")
     for r in data["rows"]:
         if r.get("scenario") == "mad":
             lines.append(f"\nMAD scenario ({r['model']}, {r['length']} clips, predict, {r['threads']} threads): "
@@ -430,7 +431,8 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3, help="timed calls at most (while under 10 s in total)")
     ap.add_argument("--mem-cap-gib", type=float, default=10.0)
     ap.add_argument("--time-cap-s", type=float, default=150.0, help="per subprocess")
-    ap.add_argument("--budget-min", type=float, default=25.0, help="no job starts that could overrun this")
+    ap.add_argument("--budget-min", type=float, default=25.0,
+                    help="a job starts only if its time cap (or 1.5x its estimate, when smaller) fits in what is left")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--render", metavar="JSON", help="print the markdown table of a results file and exit")
     ap.add_argument("--worker", help=argparse.SUPPRESS)

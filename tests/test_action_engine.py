@@ -24,9 +24,11 @@ SMALL_MODEL = ["--set", "model.d_model=16", "--set", "data.text_encoder={kind: w
 
 
 def _files(root: Path) -> list[str]:
-    return ["--set", f"data.train={root / 'EPIC_100_train.csv'}", "--set", f"data.val={root / 'EPIC_100_validation.csv'}",
+    return ["--set", f"data.train={root / 'EPIC_100_train.csv'}",
+            "--set", f"data.val={root / 'EPIC_100_validation.csv'}",
             "--set", f"data.verb_classes={root / 'EPIC_100_verb_classes.csv'}",
-            "--set", f"data.noun_classes={root / 'EPIC_100_noun_classes.csv'}", "--set", f"data.features={root / 'features'}"]
+            "--set", f"data.noun_classes={root / 'EPIC_100_noun_classes.csv'}",
+            "--set", f"data.features={root / 'features'}"]
 
 
 def _train(config: str, args: list[str], out: Path, epochs: int = 2, resume: bool = False) -> int:
@@ -251,3 +253,21 @@ def test_shipped_configs_are_valid(name):
     TrainerConfig.from_dict(config["train"])
     model = action.build_action_model({**config["model"], "video_dim": 8, "text_dim": 8, "d_model": 16})
     assert model.cfg.fusion == "shared_a"
+
+
+def test_hf_text_encoder_from_a_local_folder(bench, tmp_path):
+    """The EK100 config's default text encoder (a transformers checkpoint folder), here a tiny random one."""
+    from test_questions import _tiny_hf_checkpoint
+
+    action_words = action.question_generator(action.data_options(
+        {"train": "-", "verb_classes": bench / "EPIC_100_verb_classes.csv",
+         "noun_classes": bench / "EPIC_100_noun_classes.csv", "features": "-"})).vocabulary_words()
+    _tiny_hf_checkpoint(tmp_path / "hf", action_words)
+    argv = ["train", str(CONFIGS / "mambavl_ek100.yaml"), *_files(bench), *SMALL_MODEL,
+            "--set", f"data.text_encoder={{kind: hf, path: {tmp_path / 'hf'}, max_length: 12}}",
+            "--set", "train.epochs=1", "--set", f"train.out_dir={tmp_path / 'run'}"]
+    assert main(argv) == 0
+    config = Checkpoint(tmp_path / "run" / "last").config["model"]
+    assert config["model"]["text_dim"] == 8 and "vocab" not in config["data"]
+    sample = action.build_dataset(config["data"], "val", "action")[0]
+    assert sample["verb_question"].shape[1] == 8 and sample["verb_question_ids"][0] == 2  # [CLS]

@@ -33,7 +33,7 @@ def test_tiny_run_then_timeout_replaces_only_its_row(tmp_path):
         assert r["peak_mem_mib"] >= r["setup_rss_mib"] > 50
         assert r["config"]["hidden_dim"] == 16 and r["threads"] == 1 and r["preset"] == "tiny"
     table = lv.render(data)
-    assert "| mlvtg | infer |" in table and "| mlvtg | fwdbwd |" in table
+    assert "| mlvtg | cpu | 1 | infer |" in table and "| mlvtg | cpu | 1 | fwdbwd |" in table
 
     # a second run with an impossible time cap: its row becomes "timeout", the other row and the first run stay
     lv.main(TINY + ["--models", "mlvtg", "--modes", "infer", "--lengths", "64", "--time-cap-s", "0.5",

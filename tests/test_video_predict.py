@@ -13,6 +13,7 @@ import vidmamba.viz  # noqa: E402
 from vidmamba.cli import main  # noqa: E402
 from vidmamba.engine.grounding import predict_features  # noqa: E402
 from vidmamba.video.encoders import save_tiny_clip  # noqa: E402
+from vidmamba.video.predict import predict_video  # noqa: E402
 from vidmamba.video.synthetic import index_frame, read_index, write_video  # noqa: E402
 
 FPS = 2  # frames per second of the generated videos
@@ -151,15 +152,9 @@ def test_predictor_loads_once_and_serves_many_videos(pipeline, tmp_path, monkeyp
     answers = [predict_fn(v, ["a dark band on top", "a white band"]) for v in videos[5:8]]
     assert loads == [tmp / "run"]  # one load for three videos
     assert [a["video"] for a in answers] == [str(v) for v in videos[5:8]]
-    one_off = main_json(tmp, clip, videos[6], tmp_path)
+    one_off = predict_video(tmp / "run", videos[6], ["a dark band on top", "a white band"], encoder=clip,
+                            cache_dir=tmp_path)
     assert answers[1]["results"] == one_off["results"]
-
-
-def main_json(tmp, clip, video, cache):
-    out = cache / "one.json"
-    assert main(["predict", str(video), "a dark band on top", "--query", "a white band", "--ckpt", str(tmp / "run"),
-                 "--encoder", str(clip), "--cache", str(cache), "--json", str(out)]) == 0
-    return json.loads(out.read_text())
 
 
 def test_pretrained_folder_without_dataset_uses_its_own_conventions(pipeline, tmp_path, monkeypatch):

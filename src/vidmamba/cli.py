@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "--video-features F.npz --query-features Q.npz [--query TEXT] [--out OUT]")
     pr.add_argument("video", type=Path, nargs="?", help="video file (decoded, CLIP features cached)")
     pr.add_argument("queries", nargs="*", help="query texts (all run in one batch)")
-    pr.add_argument("--ckpt", type=Path, required=True, help="run folder or checkpoint folder")
+    pr.add_argument("--ckpt", required=True, help="run, checkpoint or pretrained folder, or a hub id (owner/name) "
+                                                  "of a pretrained folder")
     pr.add_argument("--query", action="append", default=[], help="another query (repeatable); with "
                     "--video-features: the query text, echoed in the output")
     pr.add_argument("--encoder", help="CLIP folder or hub id the checkpoint's features came from "
@@ -166,9 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--frames-per-clip", type=int, default=1, help="frames averaged per clip (default 1)")
     pr.add_argument("--device", default="cpu", help="torch device of the CLIP encoder (default cpu)")
     pr.add_argument("--plot", type=Path, help="PNG: timeline, saliency, thumbnails (<stem>_<k>.png per query)")
-    pr.add_argument("--video-features", type=Path, nargs="+",
-                    help="one feature file per feature type of the config, in its order (npz key 'features' (T, D); "
-                         "TVSum UMT: the _rgb.npy and _opt.npy files): predict from features")
+    pr.add_argument("--video-features", type=Path, nargs="+", action="extend",
+                    help="one feature file per feature type of the config, in its order, listed or repeated (npz key "
+                         "'features' (T, D); TVSum UMT: the _rgb.npy and _opt.npy files): predict from features")
     pr.add_argument("--query-features", type=Path, help="npz with key 'last_hidden_state' (or 'token') (L, D)")
     pr.add_argument("--out", "--json", dest="out", type=Path, help="also write the JSON here")
     pr.set_defaults(func=_cmd_predict)
@@ -194,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(func=_cmd_export)
 
     sv = sub.add_parser("serve", help="web demo: find moments in an uploaded video (needs vidmamba[demo,video])")
-    sv.add_argument("--ckpt", type=Path, required=True, help="trained run or checkpoint folder")
+    sv.add_argument("--ckpt", required=True, help="run, checkpoint or pretrained folder, or a hub id (owner/name)")
     sv.add_argument("--encoder", help="CLIP encoder folder or hub id (default: the QVHighlights CLIP ViT-B/32)")
     sv.add_argument("--cache", type=Path, help="video feature cache folder (default ~/.cache/vidmamba)")
     sv.add_argument("--video-dir", type=Path, help="also allow videos named by path inside this server folder")

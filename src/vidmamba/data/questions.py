@@ -17,11 +17,11 @@ modifiers, which come first in English: "put-down" -> "put down", "pan:dust" -> 
 The template is drawn with a seeded RNG: ``generate(verb, noun, key=...)`` is a pure function of (seed, key, labels),
 so it is the same in any worker and any epoch; without a key the generator's own seeded stream is used.
 
-Context (the paper's questions "provide information about actions, objects, and environmental context"): ``generate(...,
-context=text)`` appends ``text`` (e.g. the annotation's narration "take jar from the shelf") to both questions before
-masking, so its label words are masked too and only the rest ("<mask> from the shelf") is left. Without context, and
-for anticipation without predicted actions, :meth:`QuestionGenerator.generic` gives the label-free questions
-("What action is performed using hands in the video?" / "What is the object in the video?").
+Context (the paper's questions "provide information about actions, objects, and environmental context"):
+``generate(..., context=text)`` appends ``text`` (e.g. the annotation's narration "take jar from the shelf") to both
+questions before masking, so its label words are masked too and only the rest ("<mask> from the shelf") is left.
+When no action is known (anticipation without predicted actions), :meth:`QuestionGenerator.generic` gives the
+label-free questions ("What action is performed using hands in the video?" / "What is the object in the video?").
 
 Token embeddings are frozen (``requires_grad=False``, never trained):
 
@@ -354,6 +354,7 @@ class QuestionDataset(PaddedCollate, Dataset):
         return item
 
 
-__all__ = ["MASK", "VERB_TEMPLATES", "NOUN_TEMPLATES", "GENERIC_VERB_QUESTION", "GENERIC_NOUN_QUESTION", "key_to_words", "tokenize", "mask_words", "leaked_words",
+__all__ = ["MASK", "VERB_TEMPLATES", "NOUN_TEMPLATES", "GENERIC_VERB_QUESTION", "GENERIC_NOUN_QUESTION",
+           "key_to_words", "tokenize", "mask_words", "leaked_words",
            "QuestionPair", "QuestionGenerator", "FrozenTokenEmbedding", "WordVocab", "read_input_embedding",
            "HFTokenEmbedding", "QuestionDataset"]

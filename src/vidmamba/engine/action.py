@@ -6,17 +6,17 @@ Config sections (see ``configs/mambavl_*.yaml``):
   top-5 recall, the EK100 anticipation protocol);
 * ``model``: ``name: mambavl`` + :class:`~vidmamba.models.mambavl.MambaVLConfig` options; ``video_dim``,
   ``text_dim``, ``num_verbs``, ``num_nouns`` are read off the data when absent (and checked when given);
-* ``data``: EK100 files (:mod:`vidmamba.data.ek100`): ``train`` / ``val`` annotation CSVs, ``verb_classes`` /
-  ``noun_classes`` class CSVs, ``features`` folder (recognition: ``<narration_id>.npy``; anticipation: per video
-  ``<video_id>.npy`` at ``fps`` with ``obs_seconds`` / ``tau_a``); or ``synthetic: {params}`` for the benchmark of
-  :mod:`vidmamba.data.synthetic_action` (generated once under ``$VIDMAMBA_CACHE``; explicit file keys win).
+* ``data``: EK100 files (:mod:`vidmamba.data.ek100`): ``train`` / ``val`` (/ ``test``) annotation CSVs,
+  ``verb_classes`` / ``noun_classes`` class CSVs, ``features`` folder (recognition: ``<narration_id>.npy``;
+  anticipation: per video ``<video_id>.npy`` at ``fps`` with ``obs_seconds`` / ``tau_a``); or ``synthetic: {params}``
+  for :mod:`vidmamba.data.synthetic_action` (generated once under ``$VIDMAMBA_CACHE``; explicit file keys win).
   Questions: ``text_encoder`` (``{kind: words, dim, seed, max_length}``, the offline word vocabulary, or
   ``{kind: hf, path, max_length}``, a local transformers checkpoint), ``question_seed``, ``question_context``
   ("narration": the narration, label words masked, is appended to the questions; recognition only),
   ``predicted_actions`` (anticipation, and unlabelled splits such as the EK100 test CSV: JSON
   ``{narration_id: [verb, noun]}`` of an external model, whose questions are asked, §3.2; ids not in it, or no
-  file, get the generic label-free questions), ``action_mode`` (action
-  top-k: "outer" product, the EK100 convention, or "both_in_topk", MambaVL's SlowFast code);
+  file, get the generic label-free questions), ``action_mode`` (action top-k: "outer" product, the EK100
+  convention, or "both_in_topk", MambaVL's SlowFast code);
 * ``train``: :class:`~vidmamba.engine.config.TrainerConfig` options.
 
 Questions are drawn per sample: a random template at every training access, one fixed template per narration id
@@ -48,9 +48,9 @@ from vidmamba.utils import atomic_write_text
 
 SELECTION_METRIC = {"action": "action_top1", "anticipation": "action_mean_top5_recall"}
 MODES = {"action": "recognition", "anticipation": "anticipation"}
-DATA_KEYS = {"synthetic", "train", "val", "verb_classes", "noun_classes", "features", "fps", "obs_seconds", "tau_a",
-             "text_encoder", "question_seed", "question_context", "predicted_actions", "action_mode", "feat_dim",
-             "vocab"}
+DATA_KEYS = {"synthetic", "train", "val", "test", "verb_classes", "noun_classes", "features", "fps", "obs_seconds",
+             "tau_a", "text_encoder", "question_seed", "question_context", "predicted_actions", "action_mode",
+             "feat_dim", "vocab"}
 SYNTHETIC_FILES = {"train": "EPIC_100_train.csv", "val": "EPIC_100_validation.csv",
                    "verb_classes": "EPIC_100_verb_classes.csv", "noun_classes": "EPIC_100_noun_classes.csv",
                    "features": "features"}
