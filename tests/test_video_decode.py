@@ -55,6 +55,24 @@ def test_variable_frame_rate_is_sampled_by_presentation_time(tmp_path):
     assert len(clips) == int(np.ceil((times[-1] + last - 1e-3) / 0.5))
 
 
+def test_frames_at_seeks_instead_of_decoding_the_whole_file(tmp_path, monkeypatch):
+    import vidmamba.video.decode as decode
+
+    times = [i / 2 for i in range(220)]  # 110 s at 2 fps (frame indices must stay < 225 to be readable)
+    path = write_video(tmp_path / "long.mp4", times)
+    probe = [97.3, 3.05, 109.9, 60.0, 130.0]  # any order; past the end -> the last frame
+
+    def no_streaming(*args, **kwargs):
+        raise AssertionError("frames_at fell back to a streamed pass")
+
+    monkeypatch.setattr(decode, "_frames_for_times", no_streaming)
+    decoded = []
+    real_to_rgb = decode.to_rgb
+    monkeypatch.setattr(decode, "to_rgb", lambda frame: decoded.append(1) or real_to_rgb(frame))
+    assert [read_index(f) for f in frames_at(path, probe)] == [displayed(times, t) for t in probe]
+    assert len(decoded) == len(probe)
+
+
 @pytest.mark.parametrize("rotation, white", [(90, "left"), (180, "bottom"), (270, "right")])
 def test_display_rotation_is_applied(tmp_path, rotation, white):
     path = write_video(tmp_path / f"rot{rotation}.mp4", [0.0, 0.5, 1.0], rotation=rotation)

@@ -262,20 +262,51 @@ def _batch(buf, times, first, frames_per_clip) -> ClipBatch:
                      np.asarray(times, dtype=np.float64).reshape(n, frames_per_clip))
 
 
+def _seek_frame(frames: _Frames, t: float) -> np.ndarray | None:
+    """The RGB frame shown at ``t`` seconds, by seeking to the key frame at or before ``t`` and decoding forward;
+    None when that cannot be trusted (no known origin, no timestamps, the seek landed after ``t``, decoder error)."""
+    av, stream = _av(), frames.stream
+    if frames.origin is None or not stream.time_base:
+        return None
+    target = frames.origin + t
+    prev = None
+    try:
+        frames.container.seek(max(0, int(target / stream.time_base)), stream=stream, backward=True)
+        for frame in frames.container.decode(stream):
+            if frame.time is None:
+                return None
+            if frame.time > target + 1e-6:
+                break
+            prev = frame
+    except av.error.FFmpegError:
+        return None
+    return None if prev is None else to_rgb(prev)
+
+
 def frames_at(path, times_s: Sequence[float]) -> list[np.ndarray]:
     """The frames a player shows at ``times_s`` (seconds, any order; past the end: the last frame), as
-    (H, W, 3) uint8 RGB arrays in the order given. One streamed pass over the file."""
+    (H, W, 3) uint8 RGB arrays in the order given. Each time is reached by seeking (a few thumbnails of a 2-hour
+    video decode a few GOPs, not the whole file); times a seek cannot serve exactly (before the first frame, files
+    without timestamps or index) fall back to one streamed pass over the file."""
     times = [float(t) for t in times_s]
     if any(not math.isfinite(t) or t < 0 for t in times):
         raise ValueError(f"frames_at: times must be finite and >= 0 seconds, got {times}")
-    order = sorted(range(len(times)), key=times.__getitem__)
     out: list = [None] * len(times)
     if not times:
         return out
     frames = _Frames(path)
     try:
-        for slot, (_, rgb) in zip(order, _frames_for_times(frames, (times[i] for i in order), lambda k, end: True)):
-            out[slot] = rgb
+        for i, t in enumerate(times):
+            out[i] = _seek_frame(frames, t)
     finally:
         frames.close()
+    missing = sorted((i for i in range(len(times)) if out[i] is None), key=times.__getitem__)
+    if missing:
+        frames = _Frames(path)
+        try:
+            for slot, (_, rgb) in zip(missing, _frames_for_times(frames, (times[i] for i in missing),
+                                                                 lambda k, end: True)):
+                out[slot] = rgb
+        finally:
+            frames.close()
     return out
