@@ -22,7 +22,8 @@ memory: the subprocess's max RSS (``ru_maxrss``, everything: interpreter, torch,
 ``torch.cuda.max_memory_allocated`` over the timed calls on CUDA.
 
 Rows accumulate in the results json (``--out``, default ``benchmarks/results_long_video.json``, written atomically
-after every row): a row replaces an older one with the same (device, threads, preset, model, mode, length).
+after every row): a row replaces an older one with the same (device, threads, preset, model, mode, length), except that
+a "skipped" row never replaces one that was run. Several runs may write to one file at once (a lock serialises them).
 
     python benchmarks/long_video.py                                 # everything (budget 25 min)
     python benchmarks/long_video.py --models mlvtg mlvtg-transformer --lengths 1024 4096
@@ -282,7 +283,8 @@ def load_results(path) -> dict:
 
 def save_results(path, run_info: dict, rows: list[dict]) -> dict:
     """Merge this run's info and rows into the results file (under a lock, so concurrent runs writing to one file
-    keep each other's rows; a row replaces an older one with the same key) and write it atomically."""
+    keep each other's rows; a row replaces an older one with the same key unless it is "skipped" and the older one
+    was run) and write it atomically."""
     import fcntl
 
     from vidmamba.utils import atomic_write_text
@@ -295,8 +297,14 @@ def save_results(path, run_info: dict, rows: list[dict]) -> dict:
         data = load_results(path)
         data["runs"] = [r for r in data["runs"] if r["started"] != run_info["started"]
                         or r["command"] != run_info["command"]] + [run_info]
-        mine = {(row_key(r), r.get("scenario")) for r in rows}
-        data["rows"] = [r for r in data["rows"] if (row_key(r), r.get("scenario")) not in mine] + rows
+        def key(r):
+            return row_key(r), r.get("scenario")
+
+        old = {key(r): r for r in data["rows"]}
+        # a "skipped" row (nothing was run) never replaces a row that was run
+        new = [r for r in rows if r["status"] != "skipped" or old.get(key(r), r)["status"] == "skipped"]
+        mine = {key(r) for r in new}
+        data["rows"] = [r for r in data["rows"] if key(r) not in mine] + new
         data["summary"] = summarize(data["rows"])
         atomic_write_text(path, json.dumps(data, indent=1) + "\n")
     return data

@@ -100,3 +100,17 @@ def test_plan_has_no_training_at_256k():
     assert [(j["length"], j["mode"]) for j in jobs] == [(1024, "infer"), (1024, "fwdbwd"), (262144, "infer")]
     args.models = ["hieramamba"]
     assert lv.plan(args)[-1] == dict(model="hieramamba", mode="infer", length=36000, scenario="mad")
+
+
+def test_save_merges_runs_and_never_lets_skipped_replace_a_measured_row(tmp_path):
+    out = tmp_path / "res.json"
+    run1, run2 = dict(started="t1", command="a"), dict(started="t2", command="b")
+    lv.save_results(out, run1, [_row("mlvtg", "infer", 16384, 2.0, 1000.0), _row("mlvtg", "infer", 65536, 8.0, 4e3)])
+    data = lv.save_results(out, run2, [_row("mlvtg", "infer", 16384, None, None, status="skipped"),
+                                       _row("mlvtg", "infer", 65536, None, None, status="timeout"),
+                                       _row("mlvtg", "fwdbwd", 1024, 1.0, 500.0)])
+    assert [r["command"] for r in data["runs"]] == ["a", "b"]
+    rows = _rows(out)
+    assert rows[("mlvtg", "infer", 16384)]["status"] == "ok"             # kept: the new row ran nothing
+    assert rows[("mlvtg", "infer", 65536)]["status"] == "timeout"        # replaced: the new row was run
+    assert len(rows) == 3 and data["summary"]["ratio_64k_over_16k"][0]["at_64k"] == "timeout"
