@@ -205,3 +205,27 @@ def test_synthetic_long_config_trains_and_evaluates(tmp_path, monkeypatch, model
     anno = Path(stored["data"]["annotations"])
     assert anno.parent.parent == tmp_path / "cache" / "synthetic_long"
     _check_evaluation(out, anno, "val", 10)
+
+
+def test_predict_from_feature_files_matches_evaluation(tmp_path):
+    """`vidmamba predict --video-features --query-features --fps` on an nlq checkpoint gives the windows that
+    `vidmamba evaluate` wrote for the same video and query; without --fps it is a clear error."""
+    root = make_snag(tmp_path / "data", 256, 768, lengths=(40, 72), queries=2, fps=30.0, clip_frames=8)
+    sets = [f"data.annotations={root / 'anno.json'}", f"data.video_features=[{root / 'video'}]",
+            f"data.text_features={root / 'text'}", "data.max_clips=48"]
+    config, run = CONFIGS / "hieramamba_ego4d.yaml", tmp_path / "run"
+    args = [a for s in sets + TINY_HIERAMAMBA + [f"train.out_dir={run}"] for a in ("--set", s)]
+    assert main(["train", str(config), *args]) == 0
+    assert main(["evaluate", str(config), "--ckpt", str(run), "--out", str(tmp_path / "eval"),
+                 *[a for s in sets for a in ("--set", s)]]) == 0
+    row = read_jsonl(tmp_path / "eval" / "val_preds.jsonl")[-1]
+    video = json.loads((root / "anno.json").read_text())["val"][row["vid"]]
+    base = ["predict", "--ckpt", str(run), "--video-features", str(root / "video" / f"{row['vid']}.npy"),
+            "--query-features", str(root / "text" / f"{row['qid']}.npy"), "--query", row["query"]]
+    with pytest.raises(ValueError, match="--fps"):
+        main(base)
+    out = tmp_path / "pred.json"
+    assert main(base + ["--fps", "30", "--duration", str(video["duration"]), "--out", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert got["query"] == row["query"] and got["windows"]
+    np.testing.assert_allclose(got["windows"], row["pred_relevant_windows"], rtol=1e-5, atol=1e-5)

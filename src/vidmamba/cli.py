@@ -50,13 +50,18 @@ def _cmd_predict(args) -> int:
 
     queries = list(args.queries) + list(args.query)
     if args.video_features is not None:  # pre-extracted features: one query
-        from vidmamba.engine.grounding import predict_features
+        from vidmamba.engine.experiments import FAMILIES, checkpoint_task, experiment_for
 
         if args.video is not None or args.query_features is None or len(queries) > 1 or args.plot:
             raise SystemExit("vidmamba predict --video-features F --query-features Q [--query TEXT]: takes no VIDEO, "
                              "one query text at most, no --plot, and needs --query-features")
-        result = predict_features(args.ckpt, args.video_features, args.query_features,
-                                  query=queries[0] if queries else "")
+        task = checkpoint_task(args.ckpt)
+        if FAMILIES[task].endswith(".action"):
+            raise SystemExit(f"vidmamba predict: {args.ckpt} is an action model (task {task}); score its data with "
+                             "vidmamba evaluate CONFIG --ckpt")
+        timing = {} if task != "nlq" else {"fps": args.fps, "duration": args.duration}
+        result = experiment_for({"task": task}).predict_features(
+            args.ckpt, args.video_features, args.query_features, query=queries[0] if queries else "", **timing)
         text = json.dumps(result, indent=2)
         if args.out:
             atomic_write_text(args.out, text)
@@ -171,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="one feature file per feature type of the config, in its order, listed or repeated (npz key "
                          "'features' (T, D); TVSum UMT: the _rgb.npy and _opt.npy files): predict from features")
     pr.add_argument("--query-features", type=Path, help="npz with key 'last_hidden_state' (or 'token') (L, D)")
+    pr.add_argument("--fps", type=float, help="frame rate of the video the features came from (nlq / SnAG "
+                                              "checkpoints: maps the feature grid to seconds)")
+    pr.add_argument("--duration", type=float, help="video length in seconds (nlq checkpoints; default: the span the "
+                                                   "features cover)")
     pr.add_argument("--out", "--json", dest="out", type=Path, help="also write the JSON here")
     pr.set_defaults(func=_cmd_predict)
 

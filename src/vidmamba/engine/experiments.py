@@ -29,3 +29,18 @@ def experiment_for(config: dict) -> ModuleType:
     if task not in FAMILIES:
         raise ValueError(f"config task {task!r} is not known; known tasks: {sorted(FAMILIES)}")
     return importlib.import_module(FAMILIES[task])
+
+
+def checkpoint_task(ckpt) -> str:
+    """The task of the experiment a local run / checkpoint folder was trained for (``DEFAULT_TASK`` for pretrained
+    folders and hub ids, which hold grounding models)."""
+    from pathlib import Path
+
+    from vidmamba.engine.checkpoint import META_FILE, Checkpoint, resolve_checkpoint
+
+    path = Path(ckpt)
+    folder = path / "best" if (path / "best").exists() else path
+    if not (folder / META_FILE).is_file():
+        return DEFAULT_TASK
+    config = Checkpoint(resolve_checkpoint(folder)).config.get("model", {})
+    return config.get("task", DEFAULT_TASK) if isinstance(config, dict) else DEFAULT_TASK

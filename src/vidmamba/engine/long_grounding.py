@@ -27,11 +27,12 @@ import copy
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from vidmamba.data.features import find_feature_file, load_feature_array
+from vidmamba.data.features import align_lengths, find_feature_file, load_feature_array
 from vidmamba.data.lighthouse import windows_to_foreground
 from vidmamba.data.snag import SnagDataset, SnagTrainDataset, grid_to_seconds
 from vidmamba.data.synthetic_long import SNAG_GRID, ensure_long_benchmark
@@ -316,3 +317,37 @@ def evaluate(ckpt, out_dir, split: str = "val", data: dict | None = None) -> tup
     atomic_write_text(out_dir / f"{split}_preds.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     atomic_write_text(out_dir / f"{split}_metrics.json", json.dumps(metrics, indent=4))
     return metrics, rows
+
+
+def predict_features(ckpt, video_feature_files, query_feature_file, query: str = "", *, fps: float | None = None,
+                     duration: float | None = None) -> dict:
+    """Moments for one video and one query from SnAG feature files, prepared as in training.
+
+    ``video_feature_files``: one ``.npy``/``.pt`` (T, C_i) per feature folder of the checkpoint's config, in its
+    order; ``query_feature_file``: the query's (L, D) text features. ``fps`` (frames per second of the video the
+    features came from) is required: it maps the feature grid back to seconds (``vidmamba.data.snag``).
+    ``duration`` defaults to the span the features cover. Returns ``{"query", "windows": [[start_s, end_s, score],
+    ...] (sorted by score), "fps", "duration"}``."""
+    if fps is None or not fps > 0:
+        raise ValueError("predicting with an nlq (SnAG) checkpoint needs the video's frame rate: pass --fps")
+    model, config = load_trained(ckpt)
+    data = config["data"]
+    files = list(video_feature_files) if isinstance(video_feature_files, (list, tuple)) else [video_feature_files]
+    if len(files) != len(data["video_dims"]):
+        raise ValueError(f"the checkpoint reads {len(data['video_dims'])} video feature file(s) per video "
+                         f"(widths {data['video_dims']}), got {len(files)}: {[str(f) for f in files]}")
+    arrays = [load_feature_array(f, dim=d, item="video features") for f, d in zip(files, data["video_dims"])]
+    video = np.concatenate(align_lengths(arrays, files, mode="pad_last", item="video features"), axis=1)
+    video = video[::data.get("downsample", 1)]
+    text = load_feature_array(query_feature_file, dim=data["text_dim"], item="query features")
+    if data.get("max_text_len"):
+        text = text[:data["max_text_len"]]
+    stride = data["clip_stride"] * data.get("downsample", 1)
+    if duration is None:
+        duration = ((len(video) - 1) * stride + data["clip_size"]) / fps
+    item = {"vid": Path(files[0]).stem, "fps": float(fps), "duration": float(duration),
+            "video": torch.from_numpy(np.ascontiguousarray(video)), "texts": [torch.from_numpy(text)],
+            "sentences": [query], "text_ids": ["query"], "segments": torch.zeros(1, 2),
+            "segments_grid": torch.zeros(1, 2)}
+    row = predict_rows(model, [SnagDataset.collate([item])], data)[0]
+    return {"query": query, "windows": row["pred_relevant_windows"], "fps": float(fps), "duration": float(duration)}
