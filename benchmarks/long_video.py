@@ -58,7 +58,7 @@ WARMUP_CLIPS = 1024
 REPEAT_BUDGET_S = 10.0
 QUERY_TOKENS = 20
 
-# model -> (family, YAML config whose `model:` section gives the real widths, tiny config for tests)
+# model -> (batch family, YAML config whose `model:` section gives the real widths); TINY: per-family test widths
 MODELS = {
     "hieramamba": ("snag", "configs/hieramamba_mad.yaml"),
     "hieramamba-transformer": ("snag", "configs/hieramamba_mad.yaml"),
@@ -76,7 +76,7 @@ TINY = {
 # the worker: one (model, length, mode) in this process
 # ---------------------------------------------------------------------------------------------------------------------
 def model_config(model: str, preset: str) -> dict:
-    """``build_model`` keyword arguments of ``model`` at ``preset`` ("real": its YAML config; "tiny": a few channels)."""
+    """``build_model`` keyword arguments of ``model`` at ``preset`` ("real": its YAML config; "tiny": few channels)."""
     family, path = MODELS[model]
     if preset == "tiny":
         return dict(TINY[family])
@@ -381,7 +381,7 @@ def run(args) -> dict:
         rows.append(row)
         run_info["loadavg_1_5_15min_end"] = [round(x, 2) for x in os.getloadavg()]
         run_info["wall_s"] = round(time.time() - t_start, 1)
-        data = save_results(args.out, run_info, rows)
+        save_results(args.out, run_info, rows)
         print(json.dumps({k: v for k, v in row.items() if k != "config"}), file=sys.stderr, flush=True)
     return save_results(args.out, run_info, rows)
 
@@ -408,7 +408,8 @@ def render(data: dict) -> str:
     lengths = sorted({r["length"] for r in rows})
     ratios = {tuple(e[k] for k in ("device", "threads", "preset", "model", "mode")): e
               for e in data.get("summary", summarize(data["rows"]))["ratio_64k_over_16k"]}
-    head = ["model", "device", "threads", "mode"] + [f"{n // 1024}k" if n % 1024 == 0 else str(n) for n in lengths] + ["64k/16k time"]
+    head = (["model", "device", "threads", "mode"] + [f"{n // 1024}k" if n % 1024 == 0 else str(n) for n in lengths]
+            + ["64k/16k time"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     series = sorted({row_key(r)[:-1] for r in rows}, key=lambda k: (k[0], k[2], k[1], k[3], MODES.index(k[4])))
     by_key = {row_key(r): r for r in rows}
@@ -419,7 +420,7 @@ def render(data: dict) -> str:
                                        + [str(ratio.get("time_ratio", "-"))]) + " |")
     for r in data["rows"]:
         if r.get("scenario") == "mad":
-            lines.append(f"\nMAD scenario ({r['model']}, {r['length']} clips, predict, {r['threads']} threads): "
+            lines.append(f"\nMAD scenario ({r['model']}, {r['length']} clips, predict, threads={r['threads']}): "
                          f"{_cell(r)}")
     return "\n".join(lines)
 

@@ -241,6 +241,9 @@ def test_defaults_follow_univtg():
     assert (c.w_fg, c.bg_weight, c.w_span, c.w_giou, c.w_sal_intra, c.w_sal_inter, c.tau) == \
         (10.0, 0.1, 10.0, 1.0, 0.05, 0.01, 0.07)
     assert (c.nms_threshold, c.max_windows, c.score_mode, c.num_layers, c.llm_refiner) == (0.7, 10, "add", 4, None)
+    # the graded-saliency additions are off by default: the default model (the demo's) has no extra head or loss
+    assert (c.post_saliency, c.w_sal_rank) == (False, 0.0)
+    assert MLVTG(MLVTGConfig(video_dim=8, text_dim=4, hidden_dim=8, num_layers=1)).post_saliency_head is None
 
 
 def test_bad_inputs_give_clear_errors():

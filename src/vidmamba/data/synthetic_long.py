@@ -5,7 +5,9 @@ sampler with hard negatives and distractors), with what long-video grounding nee
 thousands of 2-s clips (length log-uniform in ``[min_clips, max_clips]``), short events (``min_event_clips`` ..
 ``max_event_clips``) covering a small fraction of the video, and several queries per video. A query is asked only
 when its event occurs exactly once in the video (the SnAG format has one segment per query), so a video has at most
-``queries_per_video`` queries. Layout::
+``queries_per_video`` queries. Training videos may be drawn from their own length range and query count
+(``train_clips`` = [lo, hi], ``train_queries_per_video``; default: those of the val videos), e.g. many shorter videos
+dense with queries for training and few long haystacks for evaluation. Layout::
 
     <root>/meta.json            generator, version, every parameter, sizes, clip grid (written last)
     <root>/annotations.json     {"train"|"val": {vid: {"fps": 0.5, "duration", "num_clips",
@@ -50,14 +52,35 @@ LONG_PARAMS: dict = dict(
     max_event_clips=10,
     queries_per_video=8,
     event_coverage=(0.04, 0.1),
+    train_clips=None,  # [lo, hi] clips of the training videos (default [min_clips, max_clips])
+    train_queries_per_video=None,  # default queries_per_video
 )
+SPLIT_KEYS = ("train_clips", "train_queries_per_video")  # per-split overrides, resolved here (not in synthetic.py)
 
 
 def _resolve(params: dict) -> dict:
     unknown = set(params) - set(LONG_PARAMS)
     if unknown:
         raise TypeError(f"unknown long synthetic benchmark parameter(s): {sorted(unknown)}")
-    return _resolve_params({**LONG_PARAMS, **params})
+    merged = {**LONG_PARAMS, **params}
+    p = _resolve_params({k: v for k, v in merged.items() if k not in SPLIT_KEYS})
+    clips, queries = merged["train_clips"], merged["train_queries_per_video"]
+    if clips is not None:
+        clips = [int(c) for c in clips]
+        if not (len(clips) == 2 and 2 <= clips[0] <= clips[1]):
+            raise ValueError(f"train_clips must be [lo, hi] with 2 <= lo <= hi, got {merged['train_clips']!r}")
+    if queries is not None and not 1 <= int(queries) < p["num_verbs"] * p["num_objects"]:
+        raise ValueError(f"train_queries_per_video must be in [1, num_verbs * num_objects), got {queries!r}")
+    return {**p, "train_clips": clips, "train_queries_per_video": None if queries is None else int(queries)}
+
+
+def _split_params(p: dict, split: str) -> dict:
+    """``p`` with ``min_clips`` / ``max_clips`` / ``queries_per_video`` of ``split`` (the train overrides applied)."""
+    if split != "train":
+        return p
+    lo, hi = p["train_clips"] or (p["min_clips"], p["max_clips"])
+    return {**p, "min_clips": lo, "max_clips": hi, "queries_per_video": p["train_queries_per_video"] or
+            p["queries_per_video"]}
 
 
 def _video_length(p: dict, rng: np.random.Generator) -> int:
@@ -66,12 +89,12 @@ def _video_length(p: dict, rng: np.random.Generator) -> int:
 
 
 def _generate_split(world: _World, base: dict, split: str, split_id: int, root: Path) -> dict:
-    videos = {}
+    videos, p = {}, _split_params(base, split)
     for vi in range(base[f"num_{split}"]):
         rng = np.random.default_rng(np.random.SeedSequence([base["seed"], 0x10A6, split_id, vi]))
-        T = _video_length(base, rng)
-        world.p = {**base, "min_clips": T, "max_clips": T}  # the shared event sampler reads the length from here
-        T, placed, targets, latent, noise, _ = _make_video(world, base["queries_per_video"], rng)
+        T = _video_length(p, rng)
+        world.p = {**p, "min_clips": T, "max_clips": T}  # the shared event sampler reads the length from here
+        T, placed, targets, latent, noise, _ = _make_video(world, p["queries_per_video"], rng)
         vid = f"long_{split}_{vi:05d}"
         np.save(root / "video" / f"{vid}.npy", world.render([latent], [noise])[0])
         annotations = []

@@ -91,18 +91,12 @@ def _ssd_scan_chunked(x, dt, A, B, C, D, z, dt_bias, dt_softplus, mask, chunk_si
     return _finish(y, x, D, z, mask, out_dtype), last
 
 
-def _segsum(a):
-    """a (..., T) -> (..., T, T): [i, j] = a[j+1] + ... + a[i] for i >= j (0 on the diagonal), 0 for i < j.
-
-    A masked cumsum of the increments themselves (no difference of two long cumsums, so no cancellation and never
-    an infinity); with a <= 0 every entry is <= 0 and exp() of it is a decay in [0, 1]."""
-    T = a.shape[-1]
-    strict = torch.ones(T, T, dtype=torch.bool, device=a.device).tril(-1)
-    return torch.where(strict, a.unsqueeze(-1), 0).cumsum(-2)
-
-
 def _ssd_core(x, dt, A, B, C, chunk_size):
-    """x (b, l, h, p), dt (b, l, h) (final, masked), A (h,), B, C (b, l, g, n); all in the compute dtype."""
+    """x (b, l, h, p), dt (b, l, h) (final, masked), A (h,), B, C (b, l, g, n); all in the compute dtype.
+
+    Decays are exp of differences of within-chunk cumulative sums of ``dt * A <= 0`` (as mamba_ssm's kernels): the
+    pairs i < j are set to -inf before exp, so every decay lies in [0, 1] and nothing overflows. Heads sharing a
+    group are laid side by side (``hg * p`` columns), so the state matmuls need no broadcast copies of B or C."""
     bsz, length, nheads, hdim = x.shape
     g, n = B.shape[2], B.shape[3]
     hg = nheads // g
@@ -112,26 +106,28 @@ def _ssd_core(x, dt, A, B, C, chunk_size):
     if pad:                                   # dt = 0, x = 0 at the tail: identity steps, final state unchanged
         x, B, C = (F.pad(t, (0, 0, 0, 0, 0, pad)) for t in (x, B, C))
         dt = F.pad(dt, (0, 0, 0, pad))
-    X = (x * dt[..., None]).view(bsz, nc, T, g, hg, hdim).permute(0, 1, 3, 4, 2, 5)   # (b, c, g, hg, T, p)
-    a = (dt * A).view(bsz, nc, T, g, hg).permute(0, 1, 3, 4, 2)                       # (b, c, g, hg, T), <= 0
-    Bc, Cc = (M.view(bsz, nc, T, g, n).permute(0, 1, 3, 2, 4).unsqueeze(3) for M in (B, C))  # (b, c, g, 1, T, n)
+    X = (x * dt[..., None]).view(bsz, nc, T, g, hg, hdim)                     # (b, c, T, g, hg, p)
+    Bc, Cc = (M.view(bsz, nc, T, g, n).transpose(2, 3) for M in (B, C))        # (b, c, g, T, n)
+    cs = (dt * A).view(bsz, nc, T, g, hg).permute(0, 1, 3, 4, 2).cumsum(-1)   # (b, c, g, hg, T), non-increasing
 
-    T_idx = torch.arange(T, device=x.device)
-    decay = torch.where(T_idx[:, None] >= T_idx, torch.exp(_segsum(a)), 0)     # (b, c, g, hg, T, T)
-    # 1. intra-chunk: y_i += sum_{j <= i} (C_i . B_j) exp(a_{j+1} + ... + a_i) dt_j x_j
-    y = ((Cc @ Bc.transpose(-1, -2)) * decay) @ X                              # (b, c, g, hg, T, p)
-    # 2. state at each chunk end from that chunk's inputs alone: sum_j exp(a_{j+1} + ... + a_{T-1}) dt_j x_j B_j^T
-    states = (X * decay[..., -1, :, None]).transpose(-1, -2) @ Bc             # (b, c, g, hg, p, n)
+    # 1. intra-chunk: y_i += sum_{j <= i} (C_i . B_j) exp(cs_i - cs_j) dt_j x_j
+    causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+    decay = (cs[..., :, None] - cs[..., None, :]).masked_fill_(~causal, -torch.inf).exp_()   # (b, c, g, hg, T, T)
+    y = (decay * (Cc @ Bc.transpose(-1, -2)).unsqueeze(3)) @ X.permute(0, 1, 3, 4, 2, 5)   # (b, c, g, hg, T, p)
+    y = y.permute(0, 1, 4, 2, 3, 5)                                                        # (b, c, T, g, hg, p)
+    # 2. state at each chunk end from that chunk's inputs alone: sum_j exp(cs_{T-1} - cs_j) dt_j x_j B_j^T
+    to_end = torch.exp(cs[..., -1:] - cs).permute(0, 1, 4, 2, 3)[..., None]                # (b, c, T, g, hg, 1)
+    states = (X * to_end).flatten(-2).transpose(2, 3).transpose(-1, -2) @ Bc                # (b, c, g, hg*p, n)
     # 3. recurrence over chunks: state entering chunk c
-    chunk_decay = torch.exp(a.sum(-1))[..., None, None]                        # (b, c, g, hg, 1, 1)
-    h = x.new_zeros(bsz, g, hg, hdim, n)
+    chunk_decay = torch.exp(cs[..., -1]).repeat_interleave(hdim, -1)[..., None]            # (b, c, g, hg*p, 1)
+    h = x.new_zeros(bsz, g, hg * hdim, n)
     entering = []
     # unbind, not [:, c]: per-step indexing would give an O(nc^2) backward (a full-size zero grad per chunk)
     for decay_c, states_c in zip(chunk_decay.unbind(1), states.unbind(1)):
         entering.append(h)
         h = decay_c * h + states_c
-    # 4. contribution of the entering state: exp(a_0 + ... + a_i) C_i . h
-    h_in = torch.stack(entering, dim=1)                                        # (b, c, g, hg, p, n)
-    y = y + (Cc @ h_in.transpose(-1, -2)) * torch.exp(a.cumsum(-1))[..., None]
-    y = y.permute(0, 1, 4, 2, 3, 5).reshape(bsz, nc * T, nheads, hdim)[:, :length]
-    return y, h.reshape(bsz, nheads, hdim, n)
+    # 4. contribution of the entering state: exp(cs_i) C_i . h
+    h_in = torch.stack(entering, dim=1)                                                    # (b, c, g, hg*p, n)
+    y_state = (Cc @ h_in.transpose(-1, -2)).transpose(2, 3).unflatten(-1, (hg, hdim))     # (b, c, T, g, hg, p)
+    y = y + y_state * torch.exp(cs).permute(0, 1, 4, 2, 3)[..., None]
+    return y.reshape(bsz, nc * T, nheads, hdim)[:, :length], h.reshape(bsz, nheads, hdim, n)
