@@ -89,3 +89,25 @@ def test_cache_reuse(tmp_path, monkeypatch):
     assert ensure_long_benchmark(**{**params, "seed": 9}) != root
     with pytest.raises(TypeError, match="unknown long synthetic benchmark parameter"):
         ensure_long_benchmark(num_videos=3)
+
+
+def test_training_videos_have_their_own_lengths_and_query_count(tmp_path):
+    """``train_clips`` / ``train_queries_per_video`` shape the train split only; val keeps min/max_clips and
+    queries_per_video."""
+    root = generate_long_benchmark(tmp_path / "b", **{**SMALL, "num_train": 3, "num_val": 2, "min_clips": 1000,
+                                                         "max_clips": 3000, "train_clips": [100, 150],
+                                                         "train_queries_per_video": 14})
+    splits = read_snag_json(root / "annotations.json")
+    assert all(100 <= v.num_clips <= 150 for v in splits["train"])
+    assert all(1000 <= v.num_clips <= 3000 and len(v.queries) <= 5 for v in splits["val"])
+    counts = [len(v.queries) for v in splits["train"]]
+    assert max(counts) <= 14 and sum(counts) > 3 * 5  # denser than queries_per_video allows
+    assert read_long_meta(root)["params"]["train_clips"] == [100, 150]
+
+
+@pytest.mark.parametrize("bad, match", [({"train_clips": [300, 200]}, "train_clips"),
+                                        ({"train_clips": [1]}, "train_clips"),
+                                        ({"train_queries_per_video": 100}, "train_queries_per_video")])
+def test_bad_split_parameters_are_named(tmp_path, bad, match):
+    with pytest.raises(ValueError, match=match):
+        generate_long_benchmark(tmp_path / "b", **{**SMALL, **bad})

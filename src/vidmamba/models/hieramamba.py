@@ -66,7 +66,9 @@ class HieraMambaBackboneConfig(ModelConfig):
     max_seq_len: length of the position table, in clips after ``stride``; longer samples use it interpolated.
     use_abs_pe: add ``sinusoid / sqrt(D)`` at valid positions.
     anchor_stride: clips per anchor window (``s``; 2 in every released config).
-    d_state, d_conv, expand, headdim, chunk_size: Hydra shape (official 64, 7, 2, 64; chunk 256).
+    d_state, d_conv, expand, headdim, chunk_size: Hydra shape (official 64, 7, 2, 64). The SSD chunk is a tiling choice
+        that changes only rounding (official 256, a GPU kernel tile); 64 is the fastest measured on CPU
+        (``benchmarks/profile_inference.py``).
     mixer: "hydra" (HieraMamba) or "attention" (transformer twin: Hydra replaced by masked global self-attention of
         the same width with ``mixer_heads`` heads, default ``expand * D / headdim`` like Hydra's head count).
     local_window, local_window_blocks: window of the local encoder's attention in blocks ``< local_window_blocks``;
@@ -91,7 +93,7 @@ class HieraMambaBackboneConfig(ModelConfig):
     d_conv: int = 7
     expand: int = 2
     headdim: int = 64
-    chunk_size: int = 256
+    chunk_size: int = 64
     mixer: str = "hydra"
     mixer_heads: int | None = None
     local_window: int = 5
