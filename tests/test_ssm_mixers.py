@@ -445,6 +445,23 @@ def test_masked_conv_matches_plain_conv(k):
         torch.testing.assert_close(out[:1], conv(x[:1]))
 
 
+@pytest.mark.parametrize("mode", ["causal", "same"])
+def test_masked_conv_without_bias_gradients_match_plain_conv(mode):
+    """The shifted multiply-add conv gives F.conv1d's values and gradients (input, weight) without a bias too."""
+    torch.manual_seed(0)
+    conv = MaskedDepthwiseConv1d(6, 5, bias=False, mode=mode).double()
+    x = torch.randn(2, 6, 11, dtype=torch.float64, requires_grad=True)
+    left = 4 if mode == "causal" else 2
+    ref = F.conv1d(F.pad(x, (left, 4 - left)), conv.weight, groups=6)
+    out = conv(x)
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(ref)
+    grads = torch.autograd.grad(out, (x, conv.weight), g)
+    ref_grads = torch.autograd.grad(ref, (x, conv.weight), g)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b)
+
+
 def test_rmsnorms():
     torch.manual_seed(0)
     y, z = torch.randn(3, 8, dtype=torch.float64), torch.randn(3, 8, dtype=torch.float64)

@@ -7,7 +7,7 @@ import pytest
 
 from vidmamba.data.ek100 import EK100Dataset, read_ek100_annotations, read_ek100_classes
 from vidmamba.data.questions import QuestionGenerator, leaked_words, tokenize
-from vidmamba.data.synthetic_action import PLACES, ensure_action_benchmark, generate_action_benchmark, read_action_meta
+from vidmamba.data.synthetic_action import PLACES, ensure_action_benchmark, generate_action_benchmark, read_meta
 from vidmamba.engine import action
 
 SMALL = dict(num_train=300, num_val=150, num_verbs=4, num_groups=3, group_size=3, min_frames=6, max_frames=10,
@@ -60,7 +60,7 @@ def test_ek100_readers_serve_it_and_the_design_holds(small):
     assert len(ds) == SMALL["num_train"] and len(verbs) == 4 and len(nouns) == 9
     lengths = {ds[i]["video"].shape[0] for i in range(40)}
     assert min(lengths) >= 6 and max(lengths) <= 10 and len(lengths) > 1
-    meta = read_action_meta(small)
+    meta = read_meta(small)
     # opposite verbs: the same two primitives in reverse order
     prims = [tuple(v["primitives"]) for v in meta["verbs"]]
     assert prims[1] == prims[0][::-1] and prims[3] == prims[2][::-1]

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vidmamba.data.cache import default_cache_dir
 from vidmamba.utils import atomic_write_text
 
 MODELS = {"mlvtg": "MLVTG (Mamba aligner)", "mlvtg-transformer": "transformer twin",
@@ -30,10 +31,6 @@ TABLE_METRICS = ["MR-full-R1@0.5", "MR-full-R1@0.7", "MR-full-mAP", "HL-min-Very
 DEMO_MODEL = {"hidden_dim": 64, "num_layers": 2, "input_dropout": 0.1, "drop_path": 0.0}
 DEMO_TRAIN = {"epochs": 5, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 1,
               "schedule": "cosine", "grad_clip": 1.0, "eval_every": 5, "progress": False, "seed": 0}
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("VIDMAMBA_CACHE", Path.home() / ".cache" / "vidmamba"))
 
 
 def find_shared_data() -> Path | None:
@@ -128,7 +125,7 @@ def run_demo(out_dir: Path, threads: int | None = None) -> dict:
     start = time.perf_counter()
     torch.set_num_threads(threads or os.cpu_count() or 1)
     out_dir = Path(out_dir)
-    bench = ensure_grounding_benchmark(cache_dir() / f"synthetic_grounding_v{GENERATOR_VERSION}")
+    bench = ensure_grounding_benchmark(default_cache_dir() / f"synthetic_grounding_v{GENERATOR_VERSION}")
     gt_rows = read_jsonl(bench / "val.jsonl", GroundTruthError)
     print(f"synthetic grounding benchmark: {bench} ({time.perf_counter() - start:.1f} s)")
 

@@ -32,13 +32,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from vidmamba.data.cache import build_atomically, meta_matches, read_meta
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -53,6 +52,7 @@ __all__ = [
     "save_npz_deterministic",
 ]
 
+GENERATOR = "vidmamba.data.synthetic.grounding"
 GENERATOR_VERSION = 1
 CLIP_LEN = 2.0  # seconds per clip, as in QVHighlights
 
@@ -420,7 +420,7 @@ def _generate_split(world: _World, split: str, split_id: int, num_queries: int, 
 
 
 def _meta(p: dict, world: _World | None = None, sizes: dict | None = None) -> dict:
-    m = {"generator": "vidmamba.data.synthetic.grounding", "version": GENERATOR_VERSION, "seed": p["seed"],
+    m = {"generator": GENERATOR, "version": GENERATOR_VERSION, "seed": p["seed"],
          "params": p, "clip_len": CLIP_LEN,
          "dims": {"video": p["video_dim"], "text": p["text_dim"]},
          "format": {"video": "video/<vid>.npz:features", "text": "text/qid<qid>.npz:last_hidden_state",
@@ -446,18 +446,8 @@ def _write_into(root: Path, p: dict) -> None:
                                     encoding="utf-8")
 
 
-def read_meta(root) -> dict | None:
-    """The parsed ``meta.json`` of a benchmark folder, or None if absent / unreadable."""
-    try:
-        return json.loads((Path(root) / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def _meta_matches(root: Path, p: dict) -> bool:
-    m = read_meta(root)
-    return (m is not None and m.get("generator") == "vidmamba.data.synthetic.grounding"
-            and m.get("version") == GENERATOR_VERSION and m.get("params") == p)
+    return meta_matches(root, GENERATOR, GENERATOR_VERSION, p)
 
 
 def generate_grounding_benchmark(root, **params) -> Path:
@@ -470,28 +460,7 @@ def generate_grounding_benchmark(root, **params) -> Path:
     (byte-identical files for the same parameters). The folder is built next to ``root`` and renamed into place.
     """
     p = _resolve_params(params)
-    root = Path(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.tmp-"))
-    try:
-        _write_into(tmp, p)
-        if root.exists():
-            trash = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.old-"))
-            os.replace(root, trash / "old")
-            try:
-                os.replace(tmp, root)
-            finally:
-                shutil.rmtree(trash, ignore_errors=True)
-        else:
-            try:
-                os.replace(tmp, root)
-            except OSError:  # another process created it meanwhile
-                if not _meta_matches(root, p):
-                    raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    return build_atomically(root, lambda tmp: _write_into(tmp, p), lambda r: _meta_matches(r, p))
 
 
 def ensure_grounding_benchmark(cache_dir, **params) -> Path:

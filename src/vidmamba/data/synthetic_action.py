@@ -36,21 +36,19 @@ re-uses a cached copy (e.g. under ``$VIDMAMBA_CACHE``) whose ``meta.json`` match
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from vidmamba.data.cache import build_atomically, meta_matches, params_cache_dir, read_meta
 from vidmamba.utils import atomic_write_text
 
 __all__ = ["GENERATOR_VERSION", "DEFAULT_PARAMS", "VERB_PAIRS", "NOUN_GROUPS", "PLACES", "generate_action_benchmark",
-           "ensure_action_benchmark", "read_action_meta", "default_cache_dir"]
+           "ensure_action_benchmark", "read_meta"]
 
+GENERATOR = "vidmamba.data.synthetic_action"
 GENERATOR_VERSION = 1
 FPS = 2.0  # feature rows per second of the synthetic timestamps
 
@@ -67,11 +65,6 @@ DEFAULT_PARAMS = dict(num_train=2000, num_val=600, num_verbs=12, num_groups=6, g
                       max_frames=24, video_dim=64, latent_dim=16, hidden_dim=64, verb_visibility=0.7,
                       noun_visibility=0.6, distractor_prob=0.3, context_reliability=0.9, obs_noise=0.3,
                       segments_per_video=20, seed=0)
-
-
-def default_cache_dir() -> Path:
-    """``$VIDMAMBA_CACHE`` (default ``~/.cache/vidmamba``)."""
-    return Path(os.environ.get("VIDMAMBA_CACHE", Path.home() / ".cache" / "vidmamba"))
 
 
 def _resolve_params(params: dict) -> dict:
@@ -195,7 +188,7 @@ def _write_split(world: _World, split_id: int, n: int, root: Path) -> str:
 
 
 def _meta(p: dict, world: _World) -> dict:
-    return {"generator": "vidmamba.data.synthetic_action", "version": GENERATOR_VERSION, "params": p, "fps": FPS,
+    return {"generator": GENERATOR, "version": GENERATOR_VERSION, "params": p, "fps": FPS,
             "verbs": [{"key": name, "primitives": list(prims)} for name, prims in world.verbs],
             "nouns": [{"key": name, "group": g, "home": " ".join(PLACES[h])} for (name, g), h
                       in zip(world.nouns, world.homes)],
@@ -218,49 +211,20 @@ def _write_into(root: Path, p: dict) -> None:
     atomic_write_text(root / "meta.json", json.dumps(_meta(p, world), indent=1, sort_keys=True) + "\n")
 
 
-def read_action_meta(root) -> dict | None:
-    """The parsed ``meta.json`` of a benchmark folder, or None if absent / unreadable."""
-    try:
-        return json.loads((Path(root) / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def _meta_matches(root: Path, p: dict) -> bool:
-    m = read_action_meta(root)
-    return (m is not None and m.get("generator") == "vidmamba.data.synthetic_action"
-            and m.get("version") == GENERATOR_VERSION and m.get("params") == p)
+    return meta_matches(root, GENERATOR, GENERATOR_VERSION, p)
 
 
 def generate_action_benchmark(root, **params) -> Path:
     """Generate the benchmark (parameters: :data:`DEFAULT_PARAMS`, keyword-only) into ``root``, replacing what is
     there; built in a sibling temp folder and renamed into place. Returns ``root``."""
     p = _resolve_params(params)
-    root = Path(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.tmp-"))
-    try:
-        _write_into(tmp / "data", p)
-        if root.exists():
-            os.replace(root, tmp / "old")
-        try:
-            os.replace(tmp / "data", root)
-        except OSError:  # another process created it meanwhile
-            if not _meta_matches(root, p):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    return build_atomically(root, lambda tmp: _write_into(tmp, p), lambda r: _meta_matches(r, p))
 
 
 def ensure_action_benchmark(cache_dir=None, **params) -> Path:
     """``cache_dir`` (default ``$VIDMAMBA_CACHE/synthetic_action/<hash of params>``) holding the benchmark for
     ``params``: re-used when its ``meta.json`` matches, generated otherwise."""
     p = _resolve_params(params)
-    if cache_dir is None:
-        digest = hashlib.sha256(json.dumps(p, sort_keys=True).encode()).hexdigest()[:12]
-        cache_dir = default_cache_dir() / "synthetic_action" / f"v{GENERATOR_VERSION}-{digest}"
-    root = Path(cache_dir)
-    if _meta_matches(root, p):
-        return root
-    return generate_action_benchmark(root, **params)
+    root = Path(cache_dir) if cache_dir is not None else params_cache_dir("synthetic_action", GENERATOR_VERSION, p)
+    return root if _meta_matches(root, p) else generate_action_benchmark(root, **params)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .synthetic import CLIP_LEN, DEFAULT_PARAMS, _make_video, _resolve_params, _World
-from .synthetic_action import default_cache_dir
+from .cache import default_cache_dir
 
 __all__ = ["LONG_GENERATOR_VERSION", "LONG_PARAMS", "SNAG_GRID", "generate_long_benchmark", "ensure_long_benchmark",
            "read_long_meta"]

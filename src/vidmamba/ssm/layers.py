@@ -17,9 +17,10 @@ CONV_MODES = ("causal", "same")
 def masked_fill_pads(x: torch.Tensor, mask: torch.Tensor | None, time_dim: int) -> torch.Tensor:
     """Zero ``x`` at padded steps. ``mask`` (b, l) is broadcast along every dim except batch and ``time_dim``.
 
-    Uses ``masked_fill`` (not a multiply), so non-finite junk at pads is removed too.
+    Uses ``masked_fill`` (not a multiply), so non-finite junk at pads is removed too. Returns ``x`` itself when there
+    is nothing to zero: no mask, or (on CPU, where the check costs no device sync) a mask without pads.
     """
-    if mask is None:
+    if mask is None or (mask.device.type == "cpu" and bool(mask.all())):
         return x
     time_dim = time_dim % x.dim()
     shape = [1] * x.dim()

@@ -14,18 +14,12 @@ from typing import Sequence
 
 import torch
 
+from vidmamba.data.cache import default_cache_dir
 from vidmamba.data.collate import pad_sequences
 from vidmamba.data.features import l2_normalize
 from vidmamba.data.lighthouse import get_dataset_spec
 from vidmamba.video.encoders import ClipEncoder
 from vidmamba.video.extract import VIDEO_FEATURES, cache_key, features_for, file_digest_checked
-
-
-def default_cache_dir() -> Path:
-    """``$VIDMAMBA_CACHE``, else ``$XDG_CACHE_HOME/vidmamba``, else ``~/.cache/vidmamba``."""
-    if os.environ.get("VIDMAMBA_CACHE"):
-        return Path(os.environ["VIDMAMBA_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vidmamba"
 
 
 def check_encoder_matches(ckpt, data: dict, encoder: ClipEncoder) -> None:
