@@ -26,7 +26,8 @@ Generative model (one seeded "world" shared by both splits, one independent seed
   event's core and where both verb and object are visible.
 
 Lengths are parameters: the defaults give QVHighlights-like clips (32..150 clips, events of 2..30 clips, one query per
-video); ``LONG_VIDEO_PRESET`` gives videos of thousands of clips with short "needle" events and several queries each.
+video); :mod:`vidmamba.data.synthetic_long` re-uses this world for videos of thousands of clips with short "needle"
+events and several queries each, in the SnAG format.
 """
 from __future__ import annotations
 
@@ -43,7 +44,6 @@ __all__ = [
     "GENERATOR_VERSION",
     "CLIP_LEN",
     "DEFAULT_PARAMS",
-    "LONG_VIDEO_PRESET",
     "VERBS",
     "OBJECTS",
     "generate_grounding_benchmark",
@@ -107,19 +107,6 @@ DEFAULT_PARAMS: dict = dict(
     obs_noise=0.25,  # observation noise std, relative to the std of the clean features
     seed=0,
 )
-
-# Long videos (thousands of clips) with short needle events and several queries per video.
-LONG_VIDEO_PRESET: dict = dict(
-    num_train=400,
-    num_val=80,
-    min_clips=1000,
-    max_clips=4000,
-    min_event_clips=2,
-    max_event_clips=10,
-    queries_per_video=8,
-    event_coverage=(0.05, 0.15),
-)
-
 
 # Scales of the latent clip state (std per latent dimension) and of the visibility chain. Changing them changes the
 # benchmark: bump GENERATOR_VERSION.
