@@ -11,6 +11,7 @@ Models and inputs are those of ``benchmarks/long_video.py`` (real widths from th
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import pathlib
 import subprocess
@@ -56,7 +57,6 @@ def worker(model_name: str, length: int, save_dir: str | None, compare_dir: str 
     name = f"{model_name}_{length}.pt"
     if save_dir:
         from vidmamba.utils import atomic_write_bytes
-        import io
 
         buf = io.BytesIO()
         torch.save(out, buf)
