@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     ap.add_argument("--epochs", type=int, help="override train.epochs of the config")
-    ap.add_argument("--twin-window", type=int, help="eval window of the transformer twin (clips; default: data.max_clips)")
+    ap.add_argument("--twin-window", type=int, help="eval window of the twin (clips; default data.max_clips)")
     ap.add_argument("--threads", type=int, default=2, help="intra-op threads per model process")
     ap.add_argument("--parallel", action="store_true", help="train the models at the same time, one process each")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
