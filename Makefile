@@ -1,5 +1,6 @@
 # Two entry points: `make demo` (the built-in demo) and `make test` (the whole suite).
-# Both create a local virtual environment in .venv with the CPU build of torch.
+# Both create a local virtual environment in .venv with the CPU build of torch; the demo installs only what it needs
+# (the core + matplotlib), the tests add the extras they exercise (video, web demo, LLM, test tools).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -7,19 +8,24 @@ TORCH_PIN := torch==2.13.0
 
 .PHONY: demo test bench clean
 
-$(VENV)/.installed: pyproject.toml Makefile
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH_PIN)
-	$(BIN)/python -m pip install --quiet -e '.[dev,plot,video,demo]' $(TORCH_PIN)
+
+$(VENV)/.installed-%: pyproject.toml Makefile | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]' $(TORCH_PIN)
 	touch $@
 
-demo: $(VENV)/.installed
+$(VENV)/.installed-demo: EXTRAS = plot
+$(VENV)/.installed-test: EXTRAS = dev,plot,video,demo
+
+demo: $(VENV)/.installed-demo
 	$(BIN)/vidmamba demo
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -n 2 -q
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/scan.py
 
 clean:
