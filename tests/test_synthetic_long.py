@@ -7,7 +7,7 @@ import pytest
 
 from vidmamba.data.snag import SnagDataset, read_snag_json
 from vidmamba.data.synthetic import generate_grounding_benchmark
-from vidmamba.data.synthetic_long import SNAG_GRID, ensure_long_benchmark, generate_long_benchmark, read_long_meta
+from vidmamba.data.synthetic_long import SNAG_GRID, ensure_long_benchmark, generate_long_benchmark, read_meta
 
 SMALL = dict(num_train=4, num_val=2, min_clips=200, max_clips=3000, min_event_clips=2, max_event_clips=6,
              queries_per_video=5, video_dim=12, text_dim=8, latent_dim=8, hidden_dim=16, seed=7)
@@ -37,7 +37,7 @@ def test_deterministic_and_leaves_the_short_benchmark_unchanged(bench, tmp_path)
 
 
 def test_long_videos_with_needle_events(bench):
-    meta = read_long_meta(bench)
+    meta = read_meta(bench)
     splits = read_snag_json(bench / "annotations.json")
     assert {s: len(v) for s, v in splits.items()} == {"train": 4, "val": 2} and meta["grid"] == SNAG_GRID
     lengths = []
@@ -102,7 +102,7 @@ def test_training_videos_have_their_own_lengths_and_query_count(tmp_path):
     assert all(1000 <= v.num_clips <= 3000 and len(v.queries) <= 5 for v in splits["val"])
     counts = [len(v.queries) for v in splits["train"]]
     assert max(counts) <= 14 and sum(counts) > 3 * 5  # denser than queries_per_video allows
-    assert read_long_meta(root)["params"]["train_clips"] == [100, 150]
+    assert read_meta(root)["params"]["train_clips"] == [100, 150]
 
 
 @pytest.mark.parametrize("bad, match", [({"train_clips": [300, 200]}, "train_clips"),

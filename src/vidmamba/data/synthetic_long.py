@@ -20,21 +20,17 @@ Output is a pure function of the parameters; :func:`ensure_long_benchmark` cache
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .synthetic import CLIP_LEN, DEFAULT_PARAMS, _make_video, _resolve_params, _World
-from .cache import default_cache_dir
+from .cache import build_atomically, meta_matches, params_cache_dir, read_meta
 
 __all__ = ["LONG_GENERATOR_VERSION", "LONG_PARAMS", "SNAG_GRID", "generate_long_benchmark", "ensure_long_benchmark",
-           "read_long_meta"]
+           "read_meta"]
 
 LONG_GENERATOR_VERSION = 1
 GENERATOR = "vidmamba.data.synthetic_long"
@@ -122,18 +118,21 @@ def _meta(p: dict, sizes: dict | None = None) -> dict:
     return m
 
 
-def read_long_meta(root) -> dict | None:
-    """The parsed ``meta.json`` of a long benchmark folder, or None if absent / unreadable."""
-    try:
-        return json.loads((Path(root) / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def _matches(root: Path, p: dict) -> bool:
-    m = read_long_meta(root)
-    return m is not None and m.get("generator") == GENERATOR and m.get("version") == LONG_GENERATOR_VERSION \
-        and m.get("params") == p
+    return meta_matches(root, GENERATOR, LONG_GENERATOR_VERSION, p)
+
+
+def _write_into(root: Path, p: dict) -> None:
+    (root / "video").mkdir(parents=True)
+    (root / "text").mkdir()
+    world = _World(p)
+    splits = {split: _generate_split(world, p, split, i + 1, root) for i, split in enumerate(("train", "val"))}
+    (root / "annotations.json").write_text(json.dumps(splits, indent=1) + "\n", encoding="utf-8")
+    sizes = {f"{s}_{k}": n for s, vids in splits.items() for k, n in (
+        ("videos", len(vids)), ("queries", sum(len(v["annotations"]) for v in vids.values())),
+        ("clips", sum(v["num_clips"] for v in vids.values())))}
+    # meta.json last: its presence marks a complete benchmark
+    (root / "meta.json").write_text(json.dumps(_meta(p, sizes), indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def generate_long_benchmark(root, **params) -> Path:
@@ -144,27 +143,7 @@ def generate_long_benchmark(root, **params) -> Path:
     and renamed into place (``meta.json`` written last marks it complete).
     """
     p = _resolve(params)
-    root = Path(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.tmp-"))
-    try:
-        (tmp / "video").mkdir()
-        (tmp / "text").mkdir()
-        world = _World(p)
-        splits = {split: _generate_split(world, p, split, i + 1, tmp) for i, split in enumerate(("train", "val"))}
-        (tmp / "annotations.json").write_text(json.dumps(splits, indent=1) + "\n", encoding="utf-8")
-        sizes = {f"{s}_{k}": n for s, vids in splits.items() for k, n in (
-            ("videos", len(vids)), ("queries", sum(len(v["annotations"]) for v in vids.values())),
-            ("clips", sum(v["num_clips"] for v in vids.values())))}
-        (tmp / "meta.json").write_text(json.dumps(_meta(p, sizes), indent=1, sort_keys=True) + "\n",
-                                       encoding="utf-8")
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    return build_atomically(root, lambda tmp: _write_into(tmp, p), lambda r: _matches(r, p))
 
 
 def ensure_long_benchmark(cache_dir=None, **params) -> Path:
@@ -172,8 +151,5 @@ def ensure_long_benchmark(cache_dir=None, **params) -> Path:
     for ``params``: re-used when its ``meta.json`` matches (generator version and every parameter), generated
     otherwise."""
     p = _resolve(params)
-    if cache_dir is None:
-        digest = hashlib.sha256(json.dumps(p, sort_keys=True).encode()).hexdigest()[:12]
-        cache_dir = default_cache_dir() / "synthetic_long" / f"v{LONG_GENERATOR_VERSION}-{digest}"
-    root = Path(cache_dir)
+    root = Path(cache_dir) if cache_dir is not None else params_cache_dir("synthetic_long", LONG_GENERATOR_VERSION, p)
     return root if _matches(root, p) else generate_long_benchmark(root, **params)
