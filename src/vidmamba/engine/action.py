@@ -40,11 +40,11 @@ from vidmamba.data.features import find_feature_file
 from vidmamba.data.questions import HFTokenEmbedding, QuestionDataset, QuestionGenerator, WordVocab, tokenize
 from vidmamba.data.synthetic_action import ensure_action_benchmark
 from vidmamba.engine.config import TrainerConfig
+from vidmamba.engine.experiments import write_evaluation
 from vidmamba.engine.grounding import build_grounding_model as build_action_model
 from vidmamba.engine.grounding import load_trained
 from vidmamba.engine.trainer import Trainer, to_device
 from vidmamba.metrics.action import ACTION_MODES, ek100_metrics, topk_indices
-from vidmamba.utils import atomic_write_text
 
 SELECTION_METRIC = {"action": "action_top1", "anticipation": "action_mean_top5_recall"}
 MODES = {"action": "recognition", "anticipation": "anticipation"}
@@ -267,9 +267,7 @@ def evaluate(ckpt, out_dir, split: str = "val", data: dict | None = None) -> tup
                         collate_fn=dataset.collate)
     pred = predict_scores(model, loader)
     metrics, rows = score(pred, data.get("action_mode", "outer")), prediction_rows(pred)
-    out_dir = Path(out_dir)
-    atomic_write_text(out_dir / f"{split}_preds.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    atomic_write_text(out_dir / f"{split}_metrics.json", json.dumps(metrics, indent=4))
+    write_evaluation(out_dir, split, rows, metrics)
     return metrics, rows
 
 

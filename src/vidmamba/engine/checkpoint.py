@@ -161,6 +161,13 @@ def resolve_checkpoint(folder) -> Path:
     raise FileNotFoundError(f"checkpoint folder {folder} not found")
 
 
+def run_checkpoint(path) -> Path:
+    """The checkpoint a user means by ``path``: a run folder's ``best``, else ``path`` itself (each resolved as
+    :func:`resolve_checkpoint` does)."""
+    path = Path(path).expanduser()
+    return resolve_checkpoint(path / "best" if (path / "best").exists() else path)
+
+
 class Checkpoint:
     """A verified checkpoint folder: every file named in ``meta.json`` exists with the recorded size."""
 

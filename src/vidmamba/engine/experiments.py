@@ -9,7 +9,11 @@ experiment family, and each family module exposes the same three functions:
 from __future__ import annotations
 
 import importlib
+import json
+from pathlib import Path
 from types import ModuleType
+
+from vidmamba.utils import atomic_write_text
 
 # task (metric protocol) -> engine module
 FAMILIES = {
@@ -34,13 +38,17 @@ def experiment_for(config: dict) -> ModuleType:
 def checkpoint_task(ckpt) -> str:
     """The task of the experiment a local run / checkpoint folder was trained for (``DEFAULT_TASK`` for pretrained
     folders and hub ids, which hold grounding models)."""
-    from pathlib import Path
+    from vidmamba.engine.checkpoint import Checkpoint, run_checkpoint
 
-    from vidmamba.engine.checkpoint import META_FILE, Checkpoint, resolve_checkpoint
-
-    path = Path(ckpt)
-    folder = path / "best" if (path / "best").exists() else path
-    if not (folder / META_FILE).is_file():
+    if not Path(ckpt).expanduser().exists():
         return DEFAULT_TASK
-    config = Checkpoint(resolve_checkpoint(folder)).config.get("model", {})
+    config = Checkpoint(run_checkpoint(ckpt)).config.get("model", {})
     return config.get("task", DEFAULT_TASK) if isinstance(config, dict) else DEFAULT_TASK
+
+
+def write_evaluation(out_dir, split: str, rows: list[dict], metrics: dict) -> None:
+    """The evaluation outputs of every family: ``<out_dir>/<split>_preds.jsonl`` (one row per line) and
+    ``<split>_metrics.json``, each written atomically."""
+    out_dir = Path(out_dir)
+    atomic_write_text(out_dir / f"{split}_preds.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text(out_dir / f"{split}_metrics.json", json.dumps(metrics, indent=4))

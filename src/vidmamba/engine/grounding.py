@@ -17,7 +17,6 @@ Config sections (see ``configs/mlvtg_*.yaml``):
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import torch
@@ -28,12 +27,12 @@ from vidmamba.data.lighthouse import (MomentDataset, get_dataset_spec, load_text
                                       video_feature_path)
 from vidmamba.data.tvsum_umt import I3D_DIM, TVSUM_CLIP_LENGTH, TVSumUMTDataset
 from vidmamba.engine.config import TrainerConfig
-from vidmamba.engine.checkpoint import load_weights, resolve_checkpoint, Checkpoint
+from vidmamba.engine.checkpoint import Checkpoint, load_weights, run_checkpoint
+from vidmamba.engine.experiments import write_evaluation
 from vidmamba.engine.trainer import Trainer, to_device
 from vidmamba.metrics.evaluate import evaluate_predictions
 from vidmamba.metrics.validation import GroundTruthError, read_jsonl
 from vidmamba.models import build_model
-from vidmamba.utils import atomic_write_text
 
 # The checkpoint-selection metric of each protocol (lighthouse: MR-full-mAP for MR data, mAP for HD data).
 SELECTION_METRIC = {"qvhighlights": "MR-full-mAP", "moment_retrieval": "MR-full-mAP", "tvsum": "HL-top5-mAP"}
@@ -174,8 +173,7 @@ def load_trained(ckpt) -> tuple[torch.nn.Module, dict]:
         from vidmamba.engine.pretrained import from_pretrained
 
         return from_pretrained(ckpt)
-    ckpt = Path(ckpt).expanduser()
-    folder = resolve_checkpoint(ckpt / "best" if (ckpt / "best").exists() else ckpt)
+    folder = run_checkpoint(ckpt)
     config = Checkpoint(folder).config
     if config.get("format") == "vidmamba-pretrained":  # config: {"model", "data"} as a training config has them
         from vidmamba.engine.pretrained import from_pretrained
@@ -202,9 +200,7 @@ def evaluate(ckpt, out_dir, split: str = "val", data: dict | None = None) -> tup
     task = config.get("task", "qvhighlights")
     gt_rows, gt_path = ground_truth(data, split)
     metrics = evaluate_predictions(task, rows, gt_rows, gt_path=gt_path)
-    out_dir = Path(out_dir)
-    atomic_write_text(out_dir / f"{split}_preds.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    atomic_write_text(out_dir / f"{split}_metrics.json", json.dumps(metrics, indent=4))
+    write_evaluation(out_dir, split, rows, metrics)
     return metrics, rows
 
 

@@ -24,7 +24,6 @@ protocol of :func:`vidmamba.metrics.evaluate.evaluate_predictions` (R@{1,5,10,50
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import numpy as np
@@ -36,14 +35,14 @@ from vidmamba.data.features import align_lengths, find_feature_file, load_featur
 from vidmamba.data.lighthouse import windows_to_foreground
 from vidmamba.data.snag import SnagDataset, SnagTrainDataset, grid_to_seconds
 from vidmamba.data.synthetic_long import SNAG_GRID, ensure_long_benchmark
-from vidmamba.engine.checkpoint import Checkpoint, load_weights, resolve_checkpoint
+from vidmamba.engine.checkpoint import Checkpoint, load_weights, run_checkpoint
 from vidmamba.engine.config import TrainerConfig
+from vidmamba.engine.experiments import write_evaluation
 from vidmamba.engine.trainer import Trainer, to_device
 from vidmamba.metrics.evaluate import evaluate_predictions
 from vidmamba.models import build_model
 from vidmamba.models.mlvtg import MLVTG
 from vidmamba.nn.nms import nms_1d
-from vidmamba.utils import atomic_write_text
 
 SELECTION_METRIC = "avg"
 DATA_KEYS = {"synthetic", "annotations", "train_split", "val_split", "video_features", "text_features", "clip_size",
@@ -289,8 +288,7 @@ def train(config: dict, resume=None) -> dict:
 
 def load_trained(ckpt) -> tuple[nn.Module, dict]:
     """Rebuild the model of a checkpoint folder (or of a run folder's ``best``) and load its (EMA) weights."""
-    ckpt = Path(ckpt)
-    folder = resolve_checkpoint(ckpt / "best" if (ckpt / "best").exists() else ckpt)
+    folder = run_checkpoint(ckpt)
     config = Checkpoint(folder).config["model"]
     model = build_long_model(config["model"], config["data"])
     load_weights(folder, model, use_ema=True)
@@ -313,9 +311,7 @@ def evaluate(ckpt, out_dir, split: str = "val", data: dict | None = None) -> tup
                         collate_fn=dataset.collate)
     rows = predict_rows(model, loader, data)
     metrics = evaluate_predictions("nlq", rows, ground_truth_rows(dataset))
-    out_dir = Path(out_dir)
-    atomic_write_text(out_dir / f"{split}_preds.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    atomic_write_text(out_dir / f"{split}_metrics.json", json.dumps(metrics, indent=4))
+    write_evaluation(out_dir, split, rows, metrics)
     return metrics, rows
 
 

@@ -155,11 +155,10 @@ def from_pretrained(path_or_id, map_location="cpu") -> tuple[nn.Module, dict]:
 def export_pretrained(run, out_dir) -> Path:
     """Convert a trained run (its ``best`` checkpoint) or a checkpoint folder into a pretrained folder."""
     from vidmamba.data.lighthouse import DATASETS
-    from vidmamba.engine.checkpoint import resolve_checkpoint
+    from vidmamba.engine.checkpoint import run_checkpoint
     from vidmamba.engine.experiments import experiment_for
 
-    run = Path(run)
-    folder = resolve_checkpoint(run / "best" if (run / "best").exists() else run)
+    folder = run_checkpoint(run)
     experiment = Checkpoint(folder).config.get("model")
     if not isinstance(experiment, dict) or not {"model", "data"} <= experiment.keys():
         raise PretrainedError(f"{folder / CONFIG_FILE}: not a training checkpoint of `vidmamba train` (no model/data "
