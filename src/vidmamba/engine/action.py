@@ -39,7 +39,7 @@ from vidmamba.data.errors import DataFormatError
 from vidmamba.data.features import find_feature_file
 from vidmamba.data.questions import HFTokenEmbedding, QuestionDataset, QuestionGenerator, WordVocab, tokenize
 from vidmamba.data.synthetic_action import ensure_action_benchmark
-from vidmamba.engine.config import TrainerConfig
+from vidmamba.engine.config import TrainerConfig, check_data_keys, set_from_data
 from vidmamba.engine.experiments import write_evaluation
 from vidmamba.engine.grounding import build_grounding_model as build_action_model
 from vidmamba.engine.grounding import load_trained
@@ -67,17 +67,13 @@ def _task(config: dict) -> str:
 
 def data_options(data: dict) -> dict:
     """A copy of the data section with ``synthetic`` resolved to files; unknown / missing keys are errors."""
-    unknown = sorted(set(data) - DATA_KEYS)
-    if unknown:
-        raise ValueError(f"unknown data config keys {unknown}; known: {sorted(DATA_KEYS)}")
+    check_data_keys(data, DATA_KEYS)
     data = dict(data)
     if data.get("synthetic") is not None:
         root = ensure_action_benchmark(**data["synthetic"])
         for key, name in SYNTHETIC_FILES.items():
             data.setdefault(key, str(root / name))
-    for key in ("train", "verb_classes", "noun_classes", "features"):
-        if key not in data:
-            raise ValueError(f"data config is missing {key!r}")
+    check_data_keys(data, DATA_KEYS, ("train", "verb_classes", "noun_classes", "features"))
     mode = data.get("action_mode", "outer")
     if mode not in ACTION_MODES:
         raise ValueError(f"data.action_mode must be one of {ACTION_MODES}, got {mode!r}")
@@ -184,9 +180,7 @@ def resolve_config(config: dict) -> dict:
         data["vocab"] = sorted(words)
     found = {"video_dim": data["feat_dim"], "text_dim": text_embedder(data).dim,
              "num_verbs": len(generator.verb_words), "num_nouns": len(generator.noun_words)}
-    for key, value in found.items():
-        if model.setdefault(key, value) != value:
-            raise ValueError(f"model.{key} = {model[key]} does not match the data ({value})")
+    set_from_data(model, **found)
     return config
 
 

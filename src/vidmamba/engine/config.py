@@ -107,6 +107,25 @@ class TrainerConfig:
         return self.eval_batch_size or self.batch_size
 
 
+def check_data_keys(data: dict, known, required=()) -> None:
+    """A ``data`` config section with a key outside ``known`` or without one of ``required`` is a ``ValueError``
+    naming the keys."""
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"unknown data config keys {unknown}; known: {sorted(known)}")
+    for key in required:
+        if key not in data:
+            raise ValueError(f"data config is missing {key!r}")
+
+
+def set_from_data(model: dict, **found) -> None:
+    """Fill ``model`` config values read off the data (feature widths, class counts); a value the config already
+    sets differently is a ``ValueError`` naming both."""
+    for key, value in found.items():
+        if model.setdefault(key, value) != value:
+            raise ValueError(f"model.{key} = {model[key]} does not match the data ({key} = {value})")
+
+
 def _coerce_fields(cfg) -> None:
     """Coerce values as a YAML/JSON source would give them (ints for floats, "1e-4" strings, lists for tuples)."""
     hints = typing.get_type_hints(type(cfg))

@@ -26,7 +26,7 @@ from vidmamba.data.features import load_feature_array
 from vidmamba.data.lighthouse import (MomentDataset, get_dataset_spec, load_text_file, load_video_files,
                                       video_feature_path)
 from vidmamba.data.tvsum_umt import I3D_DIM, TVSUM_CLIP_LENGTH, TVSumUMTDataset
-from vidmamba.engine.config import TrainerConfig
+from vidmamba.engine.config import TrainerConfig, check_data_keys, set_from_data
 from vidmamba.engine.checkpoint import Checkpoint, load_weights, run_checkpoint
 from vidmamba.engine.experiments import write_evaluation
 from vidmamba.engine.trainer import Trainer, to_device
@@ -42,14 +42,9 @@ UMT = "tvsum_umt"       # data.dataset value of the TVSum UMT layout
 
 
 def _data_options(data: dict) -> dict:
-    unknown = sorted(set(data) - DATA_KEYS)
-    if unknown:
-        raise ValueError(f"unknown data config keys {unknown}; known: {sorted(DATA_KEYS)}")
     required = ("feature_root", "domain") if data.get("dataset") == UMT else \
         ("feature_root", "video_features", "text_features")
-    for key in ("dataset",) + required:
-        if key not in data:
-            raise ValueError(f"data config is missing {key!r}")
+    check_data_keys(data, DATA_KEYS, ("dataset",) + required)
     return data
 
 
@@ -86,9 +81,7 @@ def resolve_dims(config: dict) -> dict:
             int(load_feature_array(video_feature_path(data["feature_root"], t, ann.vid), key="features").shape[1])
             for t in data["video_features"]])
         data.setdefault("text_dim", int(first_ds[0]["text"].shape[1]))
-    for key, value in (("video_dim", sum(data["video_dims"])), ("text_dim", data["text_dim"])):
-        if model.setdefault(key, value) != value:
-            raise ValueError(f"model.{key} = {model[key]} does not match the data's feature width {value}")
+    set_from_data(model, video_dim=sum(data["video_dims"]), text_dim=data["text_dim"])
     model.setdefault("clip_length", _clip_length(data))
     return config
 

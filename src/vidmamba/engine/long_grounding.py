@@ -36,7 +36,7 @@ from vidmamba.data.lighthouse import windows_to_foreground
 from vidmamba.data.snag import SnagDataset, SnagTrainDataset, grid_to_seconds
 from vidmamba.data.synthetic_long import SNAG_GRID, ensure_long_benchmark
 from vidmamba.engine.checkpoint import Checkpoint, load_weights, run_checkpoint
-from vidmamba.engine.config import TrainerConfig
+from vidmamba.engine.config import TrainerConfig, check_data_keys, set_from_data
 from vidmamba.engine.experiments import write_evaluation
 from vidmamba.engine.trainer import Trainer, to_device
 from vidmamba.metrics.evaluate import evaluate_predictions
@@ -56,16 +56,12 @@ WINDOW_NMS_IOU = 0.7  # merging the predictions of overlapping evaluation window
 # ---------------------------------------------------------------------------------------------------------------------
 def _data_options(data: dict) -> dict:
     """``data`` with ``synthetic`` resolved to files (explicit keys win); unknown / missing keys are errors."""
-    unknown = sorted(set(data) - DATA_KEYS)
-    if unknown:
-        raise ValueError(f"unknown data config keys {unknown}; known: {sorted(DATA_KEYS)}")
+    check_data_keys(data, DATA_KEYS)
     if data.get("synthetic") is not None:
         root = ensure_long_benchmark(**data["synthetic"])
         data = {"annotations": str(root / "annotations.json"), "video_features": [str(root / "video")],
                 "text_features": str(root / "text"), **SNAG_GRID, **data}
-    for key in ("annotations", "video_features", "text_features", "clip_size", "clip_stride"):
-        if key not in data:
-            raise ValueError(f"data config is missing {key!r}")
+    check_data_keys(data, DATA_KEYS, ("annotations", "video_features", "text_features", "clip_size", "clip_stride"))
     if not isinstance(data["video_features"], (list, tuple)) or not data["video_features"]:
         raise ValueError(f"data.video_features must be a non-empty list of folders, got {data['video_features']!r}")
     return data
@@ -106,9 +102,7 @@ def resolve_dims(config: dict) -> dict:
         tid = video.queries[0].text_id
         data.setdefault("text_dim", int(load_feature_array(
             find_feature_file(data["text_features"], tid, item=f"text id {tid}"), item=f"text id {tid}").shape[1]))
-    for key, value in (("video_dim", sum(data["video_dims"])), ("text_dim", data["text_dim"])):
-        if model.setdefault(key, value) != value:
-            raise ValueError(f"model.{key} = {model[key]} does not match the data's feature width {value}")
+    set_from_data(model, video_dim=sum(data["video_dims"]), text_dim=data["text_dim"])
     return config
 
 
