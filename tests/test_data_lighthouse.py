@@ -175,6 +175,7 @@ def test_moment_dataset_item_and_collate(tmp_path):
     ds = MomentDataset(p, tmp_path, ["clip", "slowfast"], "txt", dataset="qvhighlight", use_tef=True)
     a = ds[0]
     assert a["video"].shape == (5, 9) and a["text"].shape == (4, 6)
+    assert ds.sample_lengths() == [5, 5]  # from the annotations (10 s / 2 s), before any feature file is read
     np.testing.assert_allclose(a["video"][:, -2:].numpy(), [[i / 5, (i + 1) / 5] for i in range(5)], rtol=1e-6)
     assert a["windows"].tolist() == [[2.0, 6.0]]
     np.testing.assert_allclose(a["windows_norm"].numpy(), [[0.2, 0.6]])
@@ -211,7 +212,7 @@ def test_moment_dataset_label_and_domain(tmp_path):
     _text(tmp_path, "vA.npz", 3, key="token")
     _text(tmp_path, "vB.npz", 3, key="token")
     ds = MomentDataset(p, tmp_path, ["i3d"], "txt", dataset="tvsum", domain="BK")
-    assert len(ds) == 1
+    assert len(ds) == 1 and ds.sample_lengths() == [4]  # the label's rows
     item = ds[0]
     assert item["video"].shape == (4, 2) and item["saliency_annotators"].shape == (4, 10)
     assert "foreground" not in item and item["windows"].shape == (0, 2)

@@ -48,7 +48,7 @@ def test_real_features_match_annotation_lengths(umt):
 
 def test_real_dataset(umt):
     ds = TVSumUMTDataset(umt, "VU", "val")
-    assert len(ds) == 1 and ds.vids == ["sTEELN-vY30"]
+    assert len(ds) == 1 and ds.vids == ["sTEELN-vY30"] and ds.sample_lengths() == [74]
     item = ds[0]
     assert item["video"].shape == (74, 2048) and item["saliency_annotators"].shape == (74, 20)
     assert item["text"].shape[1] == 512 and item["query"] == "BBC - Train crash 2013"

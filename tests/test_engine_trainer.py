@@ -36,6 +36,13 @@ class Regression(Dataset):
         return {"x": x, "y": self.y[i]}
 
 
+class LengthRegression(Regression):
+    """Regression whose samples have a length (for length-grouped batches)."""
+
+    def sample_lengths(self):
+        return [int(v) for v in torch.randint(1, 50, (len(self),), generator=torch.Generator().manual_seed(7))]
+
+
 class TinyRegressor(nn.Module):
     def __init__(self, hidden=8, dropout=0.0):
         super().__init__()
@@ -88,14 +95,15 @@ def stop_after(epoch):
     return callback
 
 
-def _check_exact_resume(tmp_path, num_workers):
-    data = dict(train_data=Regression(48, seed=1, jitter=0.05), val_data=Regression(16, seed=2))
+def _check_exact_resume(tmp_path, num_workers, length_pool_batches=0):
+    data = dict(train_data=LengthRegression(48, seed=1, jitter=0.05), val_data=Regression(16, seed=2))
     common = dict(evaluate_fn=evaluate_mse, **data)
+    options = dict(num_workers=num_workers, length_pool_batches=length_pool_batches)
 
-    full = Trainer(make_model(0, dropout=0.2), run_config(tmp_path / "a", num_workers=num_workers), **common)
+    full = Trainer(make_model(0, dropout=0.2), run_config(tmp_path / "a", **options), **common)
     want = full.fit()
 
-    cfg = run_config(tmp_path / "b", num_workers=num_workers)
+    cfg = run_config(tmp_path / "b", **options)
     first = Trainer(make_model(0, dropout=0.2), cfg, callbacks=[stop_after(2)], **common)
     with pytest.raises(Stop):
         first.fit()
@@ -119,6 +127,15 @@ def test_exact_resume_after_kill(tmp_path):
 
 def test_exact_resume_with_loader_workers(tmp_path):
     _check_exact_resume(tmp_path, num_workers=1)
+
+
+def test_exact_resume_with_length_grouped_batches(tmp_path):
+    _check_exact_resume(tmp_path, num_workers=0, length_pool_batches=2)
+
+
+def test_length_grouping_needs_sample_lengths(tmp_path):
+    with pytest.raises(TypeError, match="sample_lengths"):
+        Trainer(make_model(0), run_config(tmp_path, length_pool_batches=2), Regression(16), None)
 
 
 def test_best_checkpoint_follows_metric_direction(tmp_path):
@@ -207,16 +224,16 @@ DDP_OPTIONS = dict(epochs=3, ema=True, ema_decay=0.8, grad_clip=0.5, warmup_epoc
 
 
 def _ddp_data():
-    return Regression(32, seed=11), Regression(12, seed=12)
+    return LengthRegression(32, seed=11), Regression(12, seed=12)
 
 
-def _ddp_worker(rank, port, out_dir):
+def _ddp_worker(rank, port, out_dir, length_pool_batches=0):
     # The environment torchrun would set; the trainer reads it (init_distributed) like in a real launch.
     os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
     train, val = _ddp_data()
-    cfg = run_config(out_dir, batch_size=2, **DDP_OPTIONS)
+    cfg = run_config(out_dir, batch_size=2, length_pool_batches=length_pool_batches, **DDP_OPTIONS)
     with Trainer(make_model(0), cfg, train, val, evaluate_fn=evaluate_mse) as trainer:
         assert trainer.dist.world_size == 2 and trainer.global_batch_size == 4
         result = trainer.fit()
@@ -230,17 +247,19 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_ddp_two_processes_match_one_process(tmp_path):
+@pytest.mark.parametrize("length_pool_batches", [0, 2])
+def test_ddp_two_processes_match_one_process(tmp_path, length_pool_batches):
     train, val = _ddp_data()
-    single = Trainer(make_model(0), run_config(tmp_path / "one", batch_size=4, **DDP_OPTIONS), train, val,
-                     evaluate_fn=evaluate_mse)
+    single = Trainer(make_model(0), run_config(tmp_path / "one", batch_size=4, length_pool_batches=length_pool_batches,
+                                               **DDP_OPTIONS), train, val, evaluate_fn=evaluate_mse)
     want = single.fit()
 
     # Two CPU ranks on the gloo backend. Forked (not spawned) so they reuse this process's imports: a fresh
     # interpreter spends seconds importing torch. Launching with torchrun works the same way (see the __main__ block).
     ctx = multiprocessing.get_context("fork")
     port = _free_port()
-    procs = [ctx.Process(target=_ddp_worker, args=(rank, port, str(tmp_path / "two"))) for rank in range(2)]
+    procs = [ctx.Process(target=_ddp_worker, args=(rank, port, str(tmp_path / "two"), length_pool_batches))
+             for rank in range(2)]
     for proc in procs:
         proc.start()
     for proc in procs:

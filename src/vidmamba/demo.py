@@ -30,7 +30,8 @@ TABLE_METRICS = ["MR-full-R1@0.5", "MR-full-R1@0.7", "MR-full-mAP", "HL-min-Very
 # One budget for every model: fixed beforehand, never tuned on the val split.
 DEMO_MODEL = {"hidden_dim": 64, "num_layers": 2, "input_dropout": 0.1, "drop_path": 0.0}
 DEMO_TRAIN = {"epochs": 5, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 1,
-              "schedule": "cosine", "grad_clip": 1.0, "eval_every": 5, "progress": False, "seed": 0}
+              "schedule": "cosine", "grad_clip": 1.0, "eval_every": 5, "progress": False, "seed": 0,
+              "length_pool_batches": 8}
 
 
 def find_shared_data() -> Path | None:

@@ -347,6 +347,12 @@ class MomentDataset(PaddedCollate, Dataset):
     def __len__(self) -> int:
         return len(self.annotations)
 
+    def sample_lengths(self) -> list[int]:
+        """Clips per item from the annotations alone (``label`` rows, else duration / clip length), for
+        length-grouped batches; the feature files may differ by a clip."""
+        return [len(a.label) if a.label is not None else math.ceil(a.duration / self.spec.clip_length - 1e-6)
+                for a in self.annotations]
+
     def _saliency(self, ann: MomentAnnotation, video: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         T = video.shape[0]
         vfile = video_feature_path(self.feature_root, self.video_feat_types[0], ann.vid)

@@ -197,6 +197,10 @@ class TVSumUMTDataset(PaddedCollate, Dataset):
     def __len__(self) -> int:
         return len(self.vids)
 
+    def sample_lengths(self) -> list[int]:
+        """Clips per item, for length-grouped batches."""
+        return [self.videos[vid].num_clips for vid in self.vids]
+
     def __getitem__(self, index: int) -> dict:
         v = self.videos[self.vids[index]]
         video = load_tvsum_video_features(self.root, v.vid, v.num_clips, normalize=self.normalize, audio=self.audio)

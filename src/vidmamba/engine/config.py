@@ -18,7 +18,9 @@ class TrainerConfig:
     ``batch_size`` is per rank: the global batch is ``batch_size * world_size``. Warmup is given either in epochs
     (``warmup_epochs``, may be fractional) or in optimizer steps (``warmup_steps``), not both. ``grad_clip <= 0`` turns
     clipping off. Evaluation runs every ``eval_every`` epochs and after the final epoch; ``metric`` names the key of
-    the evaluation dict used to pick the ``best`` checkpoint.
+    the evaluation dict used to pick the ``best`` checkpoint. ``length_pool_batches > 0`` groups samples of similar
+    length into batches (:class:`~vidmamba.engine.sampler.LengthGroupedSampler`; the training set needs
+    ``sample_lengths()``).
     """
 
     epochs: int = 10
@@ -41,6 +43,7 @@ class TrainerConfig:
     batch_size: int = 32
     eval_batch_size: int = 0  # 0: same as batch_size
     drop_last: bool = True
+    length_pool_batches: int = 0  # > 0: batches of similar-length samples, sorted in pools of this many batches
     num_workers: int = 0
     seed: int = 0
     amp: str = "none"
@@ -62,7 +65,7 @@ class TrainerConfig:
         for name in ("epochs", "eval_every", "batch_size"):
             if getattr(self, name) < 1:
                 bad(name, "must be >= 1")
-        for name in ("warmup_steps", "num_workers", "eval_batch_size"):
+        for name in ("warmup_steps", "num_workers", "eval_batch_size", "length_pool_batches"):
             if getattr(self, name) < 0:
                 bad(name, "must be >= 0")
         for name in ("lr", "weight_decay", "warmup_epochs", "min_lr_ratio", "lr_gamma", "eps", "dist_timeout_s"):

@@ -53,6 +53,7 @@ from .ema import EMA
 from .logger import MetricsLog
 from .optim import LRSchedule, WarmupScheduler, build_optimizer, clip_gradients
 from .rng import get_rng_state, seed_everything, set_rng_state
+from .sampler import LengthGroupedSampler
 
 EvaluateFn = Callable[[nn.Module, DataLoader], Mapping[str, float]]
 Callback = Callable[["Trainer", dict], None]
@@ -139,8 +140,7 @@ class Trainer:
             if isinstance(data, DataLoader) or (data is not None and not hasattr(data, "__len__")):
                 raise TypeError(f"{name} must be a map-style dataset (with __len__ and __getitem__); the trainer "
                                 f"builds the loaders itself, got {type(data).__name__}")
-        self.train_sampler = DistributedSampler(train_data, num_replicas=self.dist.world_size, rank=self.dist.rank,
-                                                shuffle=True, seed=cfg.seed, drop_last=cfg.drop_last)
+        self.train_sampler = self._train_sampler(train_data)
         self.loader_generator = torch.Generator()
         self.train_loader = DataLoader(train_data, batch_size=cfg.batch_size, sampler=self.train_sampler,
                                        num_workers=cfg.num_workers, collate_fn=collate_fn, drop_last=cfg.drop_last,
@@ -191,6 +191,18 @@ class Trainer:
                 find_unused_parameters=cfg.ddp_find_unused_parameters)
 
     # ------------------------------------------------------------------ setup helpers
+    def _train_sampler(self, train_data):
+        cfg = self.config
+        if not cfg.length_pool_batches:
+            return DistributedSampler(train_data, num_replicas=self.dist.world_size, rank=self.dist.rank,
+                                      shuffle=True, seed=cfg.seed, drop_last=cfg.drop_last)
+        if not hasattr(train_data, "sample_lengths"):
+            raise TypeError(f"trainer option 'length_pool_batches' needs a training set with sample_lengths() "
+                            f"(one length per sample); {type(train_data).__name__} has none (set it to 0)")
+        return LengthGroupedSampler(train_data.sample_lengths(), cfg.batch_size, pool_batches=cfg.length_pool_batches,
+                                    num_replicas=self.dist.world_size, rank=self.dist.rank, seed=cfg.seed,
+                                    drop_last=cfg.drop_last)
+
     def _amp_dtype(self):
         if self.config.amp != "bf16":
             return None

@@ -113,6 +113,12 @@ def _chunk_inputs(dA, hs, dlt, du, A, Bt, g):
     torch.mul(du.view(T, bsz, g, d // g, 1), Bt.view(T, bsz, g, 1, n), out=hs.view(T, bsz, g, d // g, n))
 
 
+def _contract_state(h, v):
+    """(T, b, g, dg, n) x (T, b, g, n) -> (T, b, g, dg): sum over the state axis. (einsum, not a batched
+    matrix-vector matmul: 3-5x faster on CPU for these shapes.)"""
+    return torch.einsum("tbgdn,tbgn->tbgd", h, v)
+
+
 def _scan_slab(hs, dA, h0):
     """In place: hs[i] <- dA[i] * hs[i-1] + hs[i] with hs[-1] = h0 (one fused op per step)."""
     hs_l, dA_l = hs.unbind(0), dA.unbind(0)
@@ -126,7 +132,7 @@ class _ChunkedScan(torch.autograd.Function):
 
     Inputs u, delta (b, d, l); A (d, n); B, C (b, g, n, l). Returns y (b, d, l) and the last state (b, d, n).
     The forward walks chunks of T steps; per chunk the decays and inputs are computed as (T, b, d, n) slabs, the
-    recurrence is one in-place addcmul per step, and the C contraction is one batched matmul. Only the state at
+    recurrence is one in-place addcmul per step, and the C contraction is one einsum. Only the state at
     each chunk start is saved; the backward recomputes the chunk's states from it and runs the reverse scan
     dh_t = C_t dy_t + exp(delta_{t+1} A) dh_{t+1}. Memory: O(b d n (T + l / T) + b d l).
     """
@@ -154,8 +160,7 @@ class _ChunkedScan(torch.autograd.Function):
                     starts[c] = h
                 _chunk_inputs(dA[:Tc], hs[:Tc], dlt[t0:t1], du[t0:t1], A, Bt[t0:t1], g)
                 _scan_slab(hs[:Tc], dA[:Tc], h)
-                torch.matmul(hs[:Tc].view(Tc, bsz, g, d // g, n), Ct[t0:t1].view(Tc, bsz, g, n, 1),
-                             out=y[t0:t1].view(Tc, bsz, g, d // g, 1))
+                y[t0:t1] = _contract_state(hs[:Tc].view(Tc, bsz, g, d // g, n), Ct[t0:t1]).view(Tc, bsz, d)
                 h = hs[Tc - 1].clone()
         if save:
             ctx.save_for_backward(ut, dlt, A, Bt, Ct, starts)
@@ -197,7 +202,7 @@ class _ChunkedScan(torch.autograd.Function):
                     dh_l[i].addcmul_(a_l[i + 1], dh_l[i + 1])
                 carry = a_l[0] * dh_l[0]
                 # input terms: d(delta B u) = dh
-                dhB = torch.matmul(dh.view(Tc, bsz, g, dg, n), Bt[t0:t1].view(Tc, bsz, g, n, 1)).view(Tc, bsz, d)
+                dhB = _contract_state(dh.view(Tc, bsz, g, dg, n), Bt[t0:t1]).view(Tc, bsz, d)
                 torch.mul(dlt[t0:t1], dhB, out=d_u[t0:t1])
                 torch.mul(ut[t0:t1], dhB, out=d_delta[t0:t1])
                 torch.matmul(du[t0:t1].view(Tc, bsz, g, 1, dg), dh.view(Tc, bsz, g, dg, n),
