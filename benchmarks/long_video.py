@@ -156,8 +156,11 @@ def measure(job: dict) -> dict:
     """Build the model, warm up, cap memory, time ``mode`` at ``length`` clips. Returns the row's measurements."""
     import torch
 
+    from vidmamba.allocator import keep_freed_memory
     from vidmamba.models import build_model
 
+    if job["allocator"] == "keep":
+        keep_freed_memory()
     torch.set_num_threads(job["threads"])
     torch.manual_seed(0)
     device = torch.device(job["device"])
@@ -233,8 +236,12 @@ def run_subprocess(job: dict) -> dict:
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]), wall_s=wall)
 
 
+SERIES = ("device", "threads", "preset", "allocator", "model", "mode")  # a row's key is its series + its length
+
+
 def row_key(row: dict) -> tuple:
-    return tuple(row[k] for k in ("device", "threads", "preset", "model", "mode", "length"))
+    """(device, threads, preset, allocator, model, mode, length); rows from before ``--allocator`` are "default"."""
+    return tuple(row.get(k, "default") if k == "allocator" else row[k] for k in SERIES + ("length",))
 
 
 def estimate_s(done: list[dict], length: int) -> float | None:
@@ -311,14 +318,14 @@ def save_results(path, run_info: dict, rows: list[dict]) -> dict:
 
 
 def summarize(rows: list[dict]) -> dict:
-    """64k/16k time and memory ratios per (device, threads, preset, model, mode) and the MAD goal checks."""
+    """64k/16k time and memory ratios per series (see ``SERIES``) and the MAD goal checks."""
     ok = {row_key(r): r for r in rows if r["status"] == "ok" and r.get("scenario") is None}
     out: dict = {"ratio_64k_over_16k": [], "mad_scenario": []}
     for key, r16 in sorted(ok.items()):
         if key[-1] != 16384:
             continue
         r64 = ok.get(key[:-1] + (65536,))
-        entry = dict(zip(("device", "threads", "preset", "model", "mode"), key[:-1]))
+        entry = dict(zip(SERIES, key[:-1]))
         if r64 is None:
             other = next((r for r in rows if row_key(r) == key[:-1] + (65536,)), None)
             entry["at_64k"] = other["status"] if other else "not run"
@@ -331,7 +338,7 @@ def summarize(rows: list[dict]) -> dict:
         out["ratio_64k_over_16k"].append(entry)
     for r in rows:
         if r.get("scenario") == "mad":
-            entry = {k: r[k] for k in ("device", "threads", "preset", "model", "status")}
+            entry = {**dict(zip(SERIES[:-1], row_key(r))), "status": r["status"]}
             if r["status"] == "ok":
                 entry.update(time_s=r["time_s"], peak_mem_gib=round(r["peak_mem_mib"] / 1024, 2),
                              goal_met=r["time_s"] < MAD_GOAL_S and r["peak_mem_mib"] / 1024 < MAD_GOAL_GIB)
@@ -357,7 +364,8 @@ def run(args) -> dict:
     rows: list[dict] = []
     series: dict[tuple, list[dict]] = {}
     for job in plan(args):
-        job.update(device=device, threads=args.threads, preset=args.preset, repeats=args.repeats,
+        job.update(device=device, threads=args.threads, preset=args.preset, allocator=args.allocator,
+                   repeats=args.repeats,
                    mem_cap_mib=args.mem_cap_gib * 1024, time_cap_s=args.time_cap_s,
                    config=model_config(job["model"], args.preset))
         done = series.setdefault((job["model"], job["mode"], job["scenario"]), [])
@@ -374,8 +382,7 @@ def run(args) -> dict:
         else:
             load = [round(x, 2) for x in os.getloadavg()]
             res = dict(run_subprocess(job), loadavg_1_5_15min_at_start=load)
-        row = {k: job[k] for k in ("device", "threads", "preset", "model", "mode", "length", "scenario",
-                                   "mem_cap_mib", "time_cap_s", "config")}
+        row = {k: job[k] for k in SERIES + ("length", "scenario", "mem_cap_mib", "time_cap_s", "config")}
         row.update(res, run_started=run_info["started"])
         done.append(row)
         rows.append(row)
@@ -403,24 +410,24 @@ def _cell(r: dict | None) -> str:
 
 
 def render(data: dict) -> str:
-    """Markdown: one line per (device, threads, preset, model, mode), lengths as columns, plus the 64k/16k ratio."""
+    """Markdown: one line per series (``SERIES``), lengths as columns, plus the 64k/16k ratio."""
     rows = [r for r in data["rows"] if r.get("scenario") is None]
     lengths = sorted({r["length"] for r in rows})
-    ratios = {tuple(e[k] for k in ("device", "threads", "preset", "model", "mode")): e
-              for e in data.get("summary", summarize(data["rows"]))["ratio_64k_over_16k"]}
-    head = (["model", "device", "threads", "mode"] + [f"{n // 1024}k" if n % 1024 == 0 else str(n) for n in lengths]
-            + ["64k/16k time"])
+    ratios = {tuple(e[k] for k in SERIES): e for e in summarize(data["rows"])["ratio_64k_over_16k"]}
+    head = (["model", "device", "threads", "allocator", "mode"]
+            + [f"{n // 1024}k" if n % 1024 == 0 else str(n) for n in lengths] + ["64k/16k time"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    series = sorted({row_key(r)[:-1] for r in rows}, key=lambda k: (k[0], k[2], k[1], k[3], MODES.index(k[4])))
+    series = sorted({row_key(r)[:-1] for r in rows}, key=lambda k: (k[0], k[2], k[1], k[3], k[4], MODES.index(k[5])))
     by_key = {row_key(r): r for r in rows}
     for key in series:
         ratio = ratios.get(key, {})
         cells = [_cell(by_key.get(key + (n,))) for n in lengths]
-        lines.append("| " + " | ".join([key[3], key[0], str(key[1]), key[4]] + cells
+        lines.append("| " + " | ".join([key[4], key[0], str(key[1]), key[3], key[5]] + cells
                                        + [str(ratio.get("time_ratio", "-"))]) + " |")
     for r in data["rows"]:
         if r.get("scenario") == "mad":
-            lines.append(f"\nMAD scenario ({r['model']}, {r['length']} clips, predict, threads={r['threads']}): "
+            lines.append(f"\nMAD scenario ({r['model']}, {r['length']} clips, predict, threads={r['threads']}, "
+                         f"allocator={r.get('allocator', 'default')}): "
                          f"{_cell(r)}")
     return "\n".join(lines)
 
@@ -437,6 +444,8 @@ def main(argv=None):
     ap.add_argument("--preset", choices=("real", "tiny"), default="real")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--allocator", choices=("keep", "default"), default="keep",
+                    help="keep: vidmamba.allocator.keep_freed_memory(), as the vidmamba command does; default: glibc's")
     ap.add_argument("--repeats", type=int, default=3, help="timed calls at most (while under 10 s in total)")
     ap.add_argument("--mem-cap-gib", type=float, default=10.0)
     ap.add_argument("--time-cap-s", type=float, default=150.0, help="per subprocess")

@@ -41,8 +41,10 @@ def worker(model_name: str, length: int, save_dir: str | None, compare_dir: str 
     import torch
 
     from long_video import MODELS, WARMUP_CLIPS, make_batch, model_config
+    from vidmamba.allocator import keep_freed_memory
     from vidmamba.models import build_model
 
+    keep_freed_memory()  # as the vidmamba command does
     torch.set_num_threads(1)
     torch.manual_seed(0)
     family = MODELS[model_name][0]

@@ -33,7 +33,7 @@ def test_tiny_run_then_timeout_replaces_only_its_row(tmp_path):
         assert r["peak_mem_mib"] >= r["setup_rss_mib"] > 50
         assert r["config"]["hidden_dim"] == 16 and r["threads"] == 1 and r["preset"] == "tiny"
     table = lv.render(data)
-    assert "| mlvtg | cpu | 1 | infer |" in table and "| mlvtg | cpu | 1 | fwdbwd |" in table
+    assert "| mlvtg | cpu | 1 | keep | infer |" in table and "| mlvtg | cpu | 1 | keep | fwdbwd |" in table
 
     # a second run with an impossible time cap: its row becomes "timeout", the other row and the first run stay
     lv.main(TINY + ["--models", "mlvtg", "--modes", "infer", "--lengths", "64", "--time-cap-s", "0.5",
@@ -76,8 +76,8 @@ def test_summary_ratios_and_mad_goal():
     ratios = {e["model"]: e for e in s["ratio_64k_over_16k"]}
     assert ratios["mlvtg"]["time_ratio"] == 4.2 and ratios["mlvtg"]["peak_mem_ratio"] == 3.5
     assert ratios["mlvtg"]["time_goal_le_4.5"] is True
-    assert ratios["mlvtg-transformer"] == dict(device="cpu", threads=2, preset="real", model="mlvtg-transformer",
-                                               mode="infer", at_64k="oom")
+    assert ratios["mlvtg-transformer"] == dict(device="cpu", threads=2, preset="real", allocator="default",
+                                               model="mlvtg-transformer", mode="infer", at_64k="oom")
     mad = {e["model"]: e for e in s["mad_scenario"]}
     assert mad["hieramamba"]["goal_met"] is True and mad["hieramamba-transformer"]["goal_met"] is False
 

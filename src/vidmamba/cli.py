@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from vidmamba.allocator import keep_freed_memory
+
 
 def _cmd_evaluate(args) -> int:
     from vidmamba.metrics.evaluate import TASKS
@@ -220,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()  # long videos: reuse freed activations instead of faulting in fresh pages
     return args.func(args)
 
 

@@ -1,0 +1,34 @@
+"""CPU allocator setting for long videos: keep freed memory instead of returning it to the OS.
+
+glibc's malloc serves every request above its mmap threshold (at most 32 MiB) with a fresh ``mmap`` and unmaps it
+on ``free``. A long video's activations are such blocks (36,000 clips x 2048 channels = 281 MiB), so every new tensor
+faults in freshly zeroed pages: HieraMamba inference on 65,536 clips took 11.6 M page faults and 33 s of system time
+out of 99 s, and the faults grow faster than the length (the 64k/16k time ratio was 5.0 for 4x the clips).
+:func:`keep_freed_memory` makes malloc serve every block from its heap and keep up to 2 GiB of free memory at the
+heap's top, so freed activations are reused: 1.7 M faults and 6 s of system time at 65,536 clips (see BENCHMARKS.md).
+The price: memory freed below the top of the heap stays with the process until it ends (peak RSS of one 36k-clip
+query: 3.96 GiB instead of 3.70 GiB).
+
+The ``vidmamba`` command applies it at start; ``VIDMAMBA_KEEP_FREED_MEMORY=0`` turns that off. A library user calls
+it once, early.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import platform
+
+M_TRIM_THRESHOLD = -1  # glibc <malloc.h> parameter numbers
+M_MMAP_MAX = -4
+TRIM_THRESHOLD = 2**31 - 1  # the largest value mallopt takes (an int)
+ENV_SWITCH = "VIDMAMBA_KEEP_FREED_MEMORY"
+
+
+def keep_freed_memory() -> bool:
+    """Set glibc malloc to never mmap and to trim only above 2 GiB of free heap top. Returns True when applied;
+    False (and nothing changed) without glibc or with ``VIDMAMBA_KEEP_FREED_MEMORY=0`` in the environment."""
+    if os.environ.get(ENV_SWITCH, "1") == "0" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))

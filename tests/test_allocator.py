@@ -1,0 +1,40 @@
+"""keep_freed_memory: freed large blocks are reused (few page faults) instead of unmapped and faulted in again."""
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+CHILD = """
+import resource, sys, torch
+from vidmamba.allocator import keep_freed_memory
+print(keep_freed_memory() if sys.argv[1] == "keep" else False)
+for i in range(30):
+    if i == 10:  # glibc settles its heap within a few blocks; count the faults of the last 20
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    x = torch.ones(16 * 2**20)  # 64 MiB, above glibc's largest mmap threshold
+    del x
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def run_child(mode, **env):
+    out = subprocess.run([sys.executable, "-c", CHILD, mode], capture_output=True, text=True, check=True,
+                         env={**os.environ, **env}).stdout.split()
+    return out[0] == "True", int(out[1])
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only (a no-op elsewhere)")
+def test_freed_blocks_are_reused():
+    applied, faults_keep = run_child("keep")
+    assert applied
+    _, faults_default = run_child("default")
+    pages = 64 * 2**20 // 4096
+    assert faults_default > 19 * pages  # glibc: a fresh mmap per block, every page faulted in again
+    assert faults_keep < pages // 10     # kept: the freed block is reused
+
+
+def test_environment_switch_turns_it_off():
+    applied, _ = run_child("keep", VIDMAMBA_KEEP_FREED_MEMORY="0")
+    assert not applied
