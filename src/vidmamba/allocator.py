@@ -6,8 +6,9 @@ faults in freshly zeroed pages: HieraMamba inference on 65,536 clips took 11.6 M
 out of 99 s, and the faults grow faster than the length (the 64k/16k time ratio was 5.0 for 4x the clips).
 :func:`keep_freed_memory` makes malloc serve every block from its heap and keep up to 2 GiB of free memory at the
 heap's top, so freed activations are reused: 1.7 M faults and 6 s of system time at 65,536 clips (see BENCHMARKS.md).
-The price: memory freed below the top of the heap stays with the process until it ends (peak RSS of one 36k-clip
-query: 3.96 GiB instead of 3.70 GiB).
+The price: memory freed below the top of the heap stays with the process until it ends, so fragmentation adds to
+the peak (one HieraMamba query over 36k clips: 3.96 instead of 3.70 GiB; MLVTG over 65,536 clips: 10.45 instead of
+8.36 GiB).
 
 The ``vidmamba`` command applies it at start; ``VIDMAMBA_KEEP_FREED_MEMORY=0`` turns that off. A library user calls
 it once, early.
