@@ -338,7 +338,8 @@ def summarize(rows: list[dict]) -> dict:
         out["ratio_64k_over_16k"].append(entry)
     for r in rows:
         if r.get("scenario") == "mad":
-            entry = {**dict(zip(SERIES[:-1], row_key(r))), "status": r["status"]}
+            entry = {k: v for k, v in zip(SERIES, row_key(r)) if k != "mode"}  # the scenario is always "infer"
+            entry["status"] = r["status"]
             if r["status"] == "ok":
                 entry.update(time_s=r["time_s"], peak_mem_gib=round(r["peak_mem_mib"] / 1024, 2),
                              goal_met=r["time_s"] < MAD_GOAL_S and r["peak_mem_mib"] / 1024 < MAD_GOAL_GIB)

@@ -22,14 +22,18 @@ from vidmamba.ssm import Hydra
 TINY = dict(in_dim=6, embd_dim=32, num_blocks=3, d_state=8, headdim=16, max_seq_len=8, local_heads=2, chunk_size=4)
 
 
-def tiny(**overrides) -> HieraMambaBackbone:
-    torch.manual_seed(0)
-    model = HieraMambaBackbone(HieraMambaBackboneConfig(**{**TINY, **overrides})).eval()
-    with torch.no_grad():  # move LayerScale off its 1e-4 init so every branch visibly shapes the outputs
+def with_visible_layer_scale(model):
+    """Move every LayerScale off its 1e-4 init, so every branch visibly shapes the outputs."""
+    with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("gamma"):
                 p.uniform_(0.5, 1.0)
     return model
+
+
+def tiny(**overrides) -> HieraMambaBackbone:
+    torch.manual_seed(0)
+    return with_visible_layer_scale(HieraMambaBackbone(HieraMambaBackboneConfig(**{**TINY, **overrides})).eval())
 
 
 def padded_batch(lengths, dim, seed=1):
@@ -201,12 +205,7 @@ MODES = {"early-adaln": dict(early_fusion=True), "late-affine-transformer-text":
 
 def tiny_model(**overrides) -> HieraMamba:
     torch.manual_seed(0)
-    model = HieraMamba(HieraMambaConfig(**{**MODEL_TINY, **overrides})).eval()
-    with torch.no_grad():  # LayerScale off its 1e-4 init, so every branch visibly shapes the outputs
-        for name, p in model.named_parameters():
-            if name.endswith("gamma"):
-                p.uniform_(0.5, 1.0)
-    return model
+    return with_visible_layer_scale(HieraMamba(HieraMambaConfig(**{**MODEL_TINY, **overrides})).eval())
 
 
 def make_batch(lengths, queries, seed=1):

@@ -34,12 +34,14 @@ class LengthGroupedSampler(Sampler[int]):
                              f"batch_size={batch_size}, pool_batches={pool_batches}, rank={rank}, "
                              f"num_replicas={num_replicas}")
         self.lengths = torch.as_tensor(list(lengths), dtype=torch.float64)
-        self.batch_size, self.pool_batches = batch_size, pool_batches
-        self.num_replicas, self.rank, self.seed, self.drop_last = num_replicas, rank, seed, drop_last
+        self.pool_batches, self.num_replicas, self.rank, self.seed = pool_batches, num_replicas, rank, seed
         self.epoch = 0
         self.global_batch = batch_size * num_replicas
         n = len(self.lengths)
-        self.num_used = (n // self.global_batch) * self.global_batch if drop_last else -(-n // num_replicas) * num_replicas
+        if drop_last:
+            self.num_used = (n // self.global_batch) * self.global_batch
+        else:
+            self.num_used = -(-n // num_replicas) * num_replicas
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
