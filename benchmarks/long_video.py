@@ -3,7 +3,7 @@
 Batch 1, one query. Two modes: "infer" = ``model.predict(batch)`` end to end in eval mode (encoding + decoding), and
 "fwdbwd" = ``model(batch)["loss"].backward()`` in train mode with a ground-truth moment in the batch. Widths are the
 real configs' (``--preset real``): HieraMamba and its twin from ``configs/hieramamba_mad.yaml`` (MAD: CLIP 512-d at
-5 fps, D 512, 9 AMP blocks, input stride 2), MLVTG and its twin from ``configs/mlvtg_qvhighlights.yaml`` (hidden 1024,
+5 fps, D 512, 9 AMP blocks, input stride 2), MLVTG and its twin from ``configs/mlvtg_qvhighlights_aligner_only.yaml`` (hidden 1024,
 4 blocks, 2818-d video). ``--preset tiny`` is a few-channel version for tests.
 
 Every (model, length, mode) runs in a fresh SUBPROCESS with
@@ -62,8 +62,8 @@ QUERY_TOKENS = 20
 MODELS = {
     "hieramamba": ("snag", "configs/hieramamba_mad.yaml"),
     "hieramamba-transformer": ("snag", "configs/hieramamba_mad.yaml"),
-    "mlvtg": ("moment", "configs/mlvtg_qvhighlights.yaml"),
-    "mlvtg-transformer": ("moment", "configs/mlvtg_qvhighlights.yaml"),
+    "mlvtg": ("moment", "configs/mlvtg_qvhighlights_aligner_only.yaml"),
+    "mlvtg-transformer": ("moment", "configs/mlvtg_qvhighlights_aligner_only.yaml"),
 }
 TINY = {
     "snag": dict(preset="mad", video_dim=8, text_dim=8, embd_dim=16, text_embd_dim=16, num_blocks=3, d_state=8,
@@ -76,7 +76,7 @@ TINY = {
 # the worker: one (model, length, mode) in this process
 # ---------------------------------------------------------------------------------------------------------------------
 def model_config(model: str, preset: str) -> dict:
-    """``build_model`` keyword arguments of ``model`` at ``preset`` ("real": its YAML config; "tiny": few channels)."""
+    """``create_model`` keyword arguments of ``model`` at ``preset`` ("real": its YAML config; "tiny": few channels)."""
     family, path = MODELS[model]
     if preset == "tiny":
         return dict(TINY[family])
@@ -157,7 +157,7 @@ def measure(job: dict) -> dict:
     import torch
 
     from vidmamba.allocator import keep_freed_memory
-    from vidmamba.models import build_model
+    from vidmamba.models import create_model
 
     if job["allocator"] == "keep":
         keep_freed_memory()
@@ -165,7 +165,7 @@ def measure(job: dict) -> dict:
     torch.manual_seed(0)
     device = torch.device(job["device"])
     family = MODELS[job["model"]][0]
-    model = build_model(job["model"], **job["config"]).to(device)
+    model = create_model(job["model"], **job["config"]).to(device)
     cfg = model.cfg
     batch = make_batch(family, cfg, job["length"], job["mode"], device)
     warm = make_batch(family, cfg, min(job["length"], WARMUP_CLIPS), job["mode"], device)

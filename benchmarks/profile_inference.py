@@ -42,13 +42,13 @@ def worker(model_name: str, length: int, save_dir: str | None, compare_dir: str 
 
     from long_video import MODELS, WARMUP_CLIPS, make_batch, model_config
     from vidmamba.allocator import keep_freed_memory
-    from vidmamba.models import build_model
+    from vidmamba.models import create_model
 
     keep_freed_memory()  # as the vidmamba command does
     torch.set_num_threads(1)
     torch.manual_seed(0)
     family = MODELS[model_name][0]
-    model = build_model(model_name, **model_config(model_name, "real")).eval()
+    model = create_model(model_name, **model_config(model_name, "real")).eval()
     batch = make_batch(family, model.cfg, length, "infer", "cpu")
     with torch.no_grad():
         model.predict(make_batch(family, model.cfg, WARMUP_CLIPS, "infer", "cpu"))

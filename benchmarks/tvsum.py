@@ -186,14 +186,14 @@ def train_job(job: dict) -> dict:
     """Train ``job["model"]`` on ``job["train"]`` videos of ``job["domain"]`` for ``max(epochs)`` epochs; after every
     epoch score the ``job["eval"]`` videos (mAP of each of ``SCORE_PARTS``)."""
     import torch
-    from vidmamba.models import build_model
+    from vidmamba.models import create_model
     t0 = time.time()
     d = _DATA[job["domain"]]
     train = [d["train"][i] for i in job["train"]]
     evals = [d[part][i] for part, i in job["eval"]]
     torch.manual_seed(job["seed"])
     rng = np.random.default_rng(job["seed"])
-    model = build_model(job["model"], **job["cfg"])
+    model = create_model(job["model"], **job["cfg"])
     tc = job["train_cfg"]
     opt = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
     eval_batches = [_batch([it]) for it in evals]

@@ -15,3 +15,22 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture
+def cli_error(capsys):
+    """``cli_error(argv) -> message``: run ``vidmamba.cli.main(argv)``, check it failed the way every expected
+    mistake must (exit status 2, exactly one stderr line ``vidmamba <command>: error: <message>``) and return the
+    message."""
+    from vidmamba.cli import main
+
+    def run(argv):
+        capsys.readouterr()
+        assert main([str(a) for a in argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1, err
+        prefix = f"vidmamba {argv[0]}: error: "
+        assert err[0].startswith(prefix), err[0]
+        return err[0][len(prefix):]
+
+    return run

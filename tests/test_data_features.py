@@ -66,14 +66,34 @@ def test_npz_missing_key(tmp_path):
     np.savez(tmp_path / "k.npz", other=np.ones((2, 2)))
     with pytest.raises(DataFormatError) as ei:
         load_feature_array(tmp_path / "k.npz", key="features")
-    _err(ei, "k.npz", "field 'features'", "key missing", "['other']")
+    _err(ei, "k.npz", "field 'features'", "key 'features' missing", "['other']")
 
 
 def test_pt_dict_without_key(tmp_path):
     torch.save({"x": torch.ones(2, 2)}, tmp_path / "k.pt")
     with pytest.raises(DataFormatError) as ei:
         load_feature_array(tmp_path / "k.pt", key="features")
-    _err(ei, "k.pt", "key missing", "['x']")
+    _err(ei, "k.pt", "key 'features' missing from the saved dict", "['x']")
+
+
+def test_wrong_key_names_the_key_wanted_and_the_keys_found(tmp_path):
+    # lighthouse text features read with the video key (or the reverse): the message says both
+    np.savez(tmp_path / "qid7.npz", last_hidden_state=np.ones((3, 4)), pooler_output=np.ones((1, 4)))
+    with pytest.raises(DataFormatError) as ei:
+        load_feature_array(tmp_path / "qid7.npz", key="features", item="qid 7")
+    msg = str(ei.value)
+    assert msg == (f"{tmp_path / 'qid7.npz'}: qid 7: field 'features': key 'features' missing from the .npz archive "
+                   "(expected a finite float array of shape (T, D) under key 'features', "
+                   "found keys ['last_hidden_state', 'pooler_output'])")
+    # no key asked for: an archive or dict with a single array is read, several are an error listing them
+    np.savez(tmp_path / "one.npz", feats=np.ones((2, 3)))
+    assert load_feature_array(tmp_path / "one.npz").shape == (2, 3)
+    torch.save({"video": torch.ones(2, 3)}, tmp_path / "one.pt")
+    assert load_feature_array(tmp_path / "one.pt").shape == (2, 3)
+    torch.save({"video": torch.ones(2, 3), "text": torch.ones(1, 3)}, tmp_path / "two.pt")
+    with pytest.raises(DataFormatError) as ei:
+        load_feature_array(tmp_path / "two.pt", item="vid v1")
+    _err(ei, "two.pt: vid v1: the saved dict holds several arrays and no key says which", "['text', 'video']")
 
 
 @pytest.mark.parametrize("arr,kw,problem", [

@@ -215,7 +215,8 @@ def test_moment_dataset_label_and_domain(tmp_path):
     assert len(ds) == 1 and ds.sample_lengths() == [4]  # the label's rows
     item = ds[0]
     assert item["video"].shape == (4, 2) and item["saliency_annotators"].shape == (4, 10)
-    assert "foreground" not in item and item["windows"].shape == (0, 2)
+    # every clip has mean score 3 = the median: no clip is above it, so no foreground and no window
+    assert item["foreground"].tolist() == [False] * 4 and item["windows"].shape == (0, 2)
     np.testing.assert_allclose(item["saliency"].numpy(), lab.mean(1))
     with pytest.raises(DataFormatError) as ei:
         MomentDataset(p, tmp_path, ["i3d"], "txt", dataset="tvsum", domain="BT")[0]
@@ -229,3 +230,29 @@ def test_moment_dataset_uses_torch_tensors(tmp_path):
     p = _qvh_setup(tmp_path)
     item = MomentDataset(p, tmp_path, ["clip"], "txt", dataset="qvhighlight")[0]
     assert all(item[k].dtype == torch.float32 for k in ("video", "text", "windows", "saliency"))
+
+
+def test_training_lines_without_windows_are_named(tmp_path):
+    """A moment-retrieval line without relevant_windows: an error naming the file and the line (not a collate error)."""
+    p = _write(tmp_path, GOOD, {**GOOD, "qid": 8, "relevant_windows": None, "relevant_clip_ids": None,
+                                "saliency_scores": None})
+    with pytest.raises(DataFormatError) as ei:
+        MomentDataset(p, tmp_path, ["clip"], "txt", dataset="qvhighlight", require_targets=True)
+    msg = str(ei.value)
+    assert msg.startswith(str(p)) and "line 2 (qid 8): field 'relevant_windows': required field missing" in msg
+    assert "(expected it on every line of qvhighlight training data, found absent or null)" in msg and "\n" not in msg
+    # evaluation (no require_targets): a file mixing lines with and without windows still cannot be batched
+    with pytest.raises(DataFormatError, match=r"line 2 \(qid 8\): field 'relevant_windows'.*as line 1 has it"):
+        MomentDataset(p, tmp_path, ["clip"], "txt", dataset="qvhighlight")
+    # a test split without any windows (or saliency) is fine without require_targets, an error with it
+    bare = {k: GOOD[k] for k in ("qid", "query", "vid", "duration")}
+    p = _write(tmp_path, bare, {**bare, "qid": 8}, name="test.jsonl")
+    assert len(MomentDataset(p, tmp_path, ["clip"], "txt", dataset="charades")) == 2
+    with pytest.raises(DataFormatError, match=r"test.jsonl: line 1 \(qid 7\): field 'relevant_windows'"):
+        MomentDataset(p, tmp_path, ["clip"], "txt", dataset="charades", require_targets=True)
+
+
+def test_saliency_on_some_lines_only_is_named(tmp_path):
+    p = _write(tmp_path, GOOD, {**GOOD, "qid": 8, "relevant_clip_ids": None, "saliency_scores": None})
+    with pytest.raises(DataFormatError, match=r"a.jsonl: line 2 \(qid 8\): field 'saliency_scores'.*line 1 has it"):
+        MomentDataset(p, tmp_path, ["clip"], "txt", dataset="qvhighlight")

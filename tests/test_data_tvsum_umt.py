@@ -136,8 +136,12 @@ def test_synthetic_dataset_and_errors(tmp_path):
         TVSumUMTDataset(root, "BK", "val")[0]
 
 
-def test_foreground_is_above_median():
-    from vidmamba.data.tvsum_umt import foreground_labels
-
-    fg = foreground_labels([1.0, 3.0, 2.0, 5.0, 4.0])
-    assert fg.tolist() == [False, False, False, True, True]      # median 3 itself is not above
+def test_foreground_is_above_median_and_windows_are_its_runs(tmp_path):
+    root = _tiny(tmp_path / "d", T=5, n=2)
+    anno = json.loads((root / "tvsum_anno.json").read_text())
+    anno["v2"]["anno"] = [[s] * 20 for s in (4, 1, 3, 5, 2)]      # mean scores 4 1 3 5 2: median 3
+    (root / "tvsum_anno.json").write_text(json.dumps(anno))
+    item = TVSumUMTDataset(root, "BK", "val")[0]
+    assert item["foreground"].tolist() == [True, False, False, True, False]   # median 3 itself is not above
+    assert item["windows"].tolist() == [[0.0, 2.0], [6.0, 8.0]]                # 2-s clips 0 and 3
+    np.testing.assert_allclose(item["windows_norm"].numpy(), [[0.0, 0.2], [0.6, 0.8]])

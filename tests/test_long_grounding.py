@@ -1,5 +1,6 @@
 """Long-video grounding engine (task nlq): grid <-> seconds in predictions, windowed evaluation, the MLVTG adapter,
 and train -> evaluate through the CLI for the HieraMamba configs and MLVTG on tiny generated data."""
+import re
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from vidmamba.cli import main
-from vidmamba.engine.long_grounding import (build_dataset, ground_truth_rows, moment_batch, predict_rows,
+from vidmamba.tasks.long_grounding import (build_dataset, ground_truth_rows, moment_batch, predict_rows,
                                             predict_windowed, video_batches)
 from vidmamba.metrics.evaluate import evaluate_predictions
 from vidmamba.metrics.validation import read_jsonl
@@ -52,7 +53,8 @@ def data_section(root: Path, **extra) -> dict:
 
 
 class Oracle(nn.Module):
-    """Predicts each query's ground truth (score 0.9) and a window 20 grid steps later (score 0.5)."""
+    """Predicts each query's ground truth (score 0.9) and a window 20 grid steps later (score 0.5), timed with the
+    batch's ``clip_length`` / ``clip_offset`` / ``duration`` as the grounding contract says."""
 
     def __init__(self):
         super().__init__()
@@ -60,7 +62,10 @@ class Oracle(nn.Module):
 
     def predict(self, batch):
         g = batch["segments_grid"].float()
-        return [torch.tensor([[a, b, 0.9], [a + 20, b + 20, 0.5]]) for a, b in g.tolist()]
+        length, offset, end = batch["clip_length"][0], batch["clip_offset"][0], batch["duration"][0]
+        t = lambda x: min(max(x * length + offset, 0.0), end)  # noqa: E731
+        return [{"pred_relevant_windows": [[t(a), t(b), 0.9], [t(a + 20), t(b + 20), 0.5]], "pred_saliency_scores": []}
+                for a, b in g.tolist()]
 
 
 def test_predictions_are_converted_to_seconds_and_scored(tmp_path):
@@ -105,7 +110,8 @@ class Peak(nn.Module):
         i, j = int(x.masked_fill(~m, -1e9).argmax()), int(x.masked_fill(~m, 1e9).argmin())
         one = torch.tensor([[i - 0.5, i + 0.5, float(x[i])], [j - 0.5, j + 0.5, 0.0]])
         one[:, :2] /= self.stride
-        return [one] * batch["text"].shape[0]
+        row = {"pred_relevant_windows": one.tolist(), "pred_saliency_scores": x[::self.stride].tolist()}
+        return [row] * batch["text"].shape[0]
 
 
 @pytest.mark.parametrize("vid_stride", [1, 2])
@@ -117,14 +123,16 @@ def test_windowed_prediction_shifts_and_merges(vid_stride, peak):
     batch = {"video": video, "video_mask": torch.ones(1, T, dtype=torch.bool), "text": torch.zeros(2, 1, 1)}
     model = Peak(vid_stride)
     preds = predict_windowed(model, batch, window=8, vid_stride=vid_stride)
-    assert len(preds) == 2 and torch.equal(preds[0], preds[1])
+    assert len(preds) == 2 and preds[0] == preds[1]
     # the global peak, found in the windows holding it, shifted back to the video's grid and merged into one by NMS;
     # then the second peak (clip 4) from other windows; as many detections as one window gives (2)
     expected = [[(peak - 0.5) / vid_stride, (peak + 0.5) / vid_stride, 5.0],
                 [3.5 / vid_stride, 4.5 / vid_stride, 3.0]]
-    np.testing.assert_allclose(preds[0].numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(preds[0]["pred_relevant_windows"], expected, atol=1e-6)
+    # every window sees the same clip values: the mean saliency over the windows covering a step is that value
+    np.testing.assert_allclose(preds[0]["pred_saliency_scores"], video[0, ::vid_stride, 0].numpy(), atol=1e-6)
     # a window covering the whole video is the plain prediction
-    assert torch.equal(predict_windowed(model, batch, window=31)[0], model.predict(batch)[0])
+    assert predict_windowed(model, batch, window=31)[0] == model.predict(batch)[0]
 
 
 def test_video_batches_split_queries_per_video(tmp_path):
@@ -197,7 +205,7 @@ def test_synthetic_long_config_trains_and_evaluates(tmp_path, monkeypatch, model
     args = [a for s in sets + model_sets + ["train.epochs=1", "train.warmup_epochs=0", "train.progress=false",
                                              f"train.out_dir={run}"] for a in ("--set", s)]
     assert main(["train", str(config), *args]) == 0
-    stored = json.loads((run / "last" / "config.json").read_text())["model"]
+    stored = json.loads((run / "last" / "config.json").read_text())["experiment"]
     assert stored["model"]["name"] == model and stored["data"]["video_dims"] == [24]
     out = tmp_path / "eval"
     assert main(["evaluate", str(config), "--ckpt", str(run), "--out", str(out),
@@ -207,7 +215,7 @@ def test_synthetic_long_config_trains_and_evaluates(tmp_path, monkeypatch, model
     _check_evaluation(out, anno, "val", 10)
 
 
-def test_predict_from_feature_files_matches_evaluation(tmp_path):
+def test_predict_from_feature_files_matches_evaluation(tmp_path, cli_error):
     """`vidmamba predict --video-features --query-features --fps` on an nlq checkpoint gives the windows that
     `vidmamba evaluate` wrote for the same video and query; without --fps it is a clear error."""
     root = make_snag(tmp_path / "data", 256, 768, lengths=(40, 72), queries=2, fps=30.0, clip_frames=8)
@@ -222,8 +230,7 @@ def test_predict_from_feature_files_matches_evaluation(tmp_path):
     video = json.loads((root / "anno.json").read_text())["val"][row["vid"]]
     base = ["predict", "--ckpt", str(run), "--video-features", str(root / "video" / f"{row['vid']}.npy"),
             "--query-features", str(root / "text" / f"{row['qid']}.npy"), "--query", row["query"]]
-    with pytest.raises(ValueError, match="--fps"):
-        main(base)
+    assert "--fps" in cli_error(base)
     out = tmp_path / "pred.json"
     assert main(base + ["--fps", "30", "--duration", str(video["duration"]), "--out", str(out)]) == 0
     got = json.loads(out.read_text())

@@ -14,7 +14,7 @@ from vidmamba.metrics.highlight import (
     tvsum_map,
     youtube_highlights_map,
 )
-from vidmamba.metrics.validation import SubmissionError
+from vidmamba.metrics.validation import GroundTruthError, SubmissionError
 
 
 def test_saliency_ap_hand_computed():
@@ -106,3 +106,45 @@ def test_tvsum_file_task(shared_data, tmp_path):
     short = _write(tmp_path / "s.jsonl", [{"qid": r["qid"], "pred_saliency_scores": [0.0] * 3} for r in rows])
     with pytest.raises(SubmissionError, match=rf"qid '{rows[0]['qid']}'.*pred_saliency_scores.*3 scores"):
         evaluate_prediction_files("tvsum", short, gt)
+
+
+def test_youtube_file_task_hand_computed(tmp_path):
+    """UMT protocol: per video, trapezoid AP of the binary labels over all clips ranked by score; mean over videos."""
+    gt = _write(tmp_path / "gt.jsonl", [
+        {"qid": "A", "domain": "dog", "label": [[0], [1], [1], [0]]},       # lighthouse layout, (T, 1)
+        {"qid": "B", "domain": "dog", "match": [-1, 1, 0]},                 # UMT layout: positive = match > 0
+        {"qid": "C", "domain": "surfing", "label": [0, 0]},                 # no highlight: AP 0, as UMT
+    ])
+    sub = _write(tmp_path / "p.jsonl", [
+        {"qid": "A", "pred_saliency_scores": [0.9, 0.8, 0.1, 0.5]},   # ranked labels 0 1 0 1: AP 1/8 + 5/24 = 1/3
+        {"qid": "B", "pred_saliency_scores": [0.1, 0.9, 0.5, 7.0]},   # one extra score: cut; ranked 1 0 0: AP 1
+        {"qid": "C", "pred_saliency_scores": [0.3, 0.2]},
+    ])
+    m = evaluate_prediction_files("youtube", sub, gt)
+    assert m["brief"] == {"HL-mAP": 44.44}                          # (1/3 + 1 + 0) / 3
+    assert m["per_domain"] == {"dog": 66.67, "surfing": 0.0}
+    assert m["per_video"] == {"A": 33.33, "B": 100.0, "C": 0.0}
+    # ties keep clip order (stable): labels 0 1 under equal scores give AP 0 + (1 - 0) * (0 + 1/2) / 2 = 1/4
+    _write(gt, [{"qid": "A", "label": [0, 1]}])
+    _write(sub, [{"qid": "A", "pred_saliency_scores": [0.5, 0.5]}])
+    assert evaluate_prediction_files("youtube", sub, gt) == {"brief": {"HL-mAP": 25.0}, "per_video": {"A": 25.0}}
+
+
+@pytest.mark.parametrize("gt_row, sub_row, error, pattern", [
+    ({"qid": "A", "label": [0, 1, 1]}, {"qid": "A", "pred_saliency_scores": [0.1, 0.2]}, SubmissionError,
+     r"submission file '.*p.jsonl' line 1, qid 'A', field 'pred_saliency_scores': 2 scores for 3 labelled clips"),
+    ({"qid": "A", "label": [0, 1]}, {"qid": "A"}, SubmissionError, r"qid 'A', field 'pred_saliency_scores': missing"),
+    ({"qid": "A"}, {"qid": "A", "pred_saliency_scores": [0.1]}, GroundTruthError,
+     r"ground-truth file '.*gt.jsonl' line 1, qid 'A', field 'match': missing field: a YouTube GT row needs"),
+    ({"qid": "A", "label": [[0, 1], [1, 0]]}, {"qid": "A", "pred_saliency_scores": [0.1, 0.2]}, GroundTruthError,
+     r"field 'label': label must be .* one value per clip .* got shape \(2, 2\)"),
+    ({"qid": "A", "match": [1, "x"]}, {"qid": "A", "pred_saliency_scores": [0.1, 0.2]}, GroundTruthError,
+     r"field 'match': match must be a list of numbers"),
+    ({"qid": "A", "label": [0, 1]}, {"qid": "B", "pred_saliency_scores": [0.1, 0.2]}, SubmissionError,
+     r"have no prediction"),
+])
+def test_youtube_file_task_errors(tmp_path, gt_row, sub_row, error, pattern):
+    gt, sub = _write(tmp_path / "gt.jsonl", [gt_row]), _write(tmp_path / "p.jsonl", [sub_row])
+    with pytest.raises(error, match=pattern) as exc:
+        evaluate_prediction_files("youtube", sub, gt)
+    assert "\n" not in str(exc.value)

@@ -1,6 +1,7 @@
 """Official QVHighlights evaluation: golden reproduction, CLI, submission validation."""
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -37,15 +38,17 @@ def test_cli_writes_golden_json(shared_data, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out) == json.loads(raw.read_text())["brief"]
 
 
-def test_cli_bad_submission_raises_and_writes_nothing(shared_data, tmp_path):
+def test_cli_bad_submission_fails_and_writes_nothing(shared_data, tmp_path, capsys):
     sub, gt, _ = _golden_paths(shared_data)
     lines = sub.read_text().splitlines()
     bad = tmp_path / "bad.jsonl"
     bad.write_text("\n".join(lines + [lines[3]]) + "\n")  # qid of line 4 appears twice
     qid = json.loads(lines[3])["qid"]
     out = tmp_path / "m.json"
-    with pytest.raises(SubmissionError, match=rf"line {len(lines) + 1}.*qid {qid}.*duplicate"):
-        cli_main(["evaluate", "qvhighlights", "--submission", str(bad), "--gt", str(gt), "--out", str(out)])
+    assert cli_main(["evaluate", "qvhighlights", "--submission", str(bad), "--gt", str(gt), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(rf"vidmamba evaluate: error: submission file '{re.escape(str(bad))}' line {len(lines) + 1}, "
+                        rf"qid {qid}, field 'qid': duplicate qid \(first seen on line 4\)\n", err)
     assert not out.exists()
     assert list(tmp_path.iterdir()) == [bad]
 
@@ -104,8 +107,33 @@ def test_only_the_fields_present_are_scored():
     preds = _copy(PRED_ROWS)
     for p in preds:
         del p["pred_relevant_windows"]
-    assert set(eval_qvhighlights(preds, _copy(GT_ROWS))) == {"brief", "HL-min-Fair", "HL-min-Good",
-                                                             "HL-min-VeryGood"}
+    # without windows the MR metrics are not silently dropped: an error, unless highlights-only is asked for
+    with pytest.raises(SubmissionError, match=r"qid 1, field 'pred_relevant_windows': missing: the moment-retrieval"):
+        eval_qvhighlights(preds, _copy(GT_ROWS))
+    hl_only = eval_qvhighlights(preds, _copy(GT_ROWS), highlights_only=True)
+    assert set(hl_only) == {"brief", "HL-min-Fair", "HL-min-Good", "HL-min-VeryGood"}
+    full = eval_qvhighlights(_copy(PRED_ROWS), _copy(GT_ROWS))  # windows present but ignored: the same HL numbers
+    assert eval_qvhighlights(_copy(PRED_ROWS), _copy(GT_ROWS), highlights_only=True) == hl_only
+    assert all(hl_only["brief"][k] == full["brief"][k] for k in hl_only["brief"])
+    preds = _copy(PRED_ROWS)
+    for p in preds:
+        del p["pred_saliency_scores"]
+    with pytest.raises(SubmissionError, match=r"field 'pred_saliency_scores': missing: highlights-only"):
+        eval_qvhighlights(preds, _copy(GT_ROWS), highlights_only=True)
+
+
+def test_highlights_only_through_the_file_entry_point(files):
+    sub, gt = files
+    rows = [json.loads(line) for line in sub.read_text().splitlines()]
+    sub.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "pred_relevant_windows"}) + "\n"
+                           for r in rows))
+    with pytest.raises(SubmissionError) as exc:
+        evaluate_prediction_files("qvhighlights", sub, gt)
+    assert str(sub) in str(exc.value) and "pred_relevant_windows" in str(exc.value) and "\n" not in str(exc.value)
+    brief = evaluate_prediction_files("qvhighlights", sub, gt, highlights_only=True)["brief"]
+    assert sorted(brief) == sorted(f"HL-min-{t}-{m}" for t in ("Fair", "Good", "VeryGood") for m in ("mAP", "Hit1"))
+    with pytest.raises(ValueError, match="highlights_only applies to the qvhighlights task only"):
+        evaluate_prediction_files("tvsum", sub, gt, highlights_only=True)
 
 
 def test_saliency_length_is_padded_or_truncated_like_official():

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from vidmamba.models import build_model
+from vidmamba.models import create_model
 from vidmamba.models.hieramamba import (
     AMPBlock,
     HieraMamba,
@@ -16,7 +16,7 @@ from vidmamba.models.hieramamba import (
     interleave_anchors,
     split_anchors,
 )
-from vidmamba.nn import MaskedMHA, lengths_to_mask
+from vidmamba.nn import MaskedMHA, lengths_to_mask, sinusoid_encoding
 from vidmamba.ssm import Hydra
 
 TINY = dict(in_dim=6, embd_dim=32, num_blocks=3, d_state=8, headdim=16, max_seq_len=8, local_heads=2, chunk_size=4)
@@ -240,17 +240,19 @@ QUERIES = [[(4, (2.0, 7.5)), (2, (0.2, 1.6)), (6, (5.0, 12.0))], [(3, (1.0, 4.0)
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_model_padded_batch_matches_each_video_alone(mode):
-    model = tiny_model(**MODES[mode])
+    """Per-query accounting: the padded batch's losses are the query-weighted mean of each video's (official: see
+    test_official_accounting_sums_cls_reg_and_averages_acc_spc)."""
+    model = tiny_model(**MODES[mode], loss_normalization="per_query")
     batch = make_batch(LENGTHS, QUERIES)
     with torch.no_grad():
-        preds = model.predict(batch)
+        preds = model.detect(batch)
         losses = model(batch)
     assert len(preds) == batch["text"].shape[0]
     expected = {k: 0.0 for k in losses}
     for b in range(len(LENGTHS)):
         alone = select(batch, b)
         with torch.no_grad():
-            alone_preds = model.predict(alone)
+            alone_preds = model.detect(alone)
             alone_losses = model(alone)
         for i, q in enumerate((batch["query_index"] == b).nonzero().flatten().tolist()):
             assert preds[q].shape == alone_preds[i].shape and preds[q].shape[1] == 3
@@ -261,12 +263,70 @@ def test_model_padded_batch_matches_each_video_alone(mode):
         assert v.dim() == 0 and math.isclose(float(v), expected[k], rel_tol=1e-4, abs_tol=1e-6), (k, float(v))
     assert all(float(losses[k]) > 0 for k in ("loss_cls", "loss_reg", "loss_acc", "loss_spc"))
     assert float(model.loss_norm()) == MODEL_TINY["loss_norm_init"]  # eval mode: the normaliser is not updated
+    # official accounting: cls and reg are sums over the batch, so the padded batch gives the sum over its videos
+    official = tiny_model(**MODES[mode])
+    with torch.no_grad():
+        total = official(batch)
+        alone = [official(select(batch, b)) for b in range(len(LENGTHS))]
+    for k in ("loss_cls", "loss_reg"):
+        assert math.isclose(float(total[k]), sum(float(a[k]) for a in alone), rel_tol=1e-4), k
+
+
+NO_DROP = dict(dropout=0.0, drop_path=0.0, fusion_dropout=0.0, fusion_drop_path=0.0, text_dropout=0.0)
+
+
+def repeated(batch, videos: int, queries: int):
+    """``videos`` copies of the one-video, one-query ``batch``, each with ``queries`` copies of its query."""
+    return {"video": batch["video"].repeat(videos, 1, 1), "video_mask": batch["video_mask"].repeat(videos, 1),
+            "text": batch["text"].repeat(videos * queries, 1, 1),
+            "text_mask": batch["text_mask"].repeat(videos * queries, 1),
+            "query_index": torch.arange(videos).repeat_interleave(queries),
+            "segments_grid": batch["segments_grid"].repeat(videos * queries, 1)}
+
+
+@pytest.mark.parametrize("mode", ["early-adaln", "late-affine-transformer-text"])
+def test_official_accounting_sums_cls_reg_and_averages_acc_spc(mode):
+    """Official trainer (libs/worker.py TrainerAuxiliary): cls / reg summed over the batch, ACC / SPC averaged (ACC
+    times the mean queries per video with late fusion), all over the same normaliser. With k identical copies of one
+    query the sums grow k-fold and the averages stay; per-query accounting keeps every term."""
+    one = make_batch([13], [[(4, (2.0, 7.5))]])
+    late = mode.startswith("late")
+    for accounting in ("official", "per_query"):
+        model = tiny_model(**MODES[mode], loss_normalization=accounting)
+        with torch.no_grad():
+            base = model(one)
+            for videos, queries in ((1, 3), (2, 1), (2, 2)):
+                out = model(repeated(one, videos, queries))
+                k = videos * queries
+                sums = k if accounting == "official" else 1
+                acc = (queries if late else 1) if accounting == "official" else 1
+                expected = {"loss_cls": sums, "loss_reg": sums, "loss_acc": acc, "loss_spc": 1}
+                for name, factor in expected.items():
+                    assert float(base[name]) > 0
+                    assert math.isclose(float(out[name]), factor * float(base[name]), rel_tol=1e-4), \
+                        (accounting, videos, queries, name)
+
+
+def test_official_normaliser_counts_positives_per_batch_and_lags_one_step():
+    one = make_batch([13], [[(4, (2.0, 7.5))]])
+    init = MODEL_TINY["loss_norm_init"]
+    for accounting, factor in (("official", 3), ("per_query", 1)):
+        values = []
+        for batch in (one, repeated(one, 1, 3)):
+            model = tiny_model(**NO_DROP, loss_normalization=accounting)
+            with torch.no_grad():
+                evaluated = model(batch)
+                trained = model.train()(batch)
+            # the training forward divides by the normaliser from before its own update (as the official trainer)
+            torch.testing.assert_close(trained["loss_cls"], evaluated["loss_cls"])
+            values.append(float(model.loss_norm()) - 0.9 * init)          # = 0.1 * (number of positives)
+        assert values[0] >= 0.1 and math.isclose(values[1], factor * values[0], rel_tol=1e-5), accounting
 
 
 def test_predictions_are_sorted_grid_segments():
     model = tiny_model()
     batch = make_batch(LENGTHS, QUERIES)
-    for p in model.predict(batch):
+    for p in model.detect(batch):
         assert p.dtype == torch.float32 and 0 < p.shape[0] <= model.cfg.max_num_segs
         assert torch.all(p[1:, 2] <= p[:-1, 2]) and torch.all(p[:, 1] > p[:, 0])
 
@@ -299,7 +359,7 @@ def test_loss_normaliser_updates_in_training_only():
 
 def test_nothing_left_after_nms_gives_empty_predictions():
     model = tiny_model(pre_nms_thresh=0.999)
-    preds = model.predict(make_batch(LENGTHS, QUERIES))
+    preds = model.detect(make_batch(LENGTHS, QUERIES))
     assert len(preds) == 6 and all(p.shape == (0, 3) for p in preds)
 
 
@@ -311,7 +371,7 @@ def test_short_video_single_clip():
     assert all(torch.isfinite(v) for v in out.values())
     enc = model.encode(batch)
     assert [m.shape[1] for m in enc.masks] == [1, 1, 1]
-    assert model.predict(batch)[0].shape[1] == 3
+    assert model.detect(batch)[0].shape[1] == 3
 
 
 def test_event_without_positive_points_gives_finite_loss():
@@ -328,8 +388,8 @@ def test_long_query_is_truncated_with_warning():
     long = make_batch([9], [[(9, (1.0, 4.0))]])                    # 9 tokens > max_text_len 6
     short = dict(long, text=long["text"][:, :6], text_mask=long["text_mask"][:, :6])
     with pytest.warns(UserWarning, match=r"q0.*max_text_len = 6"):
-        got = model.predict(long)
-    torch.testing.assert_close(got[0], model.predict(short)[0])
+        got = model.detect(long)
+    torch.testing.assert_close(got[0], model.detect(short)[0])
 
 
 def test_zero_length_ground_truth_is_an_error_naming_it():
@@ -346,27 +406,27 @@ def test_bad_inputs_are_named():
     model = tiny_model()
     batch = make_batch([9, 5], [[(3, (1.0, 4.0))], [(2, (1.0, 2.0))]])
     with pytest.raises(ValueError, match=r"\(B, T, 6\)"):
-        model.predict(dict(batch, video=batch["video"][..., :4]))
+        model.detect(dict(batch, video=batch["video"][..., :4]))
     empty = batch["text_mask"].clone()
     empty[1] = False
     with pytest.raises(ValueError, match="q1"):
-        model.predict(dict(batch, text_mask=empty))
+        model.detect(dict(batch, text_mask=empty))
     vmask = batch["video_mask"].clone()
     vmask[1] = False
     with pytest.raises(ValueError, match="v1"):
-        model.predict(dict(batch, video_mask=vmask))
+        model.detect(dict(batch, video_mask=vmask))
 
 
 def test_registry_presets_and_twin():
-    model = build_model("hieramamba", **MODEL_TINY)
-    twin = build_model("hieramamba-transformer", **MODEL_TINY)
+    model = create_model("hieramamba", **MODEL_TINY)
+    twin = create_model("hieramamba-transformer", **MODEL_TINY)
     assert all(isinstance(b.mixer, Hydra) for b in model.backbone.blocks)
     assert all(isinstance(b.mixer, MaskedMHA) for b in twin.backbone.blocks)
     assert (len(twin.backbone.blocks), twin.cfg.embd_dim) == (len(model.backbone.blocks), model.cfg.embd_dim)
     with pytest.raises(ValueError, match="conflicts"):
-        build_model("hieramamba-transformer", mixer="hydra", **MODEL_TINY)
+        create_model("hieramamba-transformer", mixer="hydra", **MODEL_TINY)
     with pytest.raises(TypeError, match="unknown HieraMamba config keys"):
-        build_model("hieramamba", bogus=1)
+        create_model("hieramamba", bogus=1)
     with pytest.raises(ValueError, match="in_dim is derived"):
         HieraMambaConfig(in_dim=7)
     cfg = HieraMambaConfig(**MODEL_TINY)
@@ -381,10 +441,14 @@ def test_registry_presets_and_twin():
     mad = HieraMambaConfig.preset("mad", num_blocks=4)
     assert (mad.in_dim, mad.stride, mad.num_blocks, mad.w_acc, mad.w_spc, mad.pre_nms_topk, mad.max_num_segs,
             mad.max_text_len) == (512, 2, 4, 0.0, 0.0, 200, 50, 75)
+    assert (HieraMambaConfig().loss_norm_init, mad.loss_norm_init, tacos.loss_norm_init) == (10.0, 250.0, 100.0)
+    assert HieraMambaConfig().loss_normalization == "official"
+    with pytest.raises(ValueError, match="loss_normalization must be one of"):
+        HieraMambaConfig(loss_normalization="mean")
     ego = HieraMambaConfig()
     assert (ego.video_dim, ego.text_dim, ego.embd_dim, ego.reg_loss, ego.w_acc, ego.w_spc, ego.max_text_len,
             ego.nms_sigma, ego.voting_thresh, ego.max_num_segs) == (256, 768, 384, "iou", 100.0, 10.0, 24, 0.9, 0.95, 5)
-    m = build_model("hieramamba", preset="mad", **{**MODEL_TINY, "w_acc": 0.0, "w_spc": 0.0})
+    m = create_model("hieramamba", preset="mad", **{**MODEL_TINY, "w_acc": 0.0, "w_spc": 0.0})
     assert m.acc_proj is None and m.spc_proj is None and m.backbone.cfg.stride == 2
 
 
@@ -405,7 +469,40 @@ def test_tiny_model_overfits_a_tiny_batch():
     last = model(batch)["loss"].item()
     assert last < 0.2 * losses[0], losses + [last]
     model.eval()
-    for p, gt in zip(model.predict(batch), batch["segments_grid"]):  # the top detection now hits the ground truth
+    for p, gt in zip(model.detect(batch), batch["segments_grid"]):  # the top detection now hits the ground truth
         top = p[0, :2]
         inter = (torch.minimum(top[1], gt[1]) - torch.maximum(top[0], gt[0])).clamp(min=0)
         assert inter / ((top[1] - top[0]) + (gt[1] - gt[0]) - inter) > 0.5, (p[0], gt)
+
+
+def test_position_table_is_interpolated_with_align_corners_true():
+    """Past max_seq_len the table is resampled as the official backbone (F.interpolate, linear, align_corners=True):
+    output step i reads the table at x = i (L - 1) / (n - 1), so both ends are the table's ends."""
+    model = tiny()
+    L, n, d = TINY["max_seq_len"], 13, TINY["embd_dim"]
+    table = sinusoid_encoding(L, d) / math.sqrt(d)
+    got = model.position_encoding(torch.zeros(1, n, d), torch.tensor([n]))[0]
+    for i in range(n):
+        x = i * (L - 1) / (n - 1)
+        lo = min(int(math.floor(x)), L - 2)
+        w = x - lo
+        torch.testing.assert_close(got[i], (1 - w) * table[lo] + w * table[lo + 1], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(got[-1], table[-1], atol=1e-6, rtol=1e-5)     # align_corners=False would not hit it
+    short = model.position_encoding(torch.zeros(1, 5, d), torch.tensor([5]))[0]
+    torch.testing.assert_close(short, table[:5])                           # within the table: no resampling
+
+
+@pytest.mark.parametrize("decay", [True, False])
+def test_hydra_a_log_and_d_take_weight_decay_as_the_official_optimiser(decay):
+    from vidmamba.engine.optim import param_groups
+
+    model = HieraMamba(HieraMambaConfig(**MODEL_TINY, hydra_weight_decay=decay))
+    groups = {g["group"]: {id(p) for p in g["params"]} for g in param_groups(model, 0.05)}
+    names = {id(p): n for n, p in model.named_parameters()}
+    hydra = [n for n, p in model.named_parameters() if n.endswith(("mixer.A_log", "mixer.D"))]
+    assert len(hydra) == 2 * MODEL_TINY["num_blocks"]
+    decayed = {names[i] for i in groups["decay"]}
+    assert all((n in decayed) == decay for n in hydra)
+    # the official rules otherwise: biases (dt_bias too), norms and LayerScales are not decayed; Linear weights are
+    assert not any(n.endswith(("dt_bias", "bias", "gamma")) or ".norm" in n for n in decayed)
+    assert "backbone.blocks.0.mixer.in_proj.weight" in decayed and "backbone.blocks.0.mixer.fc_D.weight" in decayed

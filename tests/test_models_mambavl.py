@@ -1,10 +1,12 @@
-"""MambaVL: shared-A tying and its gradients, padding invariance for every fusion, losses, overfitting, registry."""
+"""MambaVL: shared-A tying and its gradients, padding invariance for every fusion, losses, overfitting, registry,
+the released code's initialisation."""
+import math
+
 import pytest
 import torch
 
-from vidmamba.models import build_model
+from vidmamba.models import create_model
 from vidmamba.models.mambavl import FUSIONS, MambaVL, MambaVLConfig, MLPFusion, MambaFusion, TransformerFusion
-from vidmamba.nn import label_smoothing_cross_entropy
 
 TINY = dict(video_dim=12, text_dim=10, d_model=16, d_state=4, expand=2, num_verbs=5, num_nouns=7, dropout=0.0,
             n_heads=2)
@@ -107,17 +109,31 @@ def test_padded_batch_equals_each_sample_alone_and_questions_feed_their_head(fus
     torch.testing.assert_close(out["noun_logits"], changed["noun_logits"])
 
 
-def test_losses_match_label_smoothing_ce_and_skip_unlabelled():
+def smoothed_ce_closed_form(logits: list[float], target: int, eps: float) -> float:
+    """Cross-entropy against (1 - eps) onehot + eps / C, in closed form: logsumexp(z) - (1 - eps) z_y - eps mean(z)."""
+    lse = math.log(sum(math.exp(z) for z in logits))
+    return lse - (1 - eps) * logits[target] - eps * sum(logits) / len(logits)
+
+
+def test_label_smoothing_closed_form_by_hand():
+    # all-equal logits: log C whatever the smoothing; C = 4, z = (0, log 2, 0, 0), y = 1, eps = 0.2:
+    # lse = log 5, loss = log 5 - 0.8 log 2 - 0.2 log 2 / 4 = log 5 - 0.85 log 2
+    assert math.isclose(smoothed_ce_closed_form([1.5] * 4, 2, 0.3), math.log(4), rel_tol=1e-12)
+    assert math.isclose(smoothed_ce_closed_form([0.0, math.log(2), 0.0, 0.0], 1, 0.2),
+                        math.log(5) - 0.85 * math.log(2), rel_tol=1e-12)
+
+
+def test_losses_are_smoothed_cross_entropy_and_skip_unlabelled():
     model = make_model(label_smoothing=0.2)
     batch = make_batch()
     batch["noun"] = torch.tensor([2, -1, 6])
     out = model(batch)
     assert out["loss"].dim() == 0
-    exp_v = label_smoothing_cross_entropy(out["verb_logits"], batch["verb"], 0.2)
-    exp_n = label_smoothing_cross_entropy(out["noun_logits"][[0, 2]], batch["noun"][[0, 2]], 0.2)
-    torch.testing.assert_close(out["loss_verb"], exp_v)
-    torch.testing.assert_close(out["loss_noun"], exp_n)
-    torch.testing.assert_close(out["loss"], exp_v + exp_n)
+    verb_logits, noun_logits = out["verb_logits"].detach().tolist(), out["noun_logits"].detach().tolist()
+    exp_v = sum(smoothed_ce_closed_form(z, y, 0.2) for z, y in zip(verb_logits, batch["verb"].tolist())) / 3
+    exp_n = sum(smoothed_ce_closed_form(noun_logits[i], int(batch["noun"][i]), 0.2) for i in (0, 2)) / 2
+    for key, expected in (("loss_verb", exp_v), ("loss_noun", exp_n), ("loss", exp_v + exp_n)):
+        assert math.isclose(out[key].item(), expected, rel_tol=1e-5), key
     assert "loss" not in model(make_batch(labels=False))
     with pytest.raises(ValueError, match="class id"):
         model({**batch, "verb": torch.tensor([0, 5, 1])})
@@ -137,6 +153,8 @@ def test_bad_inputs_and_config():
         MambaVLConfig.from_dict({"hidden": 3})
     with pytest.raises(ValueError, match="fusion"):
         MambaVLConfig(fusion="concat")
+    with pytest.raises(ValueError, match="init must be one of"):
+        MambaVLConfig(init="xavier")
     model = make_model()
     batch = make_batch(labels=False)
     with pytest.raises(KeyError, match="noun_question"):
@@ -166,9 +184,47 @@ def test_overfits_a_tiny_batch():
 def test_registry_builds_mambavl_and_ablations():
     kinds = {"shared_a": MambaFusion, "separate_a": MambaFusion, "transformer": TransformerFusion, "mlp": MLPFusion}
     for fusion, cls in kinds.items():
-        model = build_model("mambavl", **{**TINY, "fusion": fusion})
+        model = create_model("mambavl", **{**TINY, "fusion": fusion})
         assert isinstance(model, MambaVL) and isinstance(model.fusion, cls) and model.cfg.fusion == fusion
-    assert build_model("mambavl", **TINY).fusion.shared_a
-    assert not build_model("mambavl", **{**TINY, "fusion": "separate_a"}).fusion.shared_a
+    assert create_model("mambavl", **TINY).fusion.shared_a
+    assert not create_model("mambavl", **{**TINY, "fusion": "separate_a"}).fusion.shared_a
     with pytest.raises(TypeError, match="unknown MambaVL config keys"):
-        build_model("mambavl", aligner="mamba")
+        create_model("mambavl", aligner="mamba")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# initialisation: S4D (default) and the released code's re-initialisation
+# ---------------------------------------------------------------------------------------------------------------------
+def test_default_init_is_s4d_real_and_head_dropout_is_the_released_zero():
+    model = make_model()
+    a_log = model.fusion.a_logs[0].A_log
+    expected = torch.log(torch.arange(1, TINY["d_state"] + 1, dtype=torch.float32)).expand_as(a_log)
+    torch.testing.assert_close(a_log.detach(), expected)      # A = -(1, 2, ..., d_state) for every channel
+    assert MambaVLConfig().dropout == 0.0                     # MF.HEAD_DROPOUT of the released configs
+
+
+def test_released_init_matches_the_released_code():
+    big = dict(TINY, d_model=64, num_verbs=97, num_nouns=300)
+    torch.manual_seed(0)
+    model = MambaVL(MambaVLConfig(**big, init="released"))
+    d_inner, d_state = 2 * 64, TINY["d_state"]
+    # xavier-uniform on A_log (d_inner, d_state): |A_log| <= sqrt(6 / (d_inner + d_state)), so A ~ -1 for every state
+    bound = math.sqrt(6 / (d_inner + d_state))
+    a_log = model.fusion.a_logs[0].A_log.detach()
+    assert float(a_log.abs().max()) <= bound and float(a_log.abs().max()) > 0.5 * bound
+    assert abs(float(a_log.mean())) < 0.1 * bound                # centred on 0, not on log(1..d_state)
+    # depthwise conv weight (d_inner, 1, k): xavier with fan_in = k, fan_out = d_inner * k
+    k = model.cfg.d_conv
+    conv = model.fusion.video_layers[0].conv1d.weight.detach()
+    assert float(conv.abs().max()) <= math.sqrt(6 / (k + d_inner * k))
+    # every Linear: bias 0 (dt_proj's too: no dt offset), weight trunc-normal std 0.02
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Linear) and m.bias is not None:
+            assert float(m.bias.detach().abs().max()) == 0.0, name
+    w = model.noun_head.weight.detach()                          # 300 x 64 = 19200 draws
+    assert abs(float(w.std()) - 0.02) < 0.001 and abs(float(w.mean())) < 0.001
+    # D (1-d, not in a Linear) keeps its construction value 1
+    assert torch.equal(model.fusion.video_layers[0].D.detach(), torch.ones(d_inner))
+    # the default build is different (S4D A, non-zero dt bias)
+    default = MambaVL(MambaVLConfig(**big))
+    assert float(default.fusion.video_layers[0].dt_proj.bias.detach().abs().min()) > 0

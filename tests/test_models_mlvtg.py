@@ -8,9 +8,9 @@ import torch
 
 from vidmamba.data.collate import collate_padded
 from vidmamba.data.lighthouse import MomentDataset
-from vidmamba.models import MLVTG, MLVTGConfig, build_model, list_models
-from vidmamba.models.baselines import PerClipAligner, TransformerAligner
-from vidmamba.models.mlvtg import MambaAligner, pack_joint, span_targets, unpack_joint
+from vidmamba.models import MLVTG, MLVTGConfig, create_model, list_models
+from vidmamba.models.aligners import MambaAligner, PerClipAligner, TransformerAligner, pack_joint, unpack_joint
+from vidmamba.models.mlvtg import span_targets
 
 VARIANTS = ["mlvtg", "mlvtg-transformer", "mlvtg-perclip"]
 VDIM, TDIM, CL = 12, 8, 2.0
@@ -37,7 +37,7 @@ def collate(samples):
 
 def tiny(name: str, **kw) -> MLVTG:
     torch.manual_seed(0)
-    return build_model(name, **{**TINY, **kw})
+    return create_model(name, **{**TINY, **kw})
 
 
 SAMPLES = [make_sample(11, 4, 1), make_sample(6, 7, 2, start=1), make_sample(14, 2, 3, start=9, length=4)]
@@ -127,7 +127,6 @@ def test_loss_terms_follow_targets_and_weights():
     model.eval()
     batch = collate(SAMPLES)
     full = model(batch)
-    assert torch.allclose(full["loss"], sum(full[k] for k in full if k.startswith("loss_")))
     no_sal = model({k: v for k, v in batch.items() if k not in ("saliency", "saliency_mask")})
     assert "loss_sal_intra" not in no_sal and "loss_fg" in no_sal
     assert "loss" not in model({k: batch[k] for k in ("video", "video_mask", "text", "text_mask")})
@@ -139,6 +138,35 @@ def test_loss_terms_follow_targets_and_weights():
     focal.load_state_dict(model.state_dict())
     focal.eval()
     assert not torch.allclose(focal(batch)["loss_fg"], full["loss_fg"])
+
+
+def test_loss_terms_and_total_match_hand_computed_univtg_losses():
+    """Two 2-clip videos with hand-set outputs; every term from the UniVTG definitions, computed by hand:
+    sample 0: fg clip 0, window [0, 2] s, saliency (3, 1); sample 1: fg clip 1, window [2, 4] s, saliency (1, 3);
+    logits 0 everywhere; predicted spans (feature-extent units) [0.1, 0.5] and [0.5, 0.9] for the fg clips (targets
+    [0, 0.5] and [0.5, 1]); clip features e0, e1 in both videos, sentences e0 and e1; tau 1."""
+    model = tiny("mlvtg", tau=1.0)
+    e0, e1 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    out = {"logits": torch.zeros(2, 2), "spans": torch.tensor([[[0.1, 0.5], [0.0, 0.0]], [[0.0, 0.0], [0.5, 0.9]]]),
+           "video_feats": torch.stack([torch.stack([e0, e1])] * 2), "sentence": torch.stack([e0, e1]),
+           "video_mask": torch.ones(2, 2, dtype=torch.bool), "num_clips": torch.tensor([2, 2]),
+           "saliency": torch.zeros(2, 2)}
+    batch = {"foreground": torch.tensor([[True, False], [False, True]]),
+             "windows": torch.tensor([[[0.0, 2.0]], [[2.0, 4.0]]]), "windows_mask": torch.ones(2, 1, dtype=torch.bool),
+             "clip_length": [2.0, 2.0], "saliency": torch.tensor([[3.0, 1.0], [1.0, 3.0]])}
+    terms = model.losses(out, batch)
+    log2, nce = math.log(2), math.log(1 + math.exp(-1))   # BCE at logit 0; -log(e / (e + e^0)) at cosines (1, 0)
+    expected = {
+        "loss_fg": 10 * (1.0 + 0.1) * 2 * log2 / 4,      # w_fg; fg weight 1, bg 0.1; mean over the 4 clips
+        "loss_span": 10 * 0.5 * 0.1 ** 2,                # w_span; smooth-L1 (beta 1) of one 0.1 error per fg clip
+        "loss_giou": 1 * (1 - 0.4 / 0.5),                # w_giou; IoU 0.8 = GIoU (enclosing = union)
+        "loss_sal_intra": 0.05 * nce,                    # top clip vs the lower one of its own video
+        "loss_sal_inter": 0.01 * 2 * nce,                # rows + columns of the 2 x 2 identity cosine matrix
+    }
+    assert set(terms) == set(expected) | {"loss"}
+    for name, value in expected.items():
+        assert math.isclose(float(terms[name]), value, rel_tol=1e-5), name
+    assert math.isclose(float(terms["loss"]), sum(expected.values()), rel_tol=1e-5)
 
 
 def test_span_targets_pick_the_overlapping_window_in_feature_units():
@@ -221,15 +249,15 @@ def test_registry_builds_each_name_and_rejects_unknown():
     assert set(VARIANTS) <= set(list_models())
     kinds = {"mlvtg": MambaAligner, "mlvtg-transformer": TransformerAligner, "mlvtg-perclip": PerClipAligner}
     for name, cls in kinds.items():
-        m = build_model(name, **TINY)
+        m = create_model(name, **TINY)
         assert isinstance(m, MLVTG) and type(m.aligner) is cls
-    assert build_model("mlvtg-perclip", **TINY).head.cls.out.conv.kernel_size == (1,)
+    assert create_model("mlvtg-perclip", **TINY).head.cls.out.conv.kernel_size == (1,)
     with pytest.raises(KeyError, match="unknown model"):
-        build_model("mlvtg-lstm", **TINY)
+        create_model("mlvtg-lstm", **TINY)
     with pytest.raises(ValueError, match="conflicts"):
-        build_model("mlvtg", aligner="transformer", **TINY)
+        create_model("mlvtg", aligner="transformer", **TINY)
     with pytest.raises(TypeError, match="unknown MLVTG config keys"):
-        build_model("mlvtg", hiden_dim=3, **TINY)
+        create_model("mlvtg", hiden_dim=3, **TINY)
     with pytest.raises(ValueError, match="per-clip"):
         MLVTGConfig(aligner="perclip", llm_refiner={"model": "x", "layer": 0})
     with pytest.raises(ValueError, match="fg_loss"):

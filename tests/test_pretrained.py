@@ -9,9 +9,9 @@ from vidmamba import __version__
 from vidmamba.cli import main
 from vidmamba.engine.checkpoint import CheckpointError, save_checkpoint
 from vidmamba.engine.ema import EMA
-from vidmamba.engine.grounding import load_trained
-from vidmamba.engine.pretrained import FORMAT_VERSION, PretrainedError, from_pretrained, save_pretrained
-from vidmamba.models import build_model
+from vidmamba.tasks import load_trained
+from vidmamba.tasks.pretrained import FORMAT_VERSION, PretrainedError, from_pretrained, save_pretrained
+from vidmamba.models import create_model
 
 MODEL = {"name": "mlvtg", "video_dim": 6, "text_dim": 5, "hidden_dim": 16, "num_layers": 1, "clip_length": 2.0}
 DATA = {"clip_length": 2.0, "video_dims": [4, 2], "text_dim": 5, "video_features": ["clip", "slowfast"],
@@ -21,7 +21,7 @@ DATA = {"clip_length": 2.0, "video_dims": [4, 2], "text_dim": 5, "video_features
 def _model(seed=0, **over):
     torch.manual_seed(seed)
     opts = {**MODEL, **over}
-    return build_model(opts.pop("name"), **opts).eval()
+    return create_model(opts.pop("name"), **opts).eval()
 
 
 def _batch(seed=1):
@@ -135,7 +135,7 @@ def test_modified_file_and_missing_folder(saved, tmp_path):
     (folder / "config.json").write_text("{}")  # edited without updating meta.json
     with pytest.raises(CheckpointError, match=r"config.json is truncated or modified"):
         from_pretrained(folder)
-    with pytest.raises(FileNotFoundError, match=r"pretrained folder .*nowhere/at all not found"):
+    with pytest.raises(FileNotFoundError, match=r"pretrained folder .*nowhere/at all: no such folder"):
         from_pretrained(tmp_path / "nowhere" / "at all")
 
 
@@ -165,10 +165,11 @@ def test_export_a_trained_run_uses_its_ema_weights(tmp_path):
                            "video_features": ["clip", "slowfast"], "video_dims": [4, 2], "text_features": "clip_text",
                            "text_dim": 5, "max_text_len": 8},
                   "train": {}}
-    save_checkpoint(tmp_path / "run" / "best", model, config={"model": experiment}, ema_state=ema.state_dict())
+    save_checkpoint(tmp_path / "run" / "best", model, config={"trainer": {}, "experiment": experiment},
+                    ema_state=ema.state_dict())
     assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "pre")]) == 0
     exported, config = from_pretrained(tmp_path / "pre")
-    reference, _ = load_trained(tmp_path / "run")  # the run's inference model: raw weights overwritten by EMA
+    reference, _, _ = load_trained(tmp_path / "run")  # the run's inference model: raw weights overwritten by EMA
     batch = _batch()
     assert exported.predict(batch) == reference.predict(batch) != model.predict(batch)
     assert load_trained(tmp_path / "pre")[0].predict(batch) == reference.predict(batch)  # what `predict` loads

@@ -66,8 +66,8 @@ def app_url(tmp_path_factory):
         pytest.skip("Debian's chromium and chromium-driver are not installed (apt-get install chromium "
                     "chromium-driver)")
     from vidmamba.engine.checkpoint import save_checkpoint
-    from vidmamba.engine.pretrained import export_pretrained
-    from vidmamba.models import build_model
+    from vidmamba.tasks import export_pretrained
+    from vidmamba.models import create_model
     from vidmamba.serve import make_predictor, serve
     from vidmamba.video.encoders import save_tiny_clip
     from vidmamba.video.synthetic import write_video
@@ -75,7 +75,7 @@ def app_url(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve")
     clip = save_tiny_clip(tmp / "clip", image_dim=16, text_dim=16)
     torch.manual_seed(0)
-    model = build_model("mlvtg", video_dim=16, text_dim=16, hidden_dim=16, num_layers=1)
+    model = create_model("mlvtg", video_dim=16, text_dim=16, hidden_dim=16, num_layers=1)
     experiment = {"task": "qvhighlights", "model": {"name": "mlvtg", "video_dim": 16, "text_dim": 16,
                                                     "hidden_dim": 16, "num_layers": 1, "clip_length": 2.0},
                   "data": {"dataset": "qvhighlight", "feature_root": ".", "video_features": ["clip_features"],

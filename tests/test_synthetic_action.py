@@ -8,7 +8,7 @@ import pytest
 from vidmamba.data.ek100 import EK100Dataset, read_ek100_annotations, read_ek100_classes
 from vidmamba.data.questions import QuestionGenerator, leaked_words, tokenize
 from vidmamba.data.synthetic_action import PLACES, ensure_action_benchmark, generate_action_benchmark, read_meta
-from vidmamba.engine import action
+from vidmamba.tasks import get_task
 
 SMALL = dict(num_train=300, num_val=150, num_verbs=4, num_groups=3, group_size=3, min_frames=6, max_frames=10,
              video_dim=24, latent_dim=8, hidden_dim=24, seed=5)
@@ -90,6 +90,6 @@ def test_a_tiny_run_clearly_beats_chance(small, tmp_path):
                        "text_encoder": {"kind": "words", "dim": 16}, "question_context": "narration"},
               "train": {"epochs": 3, "eval_every": 3, "batch_size": 16, "lr": 1e-2, "progress": False,
                         "tensorboard": False, "out_dir": str(tmp_path / "run")}}
-    ev = action.train(config)["eval"]
+    ev = get_task("action").train(config)["eval"]
     assert ev["noun_top1"] > 3 * 100 / 9
     assert ev["action_top1"] > 3 * 100 / 36

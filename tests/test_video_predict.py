@@ -1,5 +1,6 @@
 """End to end on CPU: generated mp4s -> `vidmamba extract` -> `vidmamba train` (tiny MLVTG on the extracted CLIP
 features) -> `vidmamba predict VIDEO "query" ... --plot` with a tiny random CLIP."""
+import re
 import json
 
 import numpy as np
@@ -11,7 +12,7 @@ pytest.importorskip("matplotlib")
 
 import vidmamba.viz  # noqa: E402
 from vidmamba.cli import main  # noqa: E402
-from vidmamba.engine.grounding import predict_features  # noqa: E402
+from vidmamba.tasks import predict_features  # noqa: E402
 from vidmamba.video.encoders import save_tiny_clip  # noqa: E402
 from vidmamba.video.predict import predict_video  # noqa: E402
 from vidmamba.video.synthetic import index_frame, read_index, write_video  # noqa: E402
@@ -121,33 +122,30 @@ def test_extract_predict_plot_end_to_end(pipeline, tmp_path, capsys, monkeypatch
     assert again["cached"] is True and again["results"][0] == result["results"][0]
 
 
-def test_predict_rejects_an_encoder_of_other_widths(pipeline, tmp_path):
+def test_predict_rejects_an_encoder_of_other_widths(pipeline, tmp_path, cli_error):
     tmp, _, _, videos = pipeline
     other = save_tiny_clip(tmp_path / "wide", image_dim=20, text_dim=16)
-    with pytest.raises(ValueError, match=r"widths \[12\].*encoder .* gives one CLIP video feature of width 20"):
-        main(["predict", str(videos[0]), "q", "--ckpt", str(tmp / "run"), "--encoder", str(other),
-              "--cache", str(tmp_path / "cache")])
+    message = cli_error(["predict", videos[0], "q", "--ckpt", tmp / "run", "--encoder", other,
+                         "--cache", tmp_path / "cache"])
+    assert re.search(r"widths \[12\].*encoder .* gives one CLIP video feature of width 20", message)
 
 
-def test_predict_argument_errors(pipeline, tmp_path):
+def test_predict_argument_errors(pipeline, tmp_path, cli_error):
     tmp, clip, _, videos = pipeline
-    with pytest.raises(SystemExit, match="at least one query"):
-        main(["predict", str(videos[0]), "--ckpt", str(tmp / "run"), "--encoder", str(clip)])
-    with pytest.raises(ValueError, match="query 1 is empty"):
-        main(["predict", str(videos[0]), "ok", " ", "--ckpt", str(tmp / "run"), "--encoder", str(clip),
-              "--cache", str(tmp_path)])
-    with pytest.raises(SystemExit, match="takes no VIDEO"):
-        main(["predict", str(videos[0]), "--ckpt", str(tmp / "run"), "--video-features", "a.npz",
-              "--query-features", "b.npz"])
+    assert "at least one query" in cli_error(["predict", videos[0], "--ckpt", tmp / "run", "--encoder", clip])
+    assert "query 1 is empty" in cli_error(["predict", videos[0], "ok", " ", "--ckpt", tmp / "run", "--encoder", clip,
+                                            "--cache", tmp_path])
+    assert "takes no VIDEO" in cli_error(["predict", videos[0], "--ckpt", tmp / "run", "--video-features", "a.npz",
+                                          "--query-features", "b.npz"])
 
 
 def test_predictor_loads_once_and_serves_many_videos(pipeline, tmp_path, monkeypatch):
-    import vidmamba.engine.grounding as grounding
+    import vidmamba.video.predict as video_predict
     from vidmamba.serve import make_predictor
 
     tmp, clip, _, videos = pipeline
-    real, loads = grounding.load_trained, []
-    monkeypatch.setattr(grounding, "load_trained", lambda ckpt: loads.append(ckpt) or real(ckpt))
+    real, loads = video_predict.load_trained, []
+    monkeypatch.setattr(video_predict, "load_trained", lambda ckpt: loads.append(ckpt) or real(ckpt))
     predict_fn = make_predictor(tmp / "run", clip, cache_dir=tmp_path)
     answers = [predict_fn(v, ["a dark band on top", "a white band"]) for v in videos[5:8]]
     assert loads == [tmp / "run"]  # one load for three videos
@@ -160,11 +158,11 @@ def test_predictor_loads_once_and_serves_many_videos(pipeline, tmp_path, monkeyp
 def test_pretrained_folder_without_dataset_uses_its_own_conventions(pipeline, tmp_path, monkeypatch):
     """A pretrained folder names clip_length and the text convention itself: no `dataset` needed, and its
     clip_length (here 1 s, not QVHighlights' 2 s) decides how the video is cut. Also reachable as a hub id."""
-    from vidmamba.engine.grounding import load_trained
-    from vidmamba.engine.pretrained import save_pretrained
+    from vidmamba.tasks import load_trained
+    from vidmamba.tasks.pretrained import save_pretrained
 
     tmp, clip, _, videos = pipeline
-    model, config = load_trained(tmp / "run")
+    model, config, _ = load_trained(tmp / "run")
     folder = save_pretrained(model, tmp_path / "pre", {"model": {**config["model"], "clip_length": 1.0},
                                                        "data": {"clip_length": 1.0, "video_dims": [12],
                                                                 "text_dim": 16, "normalize_text": True}})
@@ -182,3 +180,44 @@ def test_pretrained_folder_without_dataset_uses_its_own_conventions(pipeline, tm
         assert r["clip_length"] == 1.0 and r["num_clips"] == round(r["duration"])
         assert len(r["results"][0]["saliency"]) == r["num_clips"]
     assert results[0]["results"] == results[1]["results"]
+
+
+def test_hieramamba_answers_a_video_file_end_to_end(pipeline, tmp_path):
+    """HieraMamba trained through `vidmamba train configs/hieramamba_clip.yaml` on the CLIP features `extract` wrote
+    (SnAG json at fps 0.5: one frame per 2-s clip) answers `vidmamba predict VIDEO "query"` with the same contract as
+    MLVTG, and the same moments as the feature-file path."""
+    import pathlib
+
+    tmp, clip, feats, videos = pipeline
+    anno = {}
+    for split in ("train", "val"):
+        for row in map(json.loads, (tmp / f"{split}.jsonl").read_text().splitlines()):
+            video = anno.setdefault(split, {}).setdefault(row["vid"], {"fps": 0.5, "duration": row["duration"],
+                                                                       "annotations": []})
+            video["annotations"].append({"segment": row["relevant_windows"][0], "sentence": row["query"],
+                                         "sentence_id": f"qid{row['qid']}"})
+    (tmp_path / "anno.json").write_text(json.dumps(anno))
+    config = pathlib.Path(__file__).resolve().parents[1] / "configs" / "hieramamba_clip.yaml"
+    sets = [f"data.annotations={tmp_path / 'anno.json'}", f"data.video_features=[{feats / 'clip_features'}]",
+            f"data.text_features={feats / 'clip_text_features'}", "data.max_clips=16", "model.video_dim=12",
+            "model.text_dim=16", "model.embd_dim=16", "model.num_blocks=3", "model.max_seq_len=16",
+            "model.d_state=8", "model.headdim=8", "model.text_embd_dim=16", "model.proj_dim=8",
+            "model.fusion_layers=1", "train.epochs=1", "train.warmup_epochs=0", "train.progress=false",
+            f"train.out_dir={tmp_path / 'run'}"]
+    assert main(["train", str(config), *[a for s in sets for a in ("--set", s)]]) == 0
+    out = tmp_path / "answer.json"
+    video = videos[6]
+    assert main(["predict", str(video), "a dark band on top", "--query", "a white band", "--ckpt",
+                 str(tmp_path / "run"), "--encoder", str(clip), "--cache", str(tmp_path / "cache"),
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["clip_length"] == 2.0 and [r["query"] for r in result["results"]] == ["a dark band on top",
+                                                                                       "a white band"]
+    for r in result["results"]:
+        assert r["windows"] and all(0 <= s <= e <= result["duration"] for s, e, _ in r["windows"])
+        assert [w[2] for w in r["windows"]] == sorted((w[2] for w in r["windows"]), reverse=True)
+        assert len(r["saliency"]) == result["num_clips"] and all(0 <= x <= 1 for x in r["saliency"])
+    ref = predict_features(tmp_path / "run", feats / "clip_features" / f"{video.stem}.npz",
+                           feats / "clip_text_features" / "qid60.npz", fps=0.5, duration=result["duration"])
+    np.testing.assert_allclose(result["results"][0]["windows"], ref["windows"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(result["results"][0]["saliency"], ref["saliency"], rtol=1e-4, atol=1e-5)

@@ -1,12 +1,41 @@
-"""Command-line interface: ``vidmamba demo | train | evaluate | predict | extract | export | serve``."""
+"""Command-line interface: ``vidmamba demo | train | evaluate | predict | extract | export | serve``.
+
+Every expected mistake (a bad config, data file, checkpoint, submission or video, a missing file, an unknown task)
+is one line on stderr, ``vidmamba <command>: error: <what, where, what was expected>``, and exit status 2;
+``--debug`` (or ``VIDMAMBA_DEBUG=1``) shows the traceback instead. Unexpected exceptions keep theirs.
+"""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from vidmamba.allocator import keep_freed_memory
+
+CACHE_DIRS = "$VIDMAMBA_CACHE, else $XDG_CACHE_HOME/vidmamba, else ~/.cache/vidmamba"
+CACHE_HELP = f"feature cache folder (default {CACHE_DIRS})"
+ENCODER_HELP = "CLIP folder or hub id the checkpoint's features came from (default openai/clip-vit-base-patch32)"
+
+
+class UsageError(ValueError):
+    """A command-line combination that cannot work; the message says what to pass instead."""
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """The exception types that report a user's mistake rather than a bug: our data, config, metric-input, video and
+    checkpoint errors (all ``ValueError`` subclasses or :class:`~vidmamba.engine.checkpoint.CheckpointError`), bad
+    option values (``ValueError`` / ``TypeError`` / ``KeyError`` from the config dataclasses and the registries) and
+    files that are missing or unreadable (``OSError``)."""
+    from vidmamba.engine.checkpoint import CheckpointError
+
+    return ValueError, TypeError, KeyError, OSError, CheckpointError
+
+
+def _message(exc: BaseException) -> str:
+    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    return " ".join(str(text).split()) or type(exc).__name__
 
 
 def _cmd_evaluate(args) -> int:
@@ -17,20 +46,23 @@ def _cmd_evaluate(args) -> int:
         from vidmamba.metrics.evaluate import evaluate_prediction_files
 
         if args.submission is None or args.gt is None:
-            raise SystemExit(f"vidmamba evaluate {args.target}: --submission and --gt are required")
-        metrics = evaluate_prediction_files(args.target, args.submission, args.gt)
+            raise UsageError(f"{args.target} is a metric protocol: pass --submission PRED.jsonl and --gt GT.jsonl")
+        if args.out is not None and args.out.is_dir():
+            raise UsageError(f"--out {args.out} is a folder; in protocol mode it names the metrics JSON file")
+        metrics = evaluate_prediction_files(args.target, args.submission, args.gt,
+                                            highlights_only=args.highlights_only)
         if args.out:
             atomic_write_text(args.out, json.dumps(metrics, indent=4))
     else:  # a trained checkpoint on the data of a config
         from vidmamba.config import load_config
-        from vidmamba.engine.experiments import experiment_for
+        from vidmamba.tasks import task_of
 
         if args.ckpt is None:
-            raise SystemExit(f"vidmamba evaluate: {args.target!r} is not a metric protocol ({', '.join(TASKS)}); "
-                             "to evaluate a checkpoint pass CONFIG --ckpt CKPT")
+            raise UsageError(f"{args.target!r} is not a metric protocol ({', '.join(TASKS)}); to evaluate a checkpoint "
+                             "pass CONFIG --ckpt CKPT")
         out_dir = args.out or Path(args.ckpt)
         config = load_config(args.target, args.set)
-        metrics, _ = experiment_for(config).evaluate(args.ckpt, out_dir, split=args.split, data=config["data"])
+        metrics, _ = task_of(config).evaluate(args.ckpt, out_dir, split=args.split, data=config["data"])
         print(f"wrote {out_dir}/{args.split}_preds.jsonl and {args.split}_metrics.json")
     print(json.dumps(metrics.get("brief", metrics), indent=4))
     return 0
@@ -38,11 +70,11 @@ def _cmd_evaluate(args) -> int:
 
 def _cmd_train(args) -> int:
     from vidmamba.config import load_config
-    from vidmamba.engine.experiments import experiment_for
+    from vidmamba.tasks import task_of
 
     config = load_config(args.config, args.set)
     config["train"].setdefault("out_dir", str(Path("runs") / Path(args.config).stem))
-    summary = experiment_for(config).train(config, resume=args.resume or None)
+    summary = task_of(config).train(config, resume=args.resume or None)
     print(json.dumps({k: summary[k] for k in ("best_metric", "best_epoch", "eval") if k in summary}, indent=2))
     return 0
 
@@ -52,29 +84,27 @@ def _cmd_predict(args) -> int:
 
     queries = list(args.queries) + list(args.query)
     if args.video_features is not None:  # pre-extracted features: one query
-        from vidmamba.engine.experiments import FAMILIES, checkpoint_task, experiment_for
+        from vidmamba.tasks import predict_features
 
         if args.video is not None or args.query_features is None or len(queries) > 1 or args.plot:
-            raise SystemExit("vidmamba predict --video-features F --query-features Q [--query TEXT]: takes no VIDEO, "
-                             "one query text at most, no --plot, and needs --query-features")
-        task = checkpoint_task(args.ckpt)
-        if FAMILIES[task].endswith(".action"):
-            raise SystemExit(f"vidmamba predict: {args.ckpt} is an action model (task {task}); score its data with "
-                             "vidmamba evaluate CONFIG --ckpt")
-        timing = {} if task != "nlq" else {"fps": args.fps, "duration": args.duration}
-        result = experiment_for({"task": task}).predict_features(
-            args.ckpt, args.video_features, args.query_features, query=queries[0] if queries else "", **timing)
+            raise UsageError("--video-features F --query-features Q [--query TEXT] takes no VIDEO, one query text at "
+                             "most, no --plot, and needs --query-features")
+        timing = {k: v for k, v in (("fps", args.fps), ("duration", args.duration)) if v is not None}
+        result = predict_features(args.ckpt, args.video_features, args.query_features,
+                                  query=queries[0] if queries else "", **timing)
         text = json.dumps(result, indent=2)
         if args.out:
             atomic_write_text(args.out, text)
         print(text)
         return 0
+    if args.video is None or not queries:
+        raise UsageError('give a video and at least one query: vidmamba predict VIDEO "query" [--query ...] --ckpt '
+                         "CKPT (or --video-features/--query-features)")
+    if not args.video.is_file():
+        raise FileNotFoundError(f"video {args.video}: no such file")
     from vidmamba.video.encoders import DEFAULT_CLIP
     from vidmamba.video.predict import VideoPredictor, format_table, plot_result
 
-    if args.video is None or not queries:
-        raise SystemExit('vidmamba predict VIDEO "query" [--query ...] --ckpt CKPT: a video and at least one query '
-                         "are required (or --video-features/--query-features)")
     predictor = VideoPredictor(args.ckpt, args.encoder or DEFAULT_CLIP, cache_dir=args.cache,
                                frames_per_clip=args.frames_per_clip, device=args.device)
     result = predictor(args.video, queries)
@@ -92,10 +122,7 @@ def _cmd_extract(args) -> int:
     from vidmamba.video.encoders import DEFAULT_CLIP, ClipEncoder
     from vidmamba.video.extract import extract_text, extract_videos, parse_shard
 
-    try:
-        shard = parse_shard(args.shard)
-    except ValueError as e:
-        raise SystemExit(f"vidmamba extract: {e}") from None
+    shard = parse_shard(args.shard)
     encoder = ClipEncoder(args.model or DEFAULT_CLIP, device=args.device)
     report = extract_videos(args.videos, args.out, encoder, clip_length=args.clip_length,
                             frames_per_clip=args.frames_per_clip, workers=args.workers, shard=shard,
@@ -111,9 +138,9 @@ def _cmd_extract(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from vidmamba.engine.pretrained import export_pretrained
+    from vidmamba.tasks import export_pretrained
 
-    print(f"wrote {export_pretrained(args.run, args.out)} (load it with vidmamba.engine.pretrained.from_pretrained)")
+    print(f"wrote {export_pretrained(args.run, args.out)} (load it with vidmamba.tasks.pretrained.from_pretrained)")
     return 0
 
 
@@ -135,45 +162,62 @@ def _cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vidmamba", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="vidmamba", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Linear-time Mamba models for video-language understanding: moment retrieval, highlight "
+                    "detection, action recognition.",
+        epilog="Every expected mistake prints one line 'vidmamba <command>: error: ...' and exits with status 2; "
+               f"--debug (or VIDMAMBA_DEBUG=1) shows the traceback.\nCache (generated benchmarks, video features): "
+               f"{CACHE_DIRS}.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    common = argparse.ArgumentParser(add_help=False)  # --debug after the command name too
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    ev = sub.add_parser("evaluate", help="score predictions with the official metrics, or evaluate a checkpoint",
+    def command(name: str, **kw) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kw)
+
+    ev = command("evaluate", help="score predictions with the official metrics, or evaluate a checkpoint",
                         description="vidmamba evaluate TASK --submission P --gt G [--out M]  |  "
                                     "vidmamba evaluate CONFIG --ckpt CKPT [--split val] [--out DIR]")
-    ev.add_argument("target", help="metric protocol (qvhighlights, moment_retrieval, nlq, tvsum) or a config file")
+    ev.add_argument("target", help="metric protocol (qvhighlights, moment_retrieval, nlq, tvsum, youtube) or a config "
+                                   "file")
     ev.add_argument("--submission", type=Path, help="prediction jsonl (protocol mode)")
     ev.add_argument("--gt", type=Path, help="ground-truth jsonl (protocol mode)")
+    ev.add_argument("--highlights-only", action="store_true",
+                    help="qvhighlights: score the saliency only (a submission without pred_relevant_windows)")
     ev.add_argument("--ckpt", type=Path, help="checkpoint folder or run folder (config mode)")
     ev.add_argument("--split", default="val", help="annotation split of the config's data section (config mode)")
     ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config value (config mode), e.g. --set data.val=test.jsonl")
-    ev.add_argument("--out", type=Path, help="metrics JSON (protocol mode) or output folder (config mode)")
+    ev.add_argument("--out", type=Path, help="metrics JSON file (protocol mode) or output folder (config mode)")
     ev.set_defaults(func=_cmd_evaluate)
 
-    tr = sub.add_parser("train", help="train a model from a YAML config")
-    tr.add_argument("config", type=Path)
+    tr = command("train", help="train a model from a YAML config",
+                        description="Train the model of a YAML config (sections task, model, data, train; see "
+                                    "configs/). Checkpoints go to train.out_dir (default runs/<config name>).")
+    tr.add_argument("config", type=Path, help="YAML experiment config, e.g. configs/mlvtg_qvhighlights.yaml")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config value, e.g. --set train.lr=3e-4 (repeatable)")
     tr.add_argument("--resume", action="store_true", help="continue from <out_dir>/last")
     tr.set_defaults(func=_cmd_train)
 
-    pr = sub.add_parser("predict", help="ranked moments and per-clip saliency for one video",
+    pr = command("predict", help="ranked moments and per-clip saliency for one video",
                         description='vidmamba predict VIDEO "query" [--query ...] --ckpt CKPT [--encoder PATH] '
                                     "[--json OUT] [--plot OUT.png]  |  vidmamba predict --ckpt CKPT "
                                     "--video-features F.npz --query-features Q.npz [--query TEXT] [--out OUT]")
     pr.add_argument("video", type=Path, nargs="?", help="video file (decoded, CLIP features cached)")
     pr.add_argument("queries", nargs="*", help="query texts (all run in one batch)")
-    pr.add_argument("--ckpt", required=True, help="run, checkpoint or pretrained folder, or a hub id (owner/name) "
-                                                  "of a pretrained folder")
+    pr.add_argument("--ckpt", required=True, help="run, checkpoint or pretrained folder (MLVTG or HieraMamba), or a "
+                                                  "hub id (owner/name) of a pretrained folder")
     pr.add_argument("--query", action="append", default=[], help="another query (repeatable); with "
                     "--video-features: the query text, echoed in the output")
-    pr.add_argument("--encoder", help="CLIP folder or hub id the checkpoint's features came from "
-                                      "(default openai/clip-vit-base-patch32)")
-    pr.add_argument("--cache", type=Path, help="feature cache folder (default $VIDMAMBA_CACHE or ~/.cache/vidmamba)")
+    pr.add_argument("--encoder", help=ENCODER_HELP)
+    pr.add_argument("--cache", type=Path, help=CACHE_HELP)
     pr.add_argument("--frames-per-clip", type=int, default=1, help="frames averaged per clip (default 1)")
     pr.add_argument("--device", default="cpu", help="torch device of the CLIP encoder (default cpu)")
-    pr.add_argument("--plot", type=Path, help="PNG: timeline, saliency, thumbnails (<stem>_<k>.png per query)")
+    pr.add_argument("--plot", type=Path, help="PNG: timeline, saliency, thumbnails; with several queries one file per "
+                                              "query, <stem>_0.png, <stem>_1.png, ...")
     pr.add_argument("--video-features", type=Path, nargs="+", action="extend",
                     help="one feature file per feature type of the config, in its order, listed or repeated (npz key "
                          "'features' (T, D); TVSum UMT: the _rgb.npy and _opt.npy files): predict from features")
@@ -185,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", "--json", dest="out", type=Path, help="also write the JSON here")
     pr.set_defaults(func=_cmd_predict)
 
-    xt = sub.add_parser("extract", help="CLIP features of videos in the lighthouse npz layout (cached, resumable)")
+    xt = command("extract", help="CLIP features of videos in the lighthouse npz layout (cached, resumable)")
     xt.add_argument("videos", type=Path, nargs="+", help="video files")
     xt.add_argument("--out", type=Path, required=True, help="feature root: writes clip_features/<vid>.npz")
     xt.add_argument("--model", help="CLIP folder or hub id (default openai/clip-vit-base-patch32)")
@@ -200,21 +244,24 @@ def build_parser() -> argparse.ArgumentParser:
     xt.add_argument("--no-progress", action="store_true", help="no progress bar")
     xt.set_defaults(func=_cmd_extract)
 
-    ex = sub.add_parser("export", help="convert a trained run's best checkpoint into a pretrained folder")
+    ex = command("export", help="convert a trained run's best checkpoint into a pretrained folder")
     ex.add_argument("run", type=Path, help="run folder (its best/) or checkpoint folder")
     ex.add_argument("--out", type=Path, required=True, help="pretrained folder to write")
     ex.set_defaults(func=_cmd_export)
 
-    sv = sub.add_parser("serve", help="web demo: find moments in an uploaded video (needs vidmamba[demo,video])")
-    sv.add_argument("--ckpt", required=True, help="run, checkpoint or pretrained folder, or a hub id (owner/name)")
-    sv.add_argument("--encoder", help="CLIP encoder folder or hub id (default: the QVHighlights CLIP ViT-B/32)")
-    sv.add_argument("--cache", type=Path, help="video feature cache folder (default ~/.cache/vidmamba)")
+    sv = command("serve", help="web demo: find moments in an uploaded video (needs vidmamba[demo,video])")
+    sv.add_argument("--ckpt", required=True, help="run, checkpoint or pretrained folder (MLVTG or HieraMamba), or a "
+                                                  "hub id (owner/name)")
+    sv.add_argument("--encoder", help=ENCODER_HELP)
+    sv.add_argument("--cache", type=Path, help=CACHE_HELP)
     sv.add_argument("--video-dir", type=Path, help="also allow videos named by path inside this server folder")
     sv.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every interface)")
     sv.add_argument("--port", type=int, default=7860)
     sv.set_defaults(func=_cmd_serve)
 
-    demo = sub.add_parser("demo", help="run the built-in demo")
+    demo = command("demo", help="run the built-in demo",
+                          description=f"Generate the synthetic grounding benchmark (cached under {CACHE_DIRS}), train "
+                                      "MLVTG, its transformer twin and a per-clip model with one budget, score them.")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (results.json, figure)")
     demo.set_defaults(func=_cmd_demo)
     return parser
@@ -222,8 +269,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("VIDMAMBA_DEBUG", "") not in ("", "0")
     keep_freed_memory()  # long videos: reuse freed activations instead of faulting in fresh pages
-    return args.func(args)
+    try:
+        return args.func(args)
+    except expected_errors() as exc:
+        if debug:
+            raise
+        print(f"vidmamba {args.command}: error: {_message(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -82,8 +82,9 @@ def demo_config(bench: Path, name: str, out_dir: Path) -> dict:
             "train": {**DEMO_TRAIN, "out_dir": str(out_dir / name)}}
 
 
-def plot_examples(path: Path, gt_rows: list[dict], predictions: dict[str, list[dict]], n: int = 4) -> None:
-    """For ``n`` val videos: ground-truth windows, each model's top-1 window and MLVTG's saliency curve."""
+def plot_examples(path: Path, gt_rows: list[dict], predictions: dict[str, list[dict]], n: int = 4):
+    """For ``n`` val videos: ground-truth windows, each model's top-1 window and MLVTG's saliency curve (its y axis,
+    min-max scaled to 0..1 per video); writes the PNG atomically and returns the (closed) matplotlib Figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -103,8 +104,11 @@ def plot_examples(path: Path, gt_rows: list[dict], predictions: dict[str, list[d
         ax.set_xlim(0, gt["duration"])
         ax.set_ylim(-0.05, 1.1 + 0.1 * len(predictions))
         ax.set_title(f"\"{gt['query']}\"", fontsize=9)
-        ax.set_yticks([])
+        ax.set_yticks([0, 1])
+        ax.set_ylabel("saliency\n(scaled)", fontsize=8)
     axes[-1, 0].set_xlabel("seconds")
+    fig.suptitle("Synthetic grounding benchmark (val): ground truth, each model's top-1 moment (bars above the curve) "
+                 "and MLVTG's per-clip saliency", fontsize=10)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=3, fontsize=8)
@@ -114,12 +118,13 @@ def plot_examples(path: Path, gt_rows: list[dict], predictions: dict[str, list[d
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
     os.replace(tmp, path)
+    return fig
 
 
 def run_demo(out_dir: Path, threads: int | None = None) -> dict:
     """Run the demo, print the table, write ``out_dir/results.json`` and ``out_dir/figure.png``; returns results."""
     from vidmamba.data.synthetic import GENERATOR_VERSION, ensure_grounding_benchmark
-    from vidmamba.engine.grounding import evaluate, train
+    from vidmamba.tasks import get_task
     from vidmamba.metrics.evaluate import evaluate_predictions
     from vidmamba.metrics.validation import GroundTruthError, read_jsonl
 
@@ -135,9 +140,10 @@ def run_demo(out_dir: Path, threads: int | None = None) -> dict:
     for name, label in MODELS.items():
         t0 = time.perf_counter()
         config = demo_config(bench, name, out_dir)
-        train(config)
-        metrics, predictions[name] = evaluate(Path(config["train"]["out_dir"]) / "last",
-                                              Path(config["train"]["out_dir"]))
+        task = get_task(config["task"])
+        task.train(config)
+        metrics, predictions[name] = task.evaluate(Path(config["train"]["out_dir"]) / "last",
+                                                   Path(config["train"]["out_dir"]))
         results["models"][name] = metrics["brief"]
         results["train_seconds"][name] = round(time.perf_counter() - t0, 1)
         print(f"  trained + evaluated {label:<24} {results['train_seconds'][name]:6.1f} s")

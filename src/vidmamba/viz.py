@@ -58,21 +58,20 @@ def _check_inputs(duration, clip_length, saliency, moments, query, thumbnails):
     return sal, rows, thumbs
 
 
-def plot_moments(out_path, *, duration: float, clip_length: float, saliency: Sequence[float],
-                 moments: Sequence[Sequence[float]], query: str,
-                 thumbnails: Sequence[tuple[float, np.ndarray]] | None = None) -> Path:
-    """Draw one query's answer and write it as a PNG atomically; returns the path.
+def _thumbnail_rank(t: float, shown) -> int | None:
+    """1-based rank of the best-ranked shown moment whose window contains time ``t`` (None if none does)."""
+    return next((rank + 1 for rank, (st, ed, _) in enumerate(shown) if st <= t <= ed), None)
 
-    Args:
-        duration: video length in seconds.
-        clip_length: seconds per clip; ``saliency`` has one value per clip (T = floor or ceil of duration/clip_length).
-        saliency: (T,) per-clip saliency scores, drawn as a curve (min-max scaled to [0, 1]).
-        moments: (K, 3) ``[start_s, end_s, score]``; the top ``MAX_MOMENTS`` by score are drawn as ranked bars.
-        query: the text query (figure title).
-        thumbnails: optional ``[(time_s, HxWx3 uint8)]``, e.g. one frame per top moment; the first ``MAX_THUMBS``
-            are shown in a row under the timeline, each linked to its time by a tick on the timeline.
-    Output size: ``FIG_WIDTH x FIG_HEIGHT`` pixels, ``+ THUMB_HEIGHT`` with thumbnails.
-    Raises ValueError naming the field for inputs that do not describe one video (see ``_check_inputs``).
+
+def moments_figure(*, duration: float, clip_length: float, saliency: Sequence[float],
+                   moments: Sequence[Sequence[float]], query: str,
+                   thumbnails: Sequence[tuple[float, np.ndarray]] | None = None):
+    """The matplotlib ``Figure`` that :func:`plot_moments` writes (same arguments, same checks).
+
+    Timeline axes: the per-clip saliency as a filled step curve (min-max scaled, left axis 0..1), the top
+    ``MAX_MOMENTS`` moments as bars above it (rank 1 on top, labelled ``#rank score``), a dotted vertical line at each
+    thumbnail's time, and a legend naming the three. Thumbnails are titled ``#rank  t s``, the rank of the best-ranked
+    shown moment containing their time (just ``t s`` when none does).
     """
     sal, rows, thumbs = _check_inputs(duration, clip_length, saliency, moments, query, thumbnails)
     try:
@@ -81,6 +80,8 @@ def plot_moments(out_path, *, duration: float, clip_length: float, saliency: Seq
         raise ImportError("plot_moments needs matplotlib: pip install 'vidmamba[plot]'") from e
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure  # the OO API: no global pyplot state, safe in a web server's threads
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     del matplotlib
     thumbs = thumbs[:MAX_THUMBS]
@@ -102,6 +103,12 @@ def plot_moments(out_path, *, duration: float, clip_length: float, saliency: Seq
         ax.text(ed + 0.005 * extent, y, f"#{rank + 1} {score:.2f}", va="center", fontsize=7)
     for t, _ in thumbs:
         ax.axvline(t, color="tab:blue", linestyle=":", linewidth=1)
+    handles = [Line2D([], [], color="C0", linewidth=5, label="moments: #rank score (rank 1 on top)"),
+               Patch(facecolor=(0.5, 0.5, 0.5, 0.25), edgecolor="black", label="per-clip saliency (scaled 0-1)")]
+    if thumbs:
+        handles.append(Line2D([], [], color="tab:blue", linestyle=":", label="thumbnail times"))
+    ax.legend(handles=handles, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=len(handles), fontsize=7,
+              frameon=False, borderaxespad=0.2)  # above the timeline: never hides a bar
     ax.set_xlim(0, extent * 1.06)
     ax.set_ylim(-0.03, 1.2 + 0.1 * max(len(shown), 1))
     ax.set_yticks([0, 0.5, 1])
@@ -112,8 +119,31 @@ def plot_moments(out_path, *, duration: float, clip_length: float, saliency: Seq
         w = 0.92 / MAX_THUMBS
         tax = fig.add_axes((0.06 + i * w, 8 / height, w * 0.95, (THUMB_HEIGHT - 20) / height))
         tax.imshow(img)
-        tax.set_title(f"{t:.1f} s", fontsize=8)
+        rank = _thumbnail_rank(t, shown)
+        tax.set_title(f"#{rank}  {t:.1f} s" if rank is not None else f"{t:.1f} s", fontsize=8)
         tax.axis("off")
+    return fig
+
+
+def plot_moments(out_path, *, duration: float, clip_length: float, saliency: Sequence[float],
+                 moments: Sequence[Sequence[float]], query: str,
+                 thumbnails: Sequence[tuple[float, np.ndarray]] | None = None) -> Path:
+    """Draw one query's answer and write it as a PNG atomically; returns the path.
+
+    Args:
+        duration: video length in seconds.
+        clip_length: seconds per clip; ``saliency`` has one value per clip (T = floor or ceil of duration/clip_length).
+        saliency: (T,) per-clip saliency scores, drawn as a curve (min-max scaled to [0, 1]).
+        moments: (K, 3) ``[start_s, end_s, score]``; the top ``MAX_MOMENTS`` by score are drawn as ranked bars.
+        query: the text query (figure title).
+        thumbnails: optional ``[(time_s, HxWx3 uint8)]``, e.g. one frame per top moment; the first ``MAX_THUMBS``
+            are shown in a row under the timeline, each linked to its time by a dotted line on the timeline and
+            titled with the rank of the moment it falls in.
+    Output size: ``FIG_WIDTH x FIG_HEIGHT`` pixels, ``+ THUMB_HEIGHT`` with thumbnails. The figure is
+    :func:`moments_figure`'s. Raises ValueError naming the field for inputs that do not describe one video.
+    """
+    fig = moments_figure(duration=duration, clip_length=clip_length, saliency=saliency, moments=moments, query=query,
+                         thumbnails=thumbnails)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
     atomic_write_bytes(out_path, buf.getvalue())

@@ -28,6 +28,20 @@ def _describe(ndim: int, dim: int | None, key: str | None) -> str:
     return f"a finite float array of shape {shape}{where}"
 
 
+def _pick_key(path: Path, key: str | None, names: list, container: str, item: str | None, expected: str):
+    """The name of the array to read from an archive / dict with ``names``: ``key``, or its only entry when no key is
+    asked for; otherwise a DataFormatError naming the key wanted and the keys the file has."""
+    if key is None and len(names) == 1:
+        return names[0]
+    if key is None:
+        raise DataFormatError(path, f"the {container} holds several arrays and no key says which to read", item=item,
+                              expected=expected, found=f"keys {[str(n) for n in names]}")
+    if key not in names:
+        raise DataFormatError(path, f"key '{key}' missing from the {container}", item=item, field=key,
+                              expected=expected, found=f"keys {[str(n) for n in names]}")
+    return key
+
+
 def _read_raw(path: Path, key: str | None, item: str | None, expected: str):
     """Read the array stored in ``path`` (by suffix), wrapping every reader error in a DataFormatError."""
     suffix = path.suffix.lower()
@@ -36,20 +50,13 @@ def _read_raw(path: Path, key: str | None, item: str | None, expected: str):
             return np.load(path, allow_pickle=False)
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as archive:
-                names = sorted(archive.files)
-                if key not in names:
-                    raise DataFormatError(path, "key missing from the .npz archive", item=item, field=key,
-                                          expected=expected, found=f"keys {names}")
-                return archive[key]
+                return archive[_pick_key(path, key, sorted(archive.files), ".npz archive", item, expected)]
         if suffix in (".pt", ".pth"):
             import torch
 
             obj = torch.load(path, map_location="cpu", weights_only=True)
             if isinstance(obj, dict):
-                if key is None or key not in obj:
-                    raise DataFormatError(path, "key missing from the saved dict", item=item, field=key,
-                                          expected=expected, found=f"keys {sorted(map(str, obj))}")
-                obj = obj[key]
+                obj = obj[_pick_key(path, key, sorted(obj, key=str), "saved dict", item, expected)]
             if not isinstance(obj, torch.Tensor):
                 raise DataFormatError(path, "the file does not hold a tensor", item=item, field=key,
                                       expected=expected, found=type(obj).__name__)
@@ -69,7 +76,9 @@ def load_feature_array(path, *, key: str | None = None, ndim: int = 2, dim: int 
 
     Args:
         path: a ``.npy``, ``.npz`` (``key`` required), ``.pt``/``.pth`` (a tensor, or a dict holding ``key``) file.
-        key: array name inside an ``.npz`` / dict (ignored for ``.npy``; a ``.pt`` may also hold a bare tensor).
+        key: array name inside an ``.npz`` / dict (ignored for ``.npy``; a ``.pt`` may also hold a bare tensor). With
+            no key, an archive / dict must hold exactly one array. A missing key raises DataFormatError naming the
+            key wanted and the keys the file has.
         ndim: required rank (2 for (T, D) sequences).
         dim: required size of the last axis, or None for any.
         item: the annotation item the file belongs to (e.g. ``"vid abc"``), used in error messages.

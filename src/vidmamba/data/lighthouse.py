@@ -13,6 +13,11 @@ Facts checked on the real files (``shared/data``): Charades-STA test 3720 querie
 resolution, windows to 0.1 s); TACoS test 4001 (str qids ``"<vid>_<k>"``); QVHighlights val 1550 (windows are
 multiples of 2 s and ``relevant_clip_ids`` are exactly the 2-s clips overlapping them); TVSum val 10 videos, where
 ``duration`` is **the number of 2-s clips** (equal to ``len(label)``), not seconds, and ``qid == vid``.
+YouTube Highlights (lighthouse ``data/youtube_highlight/youtube_highlight_{train,val}_release.jsonl``, read from
+github line/lighthouse): ``qid == vid``, ``query`` is the domain name ("dog", ...), ``duration`` in seconds
+(``frames / fps``), ``relevant_windows`` / ``relevant_clip_ids`` null, ``label`` (T, 1) in {0, 1} equal to UMT's
+``match > 0``, plus ``domain``, ``fps``, ``frames``, ``clip`` ([start, end] frames: 100-frame clips every ~50
+frames) and ``match`` (-1 / 0 / 1) kept in ``extra``. Lighthouse trains on it with ``clip_length: 1``.
 
 Features (lighthouse layout): video ``<root>/<feat_type>/<vid>.npz`` key ``features`` (T, D); text
 ``<root>/<text_type>/qid<qid>.npz`` key ``last_hidden_state`` (L, D). TACoS, TVSum and YouTube name the text file
@@ -45,7 +50,11 @@ class DatasetSpec:
     text_file: text feature file name pattern inside ``<root>/<text_type>/``.
     text_key: array name in the text ``.npz``.
     normalize_text: lighthouse L2-normalises text tokens except for TVSum / YouTube.
-    uses_label: highlight-only dataset with a per-clip ``label`` matrix instead of windows.
+    uses_label: highlight-only dataset with a per-clip ``label`` matrix instead of windows (its training target);
+    otherwise a moment-retrieval dataset, whose training target is ``relevant_windows``.
+    label_foreground: how a ``label`` (T, A) becomes the foreground target of a grounding model's fg / span heads
+    (see :func:`label_foreground`): ``"positive"`` (YouTube: mean over annotators > 0, i.e. UMT's ``match > 0``) or
+    ``"median"`` (TVSum: mean annotator score > the video's median).
     """
 
     name: str
@@ -54,6 +63,12 @@ class DatasetSpec:
     text_key: str = "last_hidden_state"
     normalize_text: bool = True
     uses_label: bool = False
+    label_foreground: str | None = None
+
+    @property
+    def target_field(self) -> str:
+        """The jsonl field a training line must carry: ``label`` or ``relevant_windows``."""
+        return "label" if self.uses_label else "relevant_windows"
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -61,9 +76,9 @@ DATASETS: dict[str, DatasetSpec] = {
     "charades": DatasetSpec("charades", 1.0),
     "tacos": DatasetSpec("tacos", 2.0, text_file="{qid}.npz"),
     "tvsum": DatasetSpec("tvsum", 2.0, text_file="{qid}.npz", text_key="token", normalize_text=False,
-                         uses_label=True),
+                         uses_label=True, label_foreground="median"),
     "youtube_highlight": DatasetSpec("youtube_highlight", 1.0, text_file="{qid}.npz", normalize_text=False,
-                                     uses_label=True),
+                                     uses_label=True, label_foreground="positive"),
 }
 _ALIASES = {"qvhighlights": "qvhighlight", "qvh": "qvhighlight", "charades_sta": "charades",
             "charades-sta": "charades", "youtube": "youtube_highlight", "youtube_highlights": "youtube_highlight"}
@@ -296,6 +311,59 @@ def windows_to_foreground(windows: Sequence[tuple[float, float]], num_clips: int
     return fg
 
 
+def foreground_windows(foreground, clip_length: float) -> np.ndarray:
+    """Windows (N, 2) float32 seconds, one per maximal run of True clips in ``foreground`` (T,): clips i..j-1
+    give ``[i * clip_length, j * clip_length]``. The inverse of :func:`windows_to_foreground` on the clip grid."""
+    fg = np.asarray(foreground, dtype=bool).reshape(-1)
+    edges = np.diff(np.r_[0, fg.astype(np.int8), 0])
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return (np.stack([starts, ends], axis=1) * clip_length).astype(np.float32).reshape(-1, 2)
+
+
+def label_foreground(label, rule: str) -> np.ndarray:
+    """(T,) bool foreground of a per-clip ``label`` (T, A) or (T,): ``"positive"`` = mean over annotators > 0
+    (YouTube's binary labels, UMT's ``match > 0``); ``"median"`` = mean > the median of the means (TVSum)."""
+    mean = np.asarray(label, dtype=np.float64).reshape(len(label), -1).mean(axis=1)
+    if rule == "positive":
+        return mean > 0
+    if rule == "median":
+        return mean > np.median(mean)
+    raise ValueError(f"unknown label_foreground rule {rule!r}; expected 'positive' or 'median'")
+
+
+def label_targets(label, rule: str, clip_length: float) -> dict:
+    """Foreground / window targets of a highlight-only video, from its per-clip ``label`` (T, A).
+
+    Returns ``foreground`` (T,) bool (:func:`label_foreground`), ``windows`` (N, 2) seconds, one per run of
+    foreground clips (:func:`foreground_windows`), and ``windows_norm`` = windows / (T * clip_length), as torch
+    tensors: what a grounding model's fg and span heads train on when a dataset has no annotated windows.
+    """
+    fg = label_foreground(label, rule)
+    windows = foreground_windows(fg, clip_length)
+    return {"foreground": torch.from_numpy(fg), "windows": torch.from_numpy(windows),
+            "windows_norm": torch.from_numpy(windows / np.float32(len(fg) * clip_length))}
+
+
+def check_targets(annotations: Sequence[MomentAnnotation], source, spec: DatasetSpec, *,
+                  require_targets: bool) -> None:
+    """Every line must carry the same targets (else samples could not be batched): ``relevant_windows`` /
+    ``label`` (the spec's :attr:`~DatasetSpec.target_field`) and ``saliency_scores`` each on all lines or none; with
+    ``require_targets`` (training) the target field on all. DataFormatError names the file and first bad line."""
+    fields = {"relevant_windows": lambda a: a.windows is not None, "label": lambda a: a.label is not None,
+              "saliency_scores": lambda a: a.saliency_scores is not None}
+    for name, has in fields.items():
+        flags = [has(a) for a in annotations]
+        must = require_targets and name == spec.target_field
+        if all(flags) or (not any(flags) and not must):
+            continue
+        bad = next(a for a, f in zip(annotations, flags) if not f)
+        first = next((a for a, f in zip(annotations, flags) if f), None)
+        why = (f"it on every line of {spec.name} training data" if must else
+               f"it on every line, as line {first.line} has it (samples are batched together)")
+        raise DataFormatError(source, "required field missing", item=f"line {bad.line} (qid {bad.qid!r})",
+                              field=name, expected=why, found="absent or null")
+
+
 class MomentDataset(PaddedCollate, Dataset):
     """Moment retrieval / highlight detection samples in the lighthouse format, one per query.
 
@@ -306,6 +374,9 @@ class MomentDataset(PaddedCollate, Dataset):
     - ``video``: (T, D) float32 (``+2`` tef columns when ``use_tef``); ``text``: (L, Dq) float32;
     - ``windows``: (N, 2) seconds and ``windows_norm``: (N, 2) divided by ``duration`` (N = 0 when unannotated);
     - ``foreground``: (T,) bool, clips overlapping a window (only when windows are annotated);
+    - highlight-only datasets (TVSum, YouTube: ``label`` and the spec's ``label_foreground``): ``foreground`` from the
+      label and ``windows`` = its runs of foreground clips on the ``clip_length`` grid, ``windows_norm`` divided by
+      ``T * clip_length`` (:func:`label_targets`), so the fg and span heads get a target;
     - ``saliency``: (T,) float32, mean annotator score per clip (0 outside ``relevant_clip_ids``), and
       ``saliency_annotators``: (T, A), when ``saliency_scores`` or ``label`` are annotated.
 
@@ -313,6 +384,10 @@ class MomentDataset(PaddedCollate, Dataset):
     feature length (that clip is dropped: extractors often lose the last partial clip); further is an error. A
     ``label`` matrix that differs from the feature length by one row is cut with the features to the shorter
     length; more is an error.
+
+    ``require_targets`` (set it for training): every line must carry the dataset's target (``relevant_windows``, or
+    ``label`` for TVSum / YouTube); without it, targets must still be on all lines or none (see
+    :func:`check_targets`).
     """
 
     sequence_keys = ("video", "text", "windows", "windows_norm", "foreground", "saliency", "saliency_annotators")
@@ -320,7 +395,7 @@ class MomentDataset(PaddedCollate, Dataset):
     def __init__(self, annotations, feature_root, video_feat_types: Sequence[str], text_feat_type: str, *,
                  dataset: str, use_tef: bool = False, normalize_video: bool = True, max_text_len: int | None = None,
                  domain: str | None = None, video_dims: Sequence[int | None] | None = None,
-                 text_dim: int | None = None, window_tol: float = 0.5):
+                 text_dim: int | None = None, window_tol: float = 0.5, require_targets: bool = False):
         self.spec = get_dataset_spec(dataset)
         if isinstance(annotations, (str, Path)):
             self.source = str(annotations)
@@ -334,6 +409,7 @@ class MomentDataset(PaddedCollate, Dataset):
             raise DataFormatError(self.source, "dataset is empty after filtering", field="domain",
                                   expected="at least one annotation",
                                   found=f"none with domain {domain!r}" if domain is not None else "none")
+        check_targets(annotations, self.source, self.spec, require_targets=require_targets)
         self.annotations = annotations
         self.feature_root = Path(feature_root)
         self.video_feat_types = list(video_feat_types)
@@ -396,6 +472,8 @@ class MomentDataset(PaddedCollate, Dataset):
         }
         if ann.windows is not None:
             out["foreground"] = torch.from_numpy(windows_to_foreground(ann.windows, T, self.spec.clip_length))
+        elif ann.label is not None and self.spec.label_foreground is not None:
+            out.update(label_targets(sal, self.spec.label_foreground, self.spec.clip_length))
         if sal is not None:
             out["saliency_annotators"] = torch.from_numpy(sal)
             out["saliency"] = torch.from_numpy(sal.mean(axis=1))

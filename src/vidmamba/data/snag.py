@@ -10,9 +10,11 @@ Annotation json::
   be unique in the file since they name the text feature files.
 - Segments are clipped to [0, duration]; a segment that has zero (or negative) length after clipping is an error
   naming the video, the annotation index and the segment (the reference code silently drops it).
-- Video features: ``<dir>/<video_id>.npy`` (else ``.pt``), (T, C). Several dirs are concatenated along channels;
-  lengths within 1 of each other are padded by repeating the last row, a larger mismatch is an error.
-- Text features: ``<text_dir>/<text_id>.npy`` (else ``.pt``), (L, C).
+- Video features: ``<dir>/<video_id>.npy`` (else ``.pt``, else the ``features`` array of a ``.npz``: what
+  ``vidmamba extract`` writes), (T, C). Several dirs are concatenated along channels; lengths within 1 of each other
+  are padded by repeating the last row, a larger mismatch is an error.
+- Text features: ``<text_dir>/<text_id>.npy`` (else ``.pt``, else the ``last_hidden_state`` array of a ``.npz``),
+  (L, C).
 
 Seconds <-> feature grid (HieraMamba ``libs/data/dataset.py``, worker.py), with ``clip_size`` frames per clip,
 ``stride`` = effective frames between consecutive grid points (raw clip stride x downsample rate) and ``vid_stride``::
@@ -164,25 +166,33 @@ def grid_to_seconds(g, *, fps: float, clip_size: float, stride: float, duration:
     return _clip((g * vid_stride * stride + 0.5 * clip_size) / fps, 0.0, np.inf if duration is None else duration)
 
 
+SNAG_EXTS = (".npy", ".pt", ".npz")
+NPZ_KEYS = {"video": "features", "text": "last_hidden_state"}  # the arrays of `vidmamba extract`'s npz files
+
+
+def load_snag_feature(directory, stem: str, kind: str, *, dim: int | None = None, item: str) -> np.ndarray:
+    """``<directory>/<stem>`` with the first of :data:`SNAG_EXTS` that exists, a (T, C) ``kind`` ("video" / "text")
+    feature array."""
+    path = find_feature_file(directory, stem, SNAG_EXTS, item=item, expected=f"a (T, D) {kind} feature file")
+    return load_feature_array(path, key=NPZ_KEYS[kind] if path.suffix == ".npz" else None, dim=dim, item=item), path
+
+
 def load_snag_video_features(video_dirs: Sequence, vid: str, *, dims: Sequence[int | None] | None = None,
                              downsample: int = 1) -> np.ndarray:
-    """``<dir>/<vid>.npy|.pt`` (T, C_i) from each dir, aligned (pad <= 1 row) and concatenated: (T, sum C_i)."""
+    """``<dir>/<vid>.npy|.pt|.npz`` (T, C_i) from each dir, aligned (pad <= 1 row) and concatenated: (T, sum C_i)."""
     if not video_dirs:
         raise ValueError("video_dirs must name at least one directory")
     dims = list(dims) if dims is not None else [None] * len(video_dirs)
     item = f"video {vid}"
-    files = [find_feature_file(d, vid, item=item) for d in video_dirs]
-    arrays = [load_feature_array(p, dim=d, item=item) for p, d in zip(files, dims)]
-    feats = np.concatenate(align_lengths(arrays, files, mode="pad_last", item=item), axis=1)
+    arrays, files = zip(*(load_snag_feature(d, vid, "video", dim=w, item=item) for d, w in zip(video_dirs, dims)))
+    feats = np.concatenate(align_lengths(list(arrays), list(files), mode="pad_last", item=item), axis=1)
     return np.ascontiguousarray(feats[::downsample])
 
 
 def load_snag_text_features(text_dir, text_id: str, *, dim: int | None = None,
                             max_len: int | None = None) -> np.ndarray:
-    """``<text_dir>/<text_id>.npy|.pt`` (L, C), optionally truncated to ``max_len`` tokens."""
-    item = f"text id {text_id}"
-    a = load_feature_array(find_feature_file(text_dir, text_id, item=item, expected="a (L, D) text feature file"),
-                           dim=dim, item=item)
+    """``<text_dir>/<text_id>.npy|.pt|.npz`` (L, C), optionally truncated to ``max_len`` tokens."""
+    a, _ = load_snag_feature(text_dir, text_id, "text", dim=dim, item=f"text id {text_id}")
     return a if max_len is None else a[:max_len]
 
 

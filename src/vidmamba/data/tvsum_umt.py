@@ -15,7 +15,6 @@ anything else raises DataFormatError.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,11 +25,13 @@ from torch.utils.data import Dataset
 from ._checks import expect_int, expect_matrix, expect_real, expect_str
 from .collate import PaddedCollate
 from .errors import DataFormatError
-from .features import l2_normalize, load_feature_array
+from .features import load_feature_array
+from .lighthouse import label_targets
+from .umt import I3D_DIM as I3D_DIM  # re-exported: the engine sizes TVSum inputs with it
+from .umt import load_umt_video_features, read_json
 
 TVSUM_DOMAINS = ("BK", "BT", "DS", "FM", "GA", "MS", "PK", "PR", "VT", "VU")
 TVSUM_CLIP_LENGTH = 2.0
-I3D_DIM = 1024
 
 
 @dataclass
@@ -47,20 +48,10 @@ class TVSumVideo:
         return int(self.scores.shape[0])
 
 
-def _read_json(path: Path):
-    if not path.is_file():
-        raise DataFormatError(path, "file not found")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataFormatError(path, "invalid JSON", found=str(e)) from e
-
-
 def read_tvsum_annotations(root) -> dict[str, TVSumVideo]:
     """Read and validate ``<root>/tvsum_anno.json`` -> {vid: TVSumVideo}, in file order."""
     path = Path(root) / "tvsum_anno.json"
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, dict) or not data:
         raise DataFormatError(path, "bad top level", expected="a non-empty {vid: {...}} object",
                               found=type(data).__name__)
@@ -97,7 +88,7 @@ def read_tvsum_domain_splits(root, videos: dict[str, TVSumVideo] | None = None) 
     (On the real file: 10 domains, 4 train + 1 val video each, the split of UMT, QD-DETR, UniVTG and lighthouse.)
     """
     path = Path(root) / "tvsum_domain_splits.json"
-    data = _read_json(path)
+    data = read_json(path)
     videos = read_tvsum_annotations(root) if videos is None else videos
     if not isinstance(data, dict) or not data:
         raise DataFormatError(path, "bad top level", expected="a non-empty {domain: {train, val}} object",
@@ -130,31 +121,8 @@ def read_tvsum_domain_splits(root, videos: dict[str, TVSumVideo] | None = None) 
     return out
 
 
-def _stream(path: Path, num_clips: int, dim: int | None, vid: str) -> np.ndarray:
-    a = load_feature_array(path, dim=dim, item=f"video {vid}")
-    if a.shape[0] not in (num_clips, num_clips + 1):
-        raise DataFormatError(path, "feature length does not match the annotation", item=f"video {vid}",
-                              expected=f"{num_clips} rows (or {num_clips + 1}, a trailing partial clip)",
-                              found=f"{a.shape[0]} rows")
-    return a[:num_clips]
-
-
-def load_tvsum_video_features(root, vid: str, num_clips: int, *, normalize: bool = False,
-                              audio: bool = False) -> np.ndarray:
-    """I3D rgb and flow (T, 1024 each) concatenated to (T, 2048) float32; ``audio`` appends (T, 2048) audio.
-
-    ``normalize`` L2-normalises each stream per clip before concatenation.
-    """
-    root = Path(root)
-    paths = [root / "video_features" / f"{vid}_rgb.npy", root / "video_features" / f"{vid}_opt.npy"]
-    dims: list[int | None] = [I3D_DIM, I3D_DIM]
-    if audio:
-        paths.append(root / "audio_features" / f"{vid}.npy")
-        dims.append(None)
-    streams = [_stream(p, num_clips, d, vid) for p, d in zip(paths, dims)]
-    if normalize:
-        streams = [l2_normalize(s) for s in streams]
-    return np.concatenate(streams, axis=1)
+#: TVSum's features are in the UMT layout (see :func:`~vidmamba.data.umt.load_umt_video_features`); audio is 2048-d.
+load_tvsum_video_features = load_umt_video_features
 
 
 def load_tvsum_query_features(root, vid: str, *, key: str = "token") -> np.ndarray:
@@ -162,20 +130,15 @@ def load_tvsum_query_features(root, vid: str, *, key: str = "token") -> np.ndarr
     return load_feature_array(Path(root) / "query_features" / f"{vid}.npz", key=key, dim=512, item=f"video {vid}")
 
 
-def foreground_labels(mean_scores) -> torch.Tensor:
-    """(T,) bool: clips whose mean annotator score is above the video's median (the metric's binarisation, applied to
-    the mean); TVSum has no windows, so this is the foreground target of a grounding model's fg head."""
-    s = np.asarray(mean_scores, dtype=np.float64)
-    return torch.from_numpy(s > np.median(s))
-
-
 class TVSumUMTDataset(PaddedCollate, Dataset):
     """One TVSum domain's train or val videos, one item per video (the title is the query).
 
     Items use the keys of :class:`~vidmamba.data.lighthouse.MomentDataset` for highlight-only data: ``qid`` (= vid),
     ``vid``, ``query``, ``domain``, ``duration`` (T * 2 s), ``clip_length``, ``video`` (T, 2048 or 4096),
-    ``text`` (L, 512), ``windows`` / ``windows_norm`` (0, 2), ``saliency_annotators`` (T, 20), ``saliency`` (T,)
-    (mean over annotators) and ``foreground`` (T,) bool (:func:`foreground_labels`).
+    ``text`` (L, 512), ``saliency_annotators`` (T, 20), ``saliency`` (T,) (mean over annotators), ``foreground``
+    (T,) bool (clips whose mean score is above the video's median: the metric's binarisation applied to the mean) and
+    ``windows`` (N, 2) seconds / ``windows_norm``, one per run of foreground clips
+    (:func:`~vidmamba.data.lighthouse.label_targets`): TVSum has no windows, so these are the fg / span targets.
     """
 
     sequence_keys = ("video", "text", "windows", "windows_norm", "foreground", "saliency", "saliency_annotators")
@@ -205,13 +168,10 @@ class TVSumUMTDataset(PaddedCollate, Dataset):
         v = self.videos[self.vids[index]]
         video = load_tvsum_video_features(self.root, v.vid, v.num_clips, normalize=self.normalize, audio=self.audio)
         text = load_tvsum_query_features(self.root, v.vid, key=self.text_key)
-        empty = torch.zeros(0, 2)
-        mean = v.scores.mean(axis=1)
         return {
             "qid": v.vid, "vid": v.vid, "query": v.title, "domain": v.domain,
             "duration": v.num_clips * TVSUM_CLIP_LENGTH, "clip_length": TVSUM_CLIP_LENGTH,
             "video": torch.from_numpy(video), "text": torch.from_numpy(text),
-            "windows": empty, "windows_norm": empty.clone(),
-            "saliency_annotators": torch.from_numpy(v.scores), "saliency": torch.from_numpy(mean),
-            "foreground": foreground_labels(mean),
+            "saliency_annotators": torch.from_numpy(v.scores), "saliency": torch.from_numpy(v.scores.mean(axis=1)),
+            **label_targets(v.scores, "median", TVSUM_CLIP_LENGTH),
         }

@@ -4,19 +4,22 @@ A checkpoint is a folder::
 
     model.safetensors   the model's state_dict (tied tensors stored once; aliases in the file's metadata)
     ema.safetensors     EMA of the trainable weights (when EMA is on)
-    config.json         {"trainer": ..., "model": ..., "vidmamba_version": ...}
+    config.json         {"trainer": ..., "experiment": ..., "vidmamba_version": ...}
     trainer_state.pt    optimizer, scheduler, epoch/step, best metric, RNG states (torch.load(weights_only=True))
     meta.json           written last: format version, summary, and the byte size of every other file
 
-It is written into a hidden temp folder beside the target, which then replaces the target by two renames
-(target -> ``.<name>.old``, temp -> target). A crash at any point leaves either the old or the new checkpoint complete;
-readers fall back to ``.<name>.old`` when the target is missing.
+It is written into a hidden temp folder ``.<name>.tmp-<pid>-<hex>`` beside the target, which then replaces the target
+by two renames (target -> ``.<name>.old``, temp -> target). A crash at any point leaves either the old or the new
+checkpoint complete; readers fall back to ``.<name>.old`` when the target is missing (:func:`resolve_checkpoint`,
+:func:`run_checkpoint`). Temp folders left by a killed writer are removed at the next save in that folder
+(:func:`sweep_stale_temps`). ``meta.json``'s ``format`` is checked on load: a checkpoint from a newer format is refused.
 """
 from __future__ import annotations
 
 import io
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -101,14 +104,54 @@ def backup_path(folder) -> Path:
     return folder.with_name(f".{folder.name}.old")
 
 
+#: ``.<name>.tmp-<pid>-<8 hex>``: the temp folders :func:`save_checkpoint` writes (and nothing else matches).
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>[0-9]+)-[0-9a-f]{8}$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # another user's live process, or a pid we cannot probe: keep its files
+        return True
+    return True
+
+
+def sweep_stale_temps(directory) -> list[Path]:
+    """Remove the temp folders (or files) of checkpoint writes that were killed mid-write, in ``directory``.
+
+    Only entries named as :func:`save_checkpoint` names them (``.<name>.tmp-<pid>-<8 hex>``) whose writing process
+    is no longer running are removed; a live writer's temp folder and every other entry are left alone. (A writer on
+    another machine sharing the folder cannot be probed: only one process, rank 0, writes a run's checkpoints.)
+    Returns the removed paths.
+    """
+    directory = Path(directory)
+    removed = []
+    if not directory.is_dir():
+        return removed
+    for entry in directory.iterdir():
+        m = _TEMP_NAME.match(entry.name)
+        if m is None or int(m["pid"]) == os.getpid() or _pid_alive(int(m["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
 def save_checkpoint(folder, model: nn.Module, *, config: dict | None = None, training_state: dict | None = None,
                     ema_state: dict | None = None, info: dict | None = None) -> Path:
     """Write a checkpoint folder atomically (see the module docstring); returns its path.
 
-    ``ema_state`` is ``EMA.state_dict()``; ``info`` is a small JSON-able summary copied into ``meta.json``.
+    ``ema_state`` is ``EMA.state_dict()``; ``info`` is a small JSON-able summary copied into ``meta.json``. Stale temp
+    folders of killed writes beside ``folder`` are swept first (:func:`sweep_stale_temps`).
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temps(folder.parent)
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     try:
@@ -162,10 +205,11 @@ def resolve_checkpoint(folder) -> Path:
 
 
 def run_checkpoint(path) -> Path:
-    """The checkpoint a user means by ``path``: a run folder's ``best``, else ``path`` itself (each resolved as
-    :func:`resolve_checkpoint` does)."""
+    """The checkpoint a user means by ``path``: a run folder's ``best`` (or its ``.best.old`` backup when a crash
+    mid-replace left only that), else ``path`` itself (each resolved as :func:`resolve_checkpoint` does)."""
     path = Path(path).expanduser()
-    return resolve_checkpoint(path / "best" if (path / "best").exists() else path)
+    best = path / "best"
+    return resolve_checkpoint(best if best.exists() or backup_path(best).exists() else path)
 
 
 class Checkpoint:
@@ -177,8 +221,16 @@ class Checkpoint:
         try:
             self.meta = json.loads(meta_file.read_text())
             files = dict(self.meta["files"])
+            fmt = self.meta["format"]
         except (ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"corrupt checkpoint metadata {meta_file}: {exc}") from exc
+            raise CheckpointError(f"corrupt checkpoint metadata {meta_file}: {exc!r}") from exc
+        if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 1:
+            raise CheckpointError(f"corrupt checkpoint metadata {meta_file}: 'format' is {fmt!r}, expected a "
+                                  f"positive integer")
+        if fmt > FORMAT_VERSION:
+            raise CheckpointError(f"checkpoint {self.path} has format {fmt}, newer than this vidmamba ({__version__}) "
+                                  f"reads (format {FORMAT_VERSION} or older): it was written by a newer vidmamba; "
+                                  f"upgrade vidmamba to load it")
         for name, size in files.items():
             path = self.path / name
             if not path.is_file():
@@ -244,13 +296,16 @@ class Checkpoint:
             raise CheckpointError(f"checkpoint {self.path} has no training state ({STATE_FILE}); cannot resume")
         try:
             return torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as exc:  # unpickling errors come in many types
-            raise CheckpointError(f"cannot read {path}: {exc}") from exc
+        except Exception as exc:  # unpickling errors come in many types; PyTorch's text suggests an unsafe load
+            raise CheckpointError(f"cannot read the training state {path}: the file is corrupt, or holds objects "
+                                  f"other than tensors and plain Python values ({type(exc).__name__}); resume from "
+                                  f"another checkpoint, or load only the weights") from None
 
 
 def load_weights(folder, model: nn.Module, use_ema: bool = True) -> Checkpoint:
-    """Load a checkpoint's weights into ``model`` for inference (the EMA weights when present and ``use_ema``)."""
-    ckpt = Checkpoint(folder)
+    """Load a checkpoint's weights into ``model`` for inference (the EMA weights when present and ``use_ema``).
+    ``folder``: a checkpoint folder or an already verified :class:`Checkpoint`."""
+    ckpt = folder if isinstance(folder, Checkpoint) else Checkpoint(folder)
     ckpt.load_model(model)
     if use_ema and ckpt.has(EMA_FILE):
         ckpt.load_ema_into(model)

@@ -16,14 +16,13 @@ def _is_norm(module: nn.Module) -> bool:
 
 
 def no_weight_decay(name: str, param: nn.Parameter, module: nn.Module) -> bool:
-    """True for biases, norm weights, embeddings, 0/1-d tensors and params marked ``_no_weight_decay = True``."""
-    return (
-        getattr(param, "_no_weight_decay", False)
-        or param.ndim <= 1
-        or name == "bias"
-        or _is_norm(module)
-        or isinstance(module, _EMBEDDING_TYPES)
-    )
+    """An explicit mark ``param._no_weight_decay`` (True or False) decides; unmarked: True for biases, norm weights,
+    embeddings and 0/1-d tensors. (HieraMamba marks Hydra's 1-d ``A_log`` and ``D`` False: its official optimiser
+    decays them.)"""
+    mark = getattr(param, "_no_weight_decay", None)
+    if mark is not None:
+        return bool(mark)
+    return param.ndim <= 1 or name == "bias" or _is_norm(module) or isinstance(module, _EMBEDDING_TYPES)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -31,7 +30,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
     A parameter shared by several modules (tied weights) is listed once and is not decayed if any owner says so.
     Mark a parameter ``p._no_weight_decay = True`` (Mamba's ``A_log`` and ``D``, positional embeddings stored as bare
-    parameters) to exclude it explicitly.
+    parameters) to exclude it explicitly, ``False`` to decay it whatever its shape.
     """
     exempt, order = set(), {}
     for module in model.modules():

@@ -120,18 +120,19 @@ class Trainer:
     continues from that checkpoint folder (or from ``<path>/last`` when ``path`` is a run folder) and must exist.
     ``callbacks`` are called as ``callback(trainer, record)`` at the end of every epoch, after the checkpoints are
     written; an exception raised there stops the run (the checkpoints of that epoch are kept).
-    ``model_config`` (JSON-able) is stored in every checkpoint's ``config.json`` under ``"model"``.
+    ``experiment`` (JSON-able: the experiment config that built the model and data) is stored in every checkpoint's
+    ``config.json`` under ``"experiment"``.
     """
 
     def __init__(self, model: nn.Module, config, train_data, val_data=None, *, collate_fn=None,
                  evaluate_fn: EvaluateFn | None = None, resume=None, callbacks: Sequence[Callback] = (),
-                 model_config: dict | None = None):
+                 experiment: dict | None = None):
         self.config = cfg = _as_config(config)
         self.device = D.resolve_device(cfg.device)
         self.dist = D.init_distributed(self.device, cfg.dist_timeout_s)
         seed_everything(cfg.seed + self.dist.rank)
         self.model = model.to(self.device)
-        self.collate_fn, self.callbacks, self.model_config = collate_fn, list(callbacks), model_config
+        self.collate_fn, self.callbacks, self.experiment = collate_fn, list(callbacks), experiment
         self.evaluate_fn = evaluate_fn if evaluate_fn is not None else mean_forward_outputs
         self.out_dir = Path(cfg.out_dir)
         self.global_batch_size = cfg.batch_size * self.dist.world_size
@@ -221,7 +222,7 @@ class Trainer:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def _checkpoint_config(self) -> dict:
-        return {"trainer": self.config.to_dict(), "model": self.model_config}
+        return {"trainer": self.config.to_dict(), "experiment": self.experiment}
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, name: str) -> None:

@@ -3,7 +3,8 @@
 :func:`eval_qvhighlights` returns the same nested dict, with the same keys, key order and values, as the official
 ``eval_submission`` (verified to the last digit on the released validation sample). Rules reproduced:
 
-* MR is scored only when ``pred_relevant_windows`` is present, HL only when ``pred_saliency_scores`` is;
+* MR is scored only when ``pred_relevant_windows`` is present, HL only when ``pred_saliency_scores`` is; unlike the
+  official script, a submission without ``pred_relevant_windows`` is an error unless ``highlights_only`` is asked for;
 * MR-mAP: the first 10 windows **by list position**, per-query ActivityNet AP at IoU 0.5:0.05:0.95 averaged over
   queries; MR-R1: the **first listed** window (not the best-scored) against the GT window it overlaps most;
 * length buckets short (0, 10], middle (10, 30], long (30, 150] drop GT windows outside the range and keep the
@@ -84,12 +85,15 @@ def _field_presence(rows: Sequence[dict], field: str, path) -> bool:
 
 
 def eval_qvhighlights(submission: Sequence[dict], ground_truth: Sequence[dict], *, submission_path=None,
-                      gt_path=None) -> OrderedDict:
+                      gt_path=None, highlights_only: bool = False) -> OrderedDict:
     """Score QVHighlights-format predictions against GT rows (lists of dicts as in the jsonl files).
 
     Returns the official structure: ``{"brief": {...}, "HL-min-Fair": ..., ..., "full": ..., "long": ...,
     "middle": ..., "short": ...}``. Raises :class:`SubmissionError` / :class:`GroundTruthError` on invalid input
     (see the module docstring for the rules, including the saliency length padding/truncation).
+
+    A submission without ``pred_relevant_windows`` is an error (the official script silently drops the MR metrics)
+    unless ``highlights_only``, which scores ``pred_saliency_scores`` alone (any windows are then ignored).
     """
     sub, gt = match_rows(submission, ground_truth, submission_path, gt_path)
     rows = list(sub.values())
@@ -98,6 +102,14 @@ def eval_qvhighlights(submission: Sequence[dict], ground_truth: Sequence[dict], 
     if not (has_mr or has_hl):
         raise SubmissionError(f"entries have neither '{MR_FIELD}' nor '{HL_FIELD}'", path=submission_path,
                               qid=rows[0]["qid"])
+    has_mr = has_mr and not highlights_only
+    if highlights_only and not has_hl:
+        raise SubmissionError("missing: highlights-only scoring needs a saliency score per clip",
+                              path=submission_path, line=rows[0].get("__line__"), qid=rows[0]["qid"], field=HL_FIELD)
+    if not has_mr and not highlights_only:
+        raise SubmissionError("missing: the moment-retrieval metrics need it (to score the saliency alone, use "
+                              "--highlights-only / highlights_only=True)", path=submission_path,
+                              line=rows[0].get("__line__"), qid=rows[0]["qid"], field=MR_FIELD)
 
     metrics: dict = {}
     brief: OrderedDict = OrderedDict()

@@ -1,9 +1,15 @@
-"""Models and their registry: ``build_model(name, **cfg)``.
+"""Models and their one registry: ``create_model(name, **options)`` (in the spirit of timm's ``create_model``; a
+config's ``model`` section is ``{"name": ..., **options}``, so ``create_model(**config["model"])`` builds it).
 
-Names: "mlvtg" (MambaAligner), "mlvtg-transformer" (transformer twin), "mlvtg-perclip" (no temporal context);
-``cfg`` are :class:`MLVTGConfig` fields (the aligner is set by the name). "hieramamba" and "hieramamba-transformer"
-(Hydra replaced by global attention of the same width and depth): :class:`HieraMambaConfig` fields, plus an
-optional ``preset`` ("ego4d", "mad", "madv2", "tacos") whose values the other fields override.
+Names: "mlvtg" (MambaAligner), "mlvtg-transformer" (transformer twin), "mlvtg-perclip" (no temporal context):
+``options`` are :class:`MLVTGConfig` fields (the aligner is set by the name). "hieramamba" and
+"hieramamba-transformer" (Hydra replaced by global attention of the same width and depth): :class:`HieraMambaConfig`
+fields, plus an optional ``preset`` ("ego4d", "mad", "madv2", "tacos") whose values the other fields override.
+"mambavl": :class:`MambaVLConfig` fields.
+
+One prediction contract per kind of model: every grounding model's ``predict(batch)`` returns one dict per query,
+``{"pred_relevant_windows": [[start_s, end_s, score], ...] (score-sorted), "pred_saliency_scores": [one per clip]}``
+(MLVTG on lighthouse batches, HieraMamba on SnAG batches); MambaVL's ``predict`` returns verb / noun probabilities.
 """
 from __future__ import annotations
 
@@ -43,15 +49,17 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_model(name: str, **cfg) -> nn.Module:
-    """Build the registered model ``name`` with config fields ``cfg``."""
+def create_model(name: str, **options) -> nn.Module:
+    """Build the registered model ``name`` with config fields ``options``; an unknown name is a ``KeyError``
+    listing the known ones, bad options a ``ValueError`` / ``TypeError`` from the model's config."""
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; known: {sorted(MODELS)}")
-    return MODELS[name](**cfg)
+    return MODELS[name](**options)
 
 
 def list_models() -> list[str]:
     return sorted(MODELS)
 
 
-__all__ = ["HieraMamba", "HieraMambaConfig", "MLVTG", "MLVTGConfig", "MODELS", "build_model", "list_models"]
+__all__ = ["HieraMamba", "HieraMambaConfig", "MLVTG", "MLVTGConfig", "MambaVL", "MambaVLConfig", "MODELS",
+           "create_model", "list_models"]

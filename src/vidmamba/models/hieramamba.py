@@ -10,7 +10,8 @@ and decoding in :mod:`vidmamba.nn.points`; ACC / SPC in :mod:`vidmamba.nn.detect
 3. :class:`HieraMambaBackbone`: embedding convs, sinusoidal PE, a stack of stride-2 AMP blocks giving the pyramid;
 4. :class:`HieraMamba` (config :class:`HieraMambaConfig`, presets ``MODEL_PRESETS``): text encoder -> (early fusion:
    1x1 projection -> fusion ->) backbone -> fusion on every level -> shared cls / reg heads; losses (focal, IoU/DIoU,
-   ACC, SPC, EMA normaliser) per query; decoding by Gaussian soft-NMS + voting, in grid units.
+   ACC, SPC, EMA normaliser) accounted as the official trainer (or per query); decoding by Gaussian soft-NMS + voting,
+   in grid units.
 
 Tensors are channel-last (b, l, d); masks are (b, l) bool, True = valid, right-padded (a valid prefix per sample).
 
@@ -19,11 +20,11 @@ Deliberate differences from the official code (each keeps a padded batch equal t
 - an anchor is the mean of the *valid* clips of its window (official ``avg_pool1d`` divides a half-empty last window by
   ``s``, i.e. averages in a zero);
 - Hydra and the local attention get the padding mask (official Hydra scans over padding);
-- the position table is interpolated per sample, to the sample's own length when it exceeds ``max_seq_len`` (official:
-  to the padded batch length), and its channels are interleaved sin/cos (official: all sines then all cosines, a
-  fixed channel permutation);
-- ACC's negative gap is a fraction of the sample's own anchor count (official: of the padded batch length), and every
-  loss term is per query (see :class:`HieraMambaConfig` for what that changes in the weighting).
+- the position table is interpolated per sample (``align_corners=True`` as official), to the sample's own length when
+  it exceeds ``max_seq_len`` (official: to the padded batch length), and its channels are interleaved sin/cos
+  (official: all sines then all cosines, a fixed channel permutation);
+- ACC's negative gap is a fraction of the sample's own anchor count (official: of the padded batch length).
+Every departure, with the value that restores the official behaviour where one exists: ``docs/departures.md``.
 """
 from __future__ import annotations
 
@@ -74,6 +75,9 @@ class HieraMambaBackboneConfig(ModelConfig):
     local_window, local_window_blocks: window of the local encoder's attention in blocks ``< local_window_blocks``;
         later blocks use global attention (official ``local_window_size if idx < 5 else 0``).
     local_heads, local_ffn_ratio: the local transformer encoder (2 heads, FFN x4).
+    hydra_weight_decay: Hydra's ``A_log`` and ``D`` take weight decay, as the official optimiser
+        (``libs/modeling/optim.py``: ``elif pn in ['A_log', 'D']: decay.add(fpn)``); False: mamba_ssm's convention
+        (no decay on them).
     dropout: AMP FFN dropout (official block default 0.1; not read from the config there).
     drop_path: drop-path of the block's three LayerScale residuals (LayerScale2, init ``layer_scale_init``).
     rms_eps: the block's RMSNorms (1e-6).
@@ -100,6 +104,7 @@ class HieraMambaBackboneConfig(ModelConfig):
     local_window_blocks: int = 5
     local_heads: int = 2
     local_ffn_ratio: int = 4
+    hydra_weight_decay: bool = True
     dropout: float = 0.1
     drop_path: float = 0.1
     layer_scale_init: float = 1e-4
@@ -283,11 +288,16 @@ class HieraMambaBackbone(nn.Module):
             MaskedConv1d(d, d, 5, 2, bias=False) if (i == 0 and cfg.stride == 2) else MaskedConv1d(d, d, 3, bias=False)
             for i in range(cfg.num_embd_convs))
         self.embd_norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(cfg.num_embd_convs))
-        self.pos = SinusoidalPositionEncoding(d, cfg.max_seq_len, scale=d ** -0.5) if cfg.use_abs_pe else None
+        # official video_net.py: F.interpolate(pe, size=t, mode='linear', align_corners=True) past max_seq_len
+        self.pos = (SinusoidalPositionEncoding(d, cfg.max_seq_len, scale=d ** -0.5, align_corners=True)
+                    if cfg.use_abs_pe else None)
         self.blocks = nn.ModuleList(AMPBlock(cfg, cfg.window_size(i)) for i in range(cfg.num_blocks))
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Conv1d)) and module.bias is not None:
                 nn.init.zeros_(module.bias)
+            if isinstance(module, Hydra):
+                for param in (module.A_log, module.D):
+                    param._no_weight_decay = not cfg.hydra_weight_decay
 
     def position_encoding(self, x: Tensor, lengths: Tensor) -> Tensor:
         """Add the position table at each sample's valid steps, interpolated to its own length past max_seq_len."""
@@ -343,13 +353,14 @@ class HieraMambaBackbone(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------------
 TEXT_ENCODERS = ("identity", "transformer")
 REG_LOSSES = {"iou": ctr_iou_loss, "diou": ctr_diou_loss}
+LOSS_NORMALIZATIONS = ("official", "per_query")
 
 
 @dataclass
 class HieraMambaConfig(HieraMambaBackboneConfig):
     """Hyper-parameters of :class:`HieraMamba`: every :class:`HieraMambaBackboneConfig` field (same names, same
     meaning) plus the fields below. Defaults are the official Ego4D-NLQ ones; :meth:`preset` gives "ego4d", "mad",
-    "madv2", "tacos" (models.md §1.10), e.g. ``build_model("hieramamba", preset="tacos", video_dim=..., ...)``.
+    "madv2", "tacos" (models.md §1.10), e.g. ``create_model("hieramamba", preset="tacos", video_dim=..., ...)``.
 
     video_dim, text_dim: input feature widths (Ego4D EgoVLP 256 / 768; MAD CLIP 512 / 512; TACoS C3D 4096 / GloVe 300).
     in_dim: derived, leave unset: ``embd_dim`` with early fusion (the backbone runs on the projected, fused video),
@@ -370,9 +381,10 @@ class HieraMambaConfig(HieraMambaBackboneConfig):
     center_radius: centre sampling radius in level strides (1.5).
     focal_alpha, focal_gamma, label_smoothing: sigmoid focal loss (0.5, 2, targets ``0.8 y + 0.1``).
     reg_loss: "iou" (Ego4D) or "diou" (MAD, TACoS), on centre offsets; w_reg its weight (1).
-    loss_norm_init, loss_norm_momentum: the normaliser, an EMA (0.9) of the number of positive points *per query*
-        (official: per micro-batch, init 10 Ego4D / 250 MAD / 100 TACoS; here the init is that value divided by the
-        official queries per micro-batch: Ego4D 10/2, MAD 250/16, TACoS 100/16; the EMA forgets it within ~20 steps).
+    loss_normalization: how the terms are combined (below): "official" (default) or "per_query".
+    loss_norm_init, loss_norm_momentum: the normaliser, an EMA (0.9) of the number of positive points; its initial
+        value (official: 10 Ego4D, 250 MAD / MAD-v2, 100 TACoS, per batch; with "per_query" the EMA counts per query,
+        so divide by the queries per batch: Ego4D 10/2, MAD 250/16, TACoS 100/16).
     w_acc, acc_neg_ratio, acc_gap_ratio: ACC weight (0 disables it and its projector), negatives per positive,
         negative gap as a fraction of the sample's anchors (Ego4D 100, 8, 0.2; TACoS 10, 4, 0.3; MAD off).
     w_spc, spc_neg_ratio: SPC weight (0 disables) and negatives per positive (Ego4D 10, 1; TACoS 1, 1; MAD off).
@@ -381,11 +393,22 @@ class HieraMambaConfig(HieraMambaBackboneConfig):
     nms_sigma, voting_thresh, min_score, max_num_segs: Gaussian soft-NMS (0.9), voting IoU (0.95), score floor
         (0.001), detections per query (5; MAD 50).
 
-    Loss accounting (a deliberate difference): every term is computed per query and ``loss`` is the mean over queries
-    of ``(cls + w_reg reg + w_acc ACC + w_spc SPC) / loss_norm``, so a padded batch gives the mean of its videos'
-    losses. The official code sums cls/reg over the micro-batch but averages ACC/SPC over it, so its contrastive
-    weights are effectively divided by the micro-batch's query count (Ego4D <= 2): divide w_acc / w_spc by it to
-    match that balance exactly. SPC counts a (query, level) pair without positives or negatives as 0.
+    Loss accounting, ``loss = cls + w_reg reg + w_acc ACC + w_spc SPC``, with ``N`` the normaliser (an EMA of the
+    positive points per batch; a training forward uses the value from before its own update, as the official
+    trainer, ``libs/worker.py`` ``TrainerAuxiliary``):
+
+    - "official": cls = focal loss summed over every valid point of every query / N; reg = summed over the positive
+      points / N; ACC = per level the mean over all valid anchors of the batch's backbone rows, summed over levels,
+      / N (late fusion: times the mean number of queries per video, as ``ds_contrastive_loss *=
+      text_size.float().mean()``); SPC = per level the mean over the (query) rows that have positives and negatives,
+      summed over levels, / N. ACC / SPC are thus averages while cls / reg are sums over the batch.
+    - "per_query" (this project's earlier accounting): every term per query, N an EMA of positives *per query*, and
+      ``loss`` the mean over queries of ``(cls + w_reg reg + w_acc ACC + w_spc SPC) / N``, so a padded batch gives the
+      mean of its videos' losses. Compared with "official" this multiplies the weight of SPC by the queries per
+      batch and that of ACC by the backbone rows per batch (queries with early fusion, videos with late fusion):
+      Ego4D (1 video x 2 queries) 2 and 2; TACoS (4 videos x 4 queries) 16 for SPC and 4 for ACC. With "per_query"
+      divide w_spc / w_acc by those factors for the official balance. An SPC (query, level) pair without positives
+      or negatives counts 0 there.
     """
 
     display_name = "HieraMamba"
@@ -415,7 +438,8 @@ class HieraMambaConfig(HieraMambaBackboneConfig):
     label_smoothing: float = 0.2
     reg_loss: str = "iou"
     w_reg: float = 1.0
-    loss_norm_init: float = 5.0
+    loss_normalization: str = "official"
+    loss_norm_init: float = 10.0
     loss_norm_momentum: float = 0.9
     w_acc: float = 100.0
     acc_neg_ratio: float = 8.0
@@ -445,6 +469,9 @@ class HieraMambaConfig(HieraMambaBackboneConfig):
             raise ValueError(f"HieraMambaConfig.text_encoder must be one of {TEXT_ENCODERS}, got {self.text_encoder!r}")
         if self.fusion_mode not in FUSION_MODES:
             raise ValueError(f"HieraMambaConfig.fusion_mode must be one of {FUSION_MODES}, got {self.fusion_mode!r}")
+        if self.loss_normalization not in LOSS_NORMALIZATIONS:
+            raise ValueError(f"HieraMambaConfig.loss_normalization must be one of {LOSS_NORMALIZATIONS}, got "
+                             f"{self.loss_normalization!r}")
         if self.reg_loss not in REG_LOSSES:
             raise ValueError(f"HieraMambaConfig.reg_loss must be one of {sorted(REG_LOSSES)}, got {self.reg_loss!r}")
         for name in ("video_dim", "text_dim", "text_embd_dim", "max_text_len", "max_num_segs", "pre_nms_topk"):
@@ -475,14 +502,14 @@ def _backbone_preset(name: str) -> dict:
 
 
 _MAD = {"video_dim": 512, "text_dim": 512, "text_embd_dim": 512, "max_text_len": 75, "reg_loss": "diou",
-        "loss_norm_init": 250 / 16, "w_acc": 0.0, "w_spc": 0.0, "pre_nms_topk": 200, "max_num_segs": 50}
+        "loss_norm_init": 250.0, "w_acc": 0.0, "w_spc": 0.0, "pre_nms_topk": 200, "max_num_segs": 50}
 MODEL_PRESETS: dict[str, dict] = {
     "ego4d": {},
     "mad": {**_backbone_preset("mad"), **_MAD},
     "madv2": {**_backbone_preset("madv2"), **_MAD, "video_dim": 768, "text_dim": 768, "text_embd_dim": 768},
     "tacos": {**_backbone_preset("tacos"), "video_dim": 4096, "text_dim": 300, "text_encoder": "transformer",
               "text_embd_dim": 128, "max_text_len": 48, "early_fusion": False, "fusion_mode": "affine",
-              "reg_loss": "diou", "loss_norm_init": 100 / 16, "w_acc": 10.0, "acc_neg_ratio": 4.0,
+              "reg_loss": "diou", "loss_norm_init": 100.0, "w_acc": 10.0, "acc_neg_ratio": 4.0,
               "acc_gap_ratio": 0.3, "w_spc": 1.0},
 }
 
@@ -508,8 +535,12 @@ class HieraMamba(nn.Module):
 
     - ``model(batch)`` -> ``{"loss", "loss_cls", "loss_reg", "loss_acc", "loss_spc"}`` scalars (see
       :class:`HieraMambaConfig` for the accounting); in training mode it also updates the loss normaliser.
-    - ``model.predict(batch)`` -> one (K, 3) float tensor ``[start_grid, end_grid, score]`` per query (batch order),
-      score descending (K = 0 when nothing survives); convert with ``vidmamba.data.snag.grid_to_seconds``.
+    - ``model.predict(batch)`` -> one dict per query (batch order), the grounding contract of
+      :mod:`vidmamba.models`: ``pred_relevant_windows`` ``[[start, end, score], ...]`` score descending (empty when
+      nothing survives) and ``pred_saliency_scores`` (the finest level's foreground probability per grid step).
+      Times: grid point g is at ``g * clip_length + clip_offset`` seconds, clamped to ``[0, duration]``, with the
+      optional per-video batch lists ``clip_length`` / ``clip_offset`` / ``duration`` (default 1 / 0 / no clamp:
+      grid units); :meth:`detect` gives the raw (K, 3) grid detections.
     """
 
     def __init__(self, cfg: HieraMambaConfig | None = None, **overrides):
@@ -604,28 +635,27 @@ class HieraMamba(nn.Module):
                              + ", ".join(f"{text_ids[i]} {segs[i].tolist()}" for i in bad))
         return segs.float()
 
-    def _acc(self, out: BackboneOutput) -> Tensor:
-        """ACC per backbone row, summed over levels: (R,)."""
-        total = 0
+    def _acc(self, out: BackboneOutput) -> list[tuple[Tensor, Tensor]]:
+        """ACC per level: (loss (R,) the mean over each backbone row's valid anchors, count (R,) of those anchors)."""
+        levels = []
         for anchors, amask, clips, cmask in zip(out.anchors, out.anchor_masks, out.feats, out.masks):
-            total = total + anchor_contrastive_loss(self.acc_proj(anchors), self.acc_proj(clips), amask, cmask,
-                                                    self.cfg.contrast_tau, self.cfg.acc_neg_ratio,
-                                                    self.cfg.acc_gap_ratio)
-        return total
+            loss = anchor_contrastive_loss(self.acc_proj(anchors), self.acc_proj(clips), amask, cmask,
+                                           self.cfg.contrast_tau, self.cfg.acc_neg_ratio, self.cfg.acc_gap_ratio)
+            levels.append((loss, amask.sum(1)))      # every valid anchor has a valid child (its window's clips)
+        return levels
 
-    def _spc(self, enc: EncodedBatch, points: Tensor, labels: Tensor, segs: Tensor) -> Tensor:
-        """SPC per query, summed over levels: (Q,)."""
+    def _spc(self, enc: EncodedBatch, points: Tensor, labels: Tensor, segs: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """SPC per level: (loss (Q,), counted (Q,) bool: the query has positives and drawn negatives there)."""
         spans = span_mask(points, segs)
-        total = 0
+        levels = []
         for sl, feats, mask in zip(level_slices([m.shape[1] for m in enc.masks]), enc.backbone.feats, enc.masks):
             pos = labels[:, sl]
-            loss, _ = segment_prototype_loss(self.spc_proj(feats[enc.rows]), pos, mask & ~spans[:, sl] & ~pos,
-                                             self.cfg.contrast_tau, self.cfg.spc_neg_ratio)
-            total = total + loss
-        return total
+            levels.append(segment_prototype_loss(self.spc_proj(feats[enc.rows]), pos, mask & ~spans[:, sl] & ~pos,
+                                                 self.cfg.contrast_tau, self.cfg.spc_neg_ratio))
+        return levels
 
     def losses(self, enc: EncodedBatch, batch: dict) -> dict[str, Tensor]:
-        """The loss dict of :class:`HieraMamba` from an encoded batch."""
+        """The loss dict of :class:`HieraMamba` from an encoded batch (accounting: :class:`HieraMambaConfig`)."""
         cfg = self.cfg
         q = enc.rows.shape[0]
         segs = self._targets(batch, q).to(enc.logits[0].device)
@@ -633,19 +663,29 @@ class HieraMamba(nn.Module):
         logits, offsets, valid = (torch.cat(x, 1) for x in (enc.logits, enc.offsets, enc.masks))
         labels, target_off = assign_points(points, segs, cfg.center_radius)
         labels &= valid
-        if self.training:
-            self.loss_norm.update(labels.sum().item() / q)
         cls = sigmoid_focal_loss(logits, labels.float(), cfg.focal_alpha, cfg.focal_gamma, cfg.label_smoothing,
                                  mask=valid, reduction="none").sum(1)
         qi, pi = labels.nonzero(as_tuple=True)
         per_point = REG_LOSSES[cfg.reg_loss](offsets[qi, pi], target_off[qi, pi], reduction="none")
         reg = torch.zeros(q, dtype=per_point.dtype, device=per_point.device).index_add(0, qi, per_point)
-        zero = torch.zeros(q, dtype=cls.dtype, device=cls.device)
-        acc = self._acc(enc.backbone)[enc.rows] if self.acc_proj is not None else zero
-        spc = self._spc(enc, points, labels, segs) if self.spc_proj is not None else zero
-        norm = self.loss_norm()
-        parts = {"loss_cls": cls.mean() / norm, "loss_reg": reg.mean() / norm, "loss_acc": acc.mean() / norm,
-                 "loss_spc": spc.mean() / norm}
+        acc = self._acc(enc.backbone) if self.acc_proj is not None else []
+        spc = self._spc(enc, points, labels, segs) if self.spc_proj is not None else []
+        per_query = cfg.loss_normalization == "per_query"
+        norm = self.loss_norm().clone()                  # the official trainer updates it after the step
+        if self.training:
+            self.loss_norm.update(labels.sum().item() / (q if per_query else 1))
+        zero = cls.new_zeros(())
+        if per_query:
+            acc_q = sum((loss[enc.rows] for loss, _ in acc), cls.new_zeros(q))
+            spc_q = sum((loss for loss, _ in spc), cls.new_zeros(q))
+            terms = (cls.mean(), reg.mean(), acc_q.mean(), spc_q.mean())
+        else:
+            acc_total = sum(((loss * n).sum() / n.sum().clamp(min=1) for loss, n in acc), zero)
+            if not cfg.early_fusion:                     # backbone rows are videos: times the mean queries per video
+                acc_total = acc_total * q / enc.backbone.feats[0].shape[0]
+            spc_total = sum(((loss * c).sum() / c.sum().clamp(min=1) for loss, c in spc), zero)
+            terms = (cls.sum(), reg.sum(), acc_total, spc_total)
+        parts = {name: t / norm for name, t in zip(("loss_cls", "loss_reg", "loss_acc", "loss_spc"), terms)}
         loss = (parts["loss_cls"] + cfg.w_reg * parts["loss_reg"] + cfg.w_acc * parts["loss_acc"]
                 + cfg.w_spc * parts["loss_spc"])
         return {"loss": loss, **parts}
@@ -655,11 +695,36 @@ class HieraMamba(nn.Module):
 
     # -- inference -----------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, batch: dict) -> list[Tensor]:
+    def predict(self, batch: dict) -> list[dict]:
+        """Moments and per-grid-step saliency per query, in seconds when the batch gives the timing (see the class
+        docstring). Call ``model.eval()`` first."""
+        enc = self.encode(batch)
+        qidx = batch["query_index"].tolist()
+        n_videos = batch["video"].shape[0]
+
+        def per_video(key, default):
+            values = batch.get(key)
+            return [float(v) for v in values] if values is not None else [default] * n_videos
+
+        length, offset = per_video("clip_length", 1.0), per_video("clip_offset", 0.0)
+        duration = per_video("duration", float("inf"))
+        saliency = (torch.sigmoid(enc.logits[0].float()) * enc.masks[0]).cpu()
+        rows = []
+        for q, (det, v) in enumerate(zip(self._decode(enc), qidx)):
+            det = det.detach().double().cpu()
+            times = (det[:, :2] * length[v] + offset[v]).clamp(0.0, duration[v])
+            rows.append({"pred_relevant_windows": [[s, e, c] for (s, e), c in zip(times.tolist(), det[:, 2].tolist())],
+                         "pred_saliency_scores": saliency[q, :int(enc.masks[0][q].sum())].tolist()})
+        return rows
+
+    @torch.no_grad()
+    def detect(self, batch: dict) -> list[Tensor]:
         """Decoded detections per query (call ``model.eval()`` first): list of (K, 3) ``[start, end, score]`` in
         grid units, score descending."""
+        return self._decode(self.encode(batch))
+
+    def _decode(self, enc: EncodedBatch) -> list[Tensor]:
         cfg = self.cfg
-        enc = self.encode(batch)
         points = self.points(enc)
         scores = torch.sigmoid(torch.cat(enc.logits, 1)) * torch.cat(enc.masks, 1)
         offsets = torch.cat(enc.offsets, 1)

@@ -17,7 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from vidmamba.nn import LayerScale, MaskedConv1d, MaskedMHA, SinusoidalPositionEncoding, masked_attention, masked_mean
+from vidmamba.nn import (LayerScale, MaskedConv1d, MaskedMHA, SinusoidalPositionEncoding, masked_attention, masked_mean,
+                         mlp)
 from vidmamba.ssm.layers import MaskedDepthwiseConv1d, masked_fill_pads
 
 FUSION_MODES = ("adaln", "affine")
@@ -41,12 +42,6 @@ class ConvSelfAttention(MaskedMHA):
         return masked_fill_pads(self.proj_drop(self.proj(out.transpose(1, 2).flatten(2))), mask, 1)
 
 
-def ffn(dim: int, ratio: int, dropout: float) -> nn.Sequential:
-    """SnAG ``FFN``: Linear(d, rd) -> GELU -> Dropout -> Linear(rd, d) -> Dropout."""
-    return nn.Sequential(nn.Linear(dim, dim * ratio), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim * ratio, dim),
-                         nn.Dropout(dropout))
-
-
 class EncoderLayer(nn.Module):
     """SnAG's pre-LN ``TransformerEncoder`` (stride 1 with ``qkv_conv``, stride 0 without):
     ``x + LayerScale(Attn(LN(x)))`` then ``x + LayerScale(FFN(LN(x)))`` (FFN ``ffn_ratio`` x, GELU); LayerScale init
@@ -60,7 +55,7 @@ class EncoderLayer(nn.Module):
         self.ln_attn, self.ln_ffn = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.attn = (ConvSelfAttention(dim, n_heads, window_size, proj_drop=dropout) if qkv_conv
                      else MaskedMHA(dim, n_heads, window_size, proj_drop=dropout))
-        self.ffn = ffn(dim, ffn_ratio, dropout)
+        self.ffn = mlp(dim, dim * ffn_ratio, dim, dropout)  # SnAG FFN
         self.scale_attn = LayerScale(dim, layer_scale_init, drop_path)
         self.scale_ffn = LayerScale(dim, layer_scale_init, drop_path)
 
@@ -152,7 +147,7 @@ class CrossAttnDecoderLayer(nn.Module):
         self.xattn = MaskedMHA(dim, n_heads, kv_dim=text_dim, out_dim=2 * dim, proj_drop=dropout)
         self.adaln = nn.LayerNorm(dim, elementwise_affine=False) if mode == "adaln" else nn.Identity()
         self.ln_ffn = nn.LayerNorm(dim)
-        self.ffn = ffn(dim, ffn_ratio, dropout)
+        self.ffn = mlp(dim, dim * ffn_ratio, dim, dropout)  # SnAG FFN
         self.scale_ffn = LayerScale(dim, layer_scale_init, drop_path)
 
     def forward(self, x: Tensor, mask: Tensor, text: Tensor, text_mask: Tensor) -> Tensor:

@@ -1,7 +1,9 @@
 """MLVTG's LLMRefiner: trainable Linear -> ONE frozen decoder layer of a pretrained causal LM -> trainable Linear.
 
 The paper (models.md §2.1 item 5) uses layer 20 of a frozen Mamba LLM (best among its sweep; 15-22 a "sweet spot");
-that is a config here (``model="state-spaces/mamba-2.8b-hf", layer=20``). Only the chosen layer is ever built and
+that is ``configs/mlvtg_qvhighlights.yaml`` / ``configs/mlvtg_charades.yaml`` here
+(``model="state-spaces/mamba-2.8b-hf", layer=20``; the LLM is inferred from the paper's 2560-d space;
+:func:`layer_footprint`: 41.2 M frozen parameters, 165 MB in float32). Only the chosen layer is ever built and
 only its tensors are read: ``config.json`` gives the architecture, the decoder-layer class is instantiated alone,
 and its weights are read with ``safetensors.safe_open`` from the one shard that ``model.safetensors.index.json``
 names (or ``model.safetensors``). From the hub only those files are downloaded.
@@ -121,29 +123,47 @@ def load_layer_state(model: str, index: int, expected: list[str], revision: str 
     return state
 
 
+def layer_classes(config, source: str = "LLM") -> tuple[type, type | None]:
+    """(decoder-layer class, rotary-embedding class or None) for a transformers ``config``; ValueError naming
+    ``source`` for an unsupported ``model_type``."""
+    _require_transformers()
+    if config.model_type not in LAYER_CLASSES:
+        raise ValueError(f"{source}: model_type {config.model_type!r} is not supported by LLMRefiner; "
+                         f"supported: {sorted(LAYER_CLASSES)}")
+    module_name, layer_cls, rotary_cls = LAYER_CLASSES[config.model_type]
+    module = importlib.import_module(f"transformers.models.{module_name}.modeling_{module_name}")
+    return getattr(module, layer_cls), getattr(module, rotary_cls) if rotary_cls is not None else None
+
+
+def layer_footprint(config, layer: int = 0, dtype: torch.dtype = torch.float32) -> tuple[int, int]:
+    """(parameters, bytes at ``dtype``) of decoder layer ``layer`` of a transformers ``config``, built on the meta
+    device (no memory, no weights): what an :class:`LLMRefiner` on that LLM holds frozen. E.g. layer 20 of
+    ``state-spaces/mamba-2.8b-hf`` (the MLVTG configs): 41,244,160 parameters, 165 MB in float32."""
+    layer_cls, _ = layer_classes(config)
+    with torch.device("meta"):
+        block = layer_cls(config, layer)
+    n = sum(p.numel() for p in block.parameters())
+    return n, n * torch.empty((), dtype=dtype).element_size()
+
+
 def build_llm_layer(model: str, layer: int, dtype: torch.dtype = torch.float32, revision: str | None = None,
                     attn_implementation: str = "sdpa"):
     """(config, layer module with pretrained weights, rotary module or None, is_mamba) for layer ``layer``."""
     transformers = _require_transformers()
     config_path = resolve_file(model, "config.json", revision)
     config = transformers.AutoConfig.from_pretrained(str(config_path.parent), revision=revision)
-    model_type = config.model_type
-    if model_type not in LAYER_CLASSES:
-        raise ValueError(f"{model}: model_type {model_type!r} is not supported by LLMRefiner; "
-                         f"supported: {sorted(LAYER_CLASSES)}")
+    layer_cls, rotary_cls = layer_classes(config, model)
     n_layers = config.num_hidden_layers
     if not 0 <= layer < n_layers:
         raise IndexError(f"{model}: layer index {layer} out of range; the model has {n_layers} layers "
                          f"(0..{n_layers - 1})")
-    module_name, layer_cls, rotary_cls = LAYER_CLASSES[model_type]
-    module = importlib.import_module(f"transformers.models.{module_name}.modeling_{module_name}")
     if rotary_cls is not None:
         config._attn_implementation = attn_implementation
-    block = getattr(module, layer_cls)(config, layer)
+    block = layer_cls(config, layer)
     expected = list(block.state_dict())
     block.load_state_dict(load_layer_state(model, layer, expected, revision), strict=True)
     block.to(dtype)
-    rotary = getattr(module, rotary_cls)(config=config) if rotary_cls is not None else None
+    rotary = rotary_cls(config=config) if rotary_cls is not None else None
     return config, block, rotary, rotary_cls is None
 
 

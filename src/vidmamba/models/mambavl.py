@@ -14,8 +14,11 @@ Read top to bottom (``reference/models.md`` §3.1, official code at ``Dongzhikan
 3. heads: ``verb = Linear(Dropout(x_verb_question))``, ``noun = Linear(Dropout(x_noun_question))``;
 4. loss: ``loss_verb + loss_noun``, each label-smoothing cross-entropy averaged over the labelled samples.
 
-Deliberate differences from the official code:
+Deliberate differences from the official code (``docs/departures.md`` lists each with the value restoring it):
 
+- Initialisation: ``init="s4d"`` (default) keeps the mamba_ssm construction init (S4D-real ``A_log = log(1..d_state)``,
+  dt bias from dt in [1e-3, 1e-1], PyTorch's Linear init). The released code re-initialises the whole model after
+  building it (``init="released"``, :func:`released_init`), which sets A ~ -1 for every state and the dt bias to 0.
 - The means are masked: padded video / question tokens are excluded (the official code averages over the 40 padded
   RoBERTa positions, so a sample's features depend on its padding). With masks, a padded batch gives exactly the
   outputs of each sample alone.
@@ -31,13 +34,12 @@ import torch.nn as nn
 from torch import Tensor
 
 from vidmamba.models.config import ModelConfig
-from vidmamba.models.baselines import TransformerBlock
-from vidmamba.models.mlvtg import _mask
-from vidmamba.nn import label_smoothing_cross_entropy, masked_mean, sinusoid_encoding
+from vidmamba.nn import TransformerBlock, batch_mask, label_smoothing_cross_entropy, masked_mean, sinusoid_encoding
 from vidmamba.ssm import Mamba1, SharedALog
 from vidmamba.ssm.layers import masked_fill_pads
 
 FUSIONS = ("shared_a", "separate_a", "transformer", "mlp")
+INITS = ("s4d", "released")
 QUESTION_KEYS = ("verb_question", "noun_question")  # the question that feeds the verb head, the noun head
 
 
@@ -55,9 +57,13 @@ class MambaVLConfig(ModelConfig):
     d_state, d_conv, expand: Mamba-1 shape (official: 16, 4 causal, 2; dt_rank = ceil(d_model / 16)).
     fusion: one of :data:`FUSIONS` ("shared_a" = MambaVL).
     num_verbs, num_nouns: head sizes (EK100: 97 / 300).
-    dropout: dropout before the heads (the rate is not in models.md; 0.5 is this project's choice).
-    label_smoothing: smoothing of both cross-entropies (official: ``MIXUP.LABEL_SMOOTH_VALUE``; 0.1 chosen here).
+    dropout: dropout before the heads (official ``MF.HEAD_DROPOUT``: 0.0 in both released configs,
+        ``EK_ORVIT_MF_HR_AVION_cosine.yaml`` and ``EK_ORVIT_MF_HR_ANT.yaml``).
+    label_smoothing: smoothing of both cross-entropies (official ``MIXUP.LABEL_SMOOTH_VALUE`` = 0.1,
+        ``slowfast/config/defaults.py``; neither released config overrides it).
     n_heads, mlp_ratio: transformer fusion only (heads, MLP width ratio). The MLP fusion uses ``expand``.
+    init: "s4d" (default: mamba_ssm's init, S4D-real A) or "released" (:func:`released_init`, the released code's
+        re-initialisation after building).
     """
 
     display_name = "MambaVL"
@@ -72,14 +78,17 @@ class MambaVLConfig(ModelConfig):
     fusion: str = "shared_a"
     num_verbs: int = 97
     num_nouns: int = 300
-    dropout: float = 0.5
+    dropout: float = 0.0
     label_smoothing: float = 0.1
     n_heads: int = 4
     mlp_ratio: float = 4.0
+    init: str = "s4d"
 
     def __post_init__(self):
         if self.fusion not in FUSIONS:
             raise ValueError(f"MambaVLConfig.fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if self.init not in INITS:
+            raise ValueError(f"MambaVLConfig.init must be one of {INITS}, got {self.init!r}")
         for name in ("video_dim", "text_dim", "d_model", "num_layers", "d_state", "d_conv", "expand", "num_verbs",
                      "num_nouns", "n_heads"):
             if getattr(self, name) < 1:
@@ -186,6 +195,33 @@ def build_fusion(cfg: MambaVLConfig) -> nn.Module:
     return TransformerFusion(cfg) if cfg.fusion == "transformer" else MLPFusion(cfg)
 
 
+@torch.no_grad()
+def released_init(model: nn.Module) -> None:
+    """The released code's re-initialisation after building (``Dongzhikang/MambaVL@601b789``,
+    ``slowfast/models/video_model_builder.py``, classes ``AVION`` / ``AVION_B``: ``self.init_weights()`` then
+    ``self.apply(self._init_weights)``), applied to every parameter of ``model``:
+
+    1. xavier-uniform on every parameter with more than one dimension: the shared ``A_log`` (d_inner, d_state) becomes
+       ~U(+-sqrt(6 / (d_inner + d_state))), i.e. A = -exp(A_log) ~ -1 for every state; conv weights too;
+    2. every Linear: weight trunc-normal (std 0.02, cut at +-2), bias 0 (``dt_proj.bias`` too: no dt offset, dt =
+       softplus(dt_proj(x)));
+    3. every LayerNorm: weight 1, bias 0.
+
+    1-d parameters outside Linear / LayerNorm (``D`` = 1, conv biases) keep their construction values.
+    """
+    for p in model.parameters():
+        if p.dim() > 1:
+            nn.init.xavier_uniform_(p)
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # the model
 # ---------------------------------------------------------------------------------------------------------------------
@@ -210,6 +246,8 @@ class MambaVL(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.verb_head = nn.Linear(d, cfg.num_verbs)
         self.noun_head = nn.Linear(d, cfg.num_nouns)
+        if cfg.init == "released":
+            released_init(self)
 
     def _sequence(self, batch: dict, key: str, dim: int) -> tuple[Tensor, Tensor]:
         if key not in batch:
@@ -217,7 +255,7 @@ class MambaVL(nn.Module):
         x = batch[key]
         if x.dim() != 3 or x.shape[-1] != dim:
             raise ValueError(f"batch[{key!r}] must be (b, l, {dim}), got {tuple(x.shape)}")
-        mask = _mask(batch, key, x)
+        mask = batch_mask(batch, key, x)
         if not bool(mask.any(1).all()):
             raise ValueError(f"batch[{key!r}] has a sample with no valid token")
         if not bool(torch.isfinite(x[mask]).all()):
@@ -254,7 +292,7 @@ class MambaVL(nn.Module):
         return losses
 
     def forward(self, batch: dict) -> dict:
-        """Logits, plus ``loss`` / ``loss_verb`` / ``loss_noun`` (scalars) when ``verb`` and ``noun`` are in the batch."""
+        """Logits, plus ``loss`` / ``loss_verb`` / ``loss_noun`` (scalars) when the batch has ``verb`` and ``noun``."""
         out = self.logits(batch)
         if "verb" in batch and "noun" in batch:
             out.update(self.losses(out, batch))
@@ -271,5 +309,5 @@ class MambaVL(nn.Module):
         return {"verb": verb, "noun": noun}
 
 
-__all__ = ["FUSIONS", "QUESTION_KEYS", "MambaVLConfig", "MambaVL", "MambaFusion", "TransformerFusion", "MLPFusion",
-           "build_fusion"]
+__all__ = ["FUSIONS", "INITS", "QUESTION_KEYS", "MambaVLConfig", "MambaVL", "MambaFusion", "TransformerFusion",
+           "MLPFusion", "build_fusion", "released_init"]

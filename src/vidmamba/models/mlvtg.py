@@ -15,7 +15,7 @@ There is no public code; the paper follows UniVTG for encoders, heads, losses an
    annotators; moment_detr's hinge over all ordered clip pairs); decoding: score = fg prob + saliency, sort, temporal NMS 0.7, at most 10 windows.
 
 The aligner is pluggable (``MLVTGConfig.aligner``): "mamba" (MLVTG), "transformer" and "perclip" (the baselines in
-:mod:`vidmamba.models.baselines`). Choices where the paper is silent are listed in :class:`MLVTGConfig`.
+:mod:`vidmamba.models.aligners`). Choices where the paper is silent are listed in :class:`MLVTGConfig`.
 
 Time normalisation: a sample with T valid clips of ``clip_length`` seconds spans ``L = T * clip_length`` seconds;
 clip t's centre is ``(t + 0.5) / T`` and spans are predicted and supervised in units of L (UniVTG normalises by the
@@ -34,12 +34,10 @@ from vidmamba.models.config import ModelConfig
 from vidmamba.nn import (ConvHead, DenseGroundingHead, DropPath, SaliencyHead, foreground_bce_loss, giou_loss, nms_1d,
                          saliency_inter_loss, saliency_intra_loss, sigmoid_focal_loss, sinusoid_encoding,
                          smooth_l1_span_loss)
+from vidmamba.models.aligners import ALIGNERS, build_aligner
 from vidmamba.nn.losses import saliency_rank_loss
-from vidmamba.nn.mask import check_mask
-from vidmamba.ssm import BiMambaGated
-from vidmamba.ssm.layers import masked_fill_pads
+from vidmamba.nn.mask import batch_mask, masked_fill_pads
 
-ALIGNERS = ("mamba", "transformer", "perclip")
 FG_LOSSES = ("bce", "focal")
 SCORE_MODES = ("add", "fg")
 
@@ -115,7 +113,7 @@ class MLVTGConfig(ModelConfig):
     llm_refiner: dict[str, Any] | None = field(default=None)
 
     def __post_init__(self):
-        for name, value, allowed in (("aligner", self.aligner, ALIGNERS), ("fg_loss", self.fg_loss, FG_LOSSES),
+        for name, value, allowed in (("aligner", self.aligner, tuple(ALIGNERS)), ("fg_loss", self.fg_loss, FG_LOSSES),
                                      ("score_mode", self.score_mode, SCORE_MODES)):
             if value not in allowed:
                 raise ValueError(f"MLVTGConfig.{name} must be one of {allowed}, got {value!r}")
@@ -142,91 +140,8 @@ class InputProjection(nn.Sequential):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# aligners: (video (b, lv, d), video_mask, text (b, lq, d), text_mask) -> aligned video (b, lv, d)
-# ---------------------------------------------------------------------------------------------------------------------
-def pack_joint(text: Tensor, text_mask: Tensor, video: Tensor, video_mask: Tensor):
-    """``[Q; V]`` with each sample's valid text then valid video contiguous at the front and all pads at the end.
-
-    Returns ``(z (b, lq + lv, d), z_mask (b, lq + lv), perm (b, lq + lv))``; :func:`unpack_joint` inverts it. Packing
-    makes a padded sample see exactly the sequence it would see alone (no text pads between its query and video).
-    """
-    x = torch.cat([text, video], dim=1)
-    m = torch.cat([text_mask, video_mask], dim=1)
-    perm = torch.argsort((~m).to(torch.int8), dim=1, stable=True)       # valid first, original order kept
-    z = torch.gather(x, 1, perm.unsqueeze(-1).expand_as(x))
-    return z, torch.gather(m, 1, perm), perm
-
-
-def unpack_joint(z: Tensor, perm: Tensor, text_len: int) -> tuple[Tensor, Tensor]:
-    """Inverse of :func:`pack_joint`: (b, lq + lv, d) -> (text part (b, lq, d), video part (b, lv, d))."""
-    out = torch.empty_like(z).scatter_(1, perm.unsqueeze(-1).expand_as(z), z)
-    return out[:, :text_len], out[:, text_len:]
-
-
-class JointAligner(nn.Module):
-    """Runs ``cfg.num_layers`` blocks (each ``block(z, mask) -> z``) over the packed ``[Q; V]`` sequence, then a final
-    LayerNorm and the optional refiner, and returns the video part. ``make_block(drop_path_rate)`` builds one block;
-    the rates increase linearly from 0 to ``cfg.drop_path``."""
-
-    def __init__(self, cfg: MLVTGConfig, make_block):
-        super().__init__()
-        self.blocks = nn.ModuleList(make_block(p) for p in drop_path_rates(cfg.drop_path, cfg.num_layers))
-        self.norm = nn.LayerNorm(cfg.hidden_dim)
-
-    def forward(self, video: Tensor, video_mask: Tensor, text: Tensor, text_mask: Tensor,
-                refiner: nn.Module | None = None) -> Tensor:
-        z, z_mask, perm = pack_joint(text, text_mask, video, video_mask)
-        for block in self.blocks:
-            z = block(z, z_mask)
-        z = masked_fill_pads(self.norm(z), z_mask, 1)
-        if refiner is not None:
-            z = refiner(z, z_mask)
-        return unpack_joint(z, perm, text.shape[1])[1]
-
-
-def drop_path_rates(p: float, n: int) -> list[float]:
-    """Linearly increasing stochastic-depth rates, 0 for the first of ``n`` blocks and ``p`` for the last."""
-    return [p * i / max(n - 1, 1) for i in range(n)]
-
-
-class MambaBlock(nn.Module):
-    """``x + DropPath(BiMambaGated(LayerNorm(x), mask))``, zero at pads."""
-
-    def __init__(self, dim: int, d_state: int, d_conv: int, expand: int, drop_path: float):
-        super().__init__()
-        self.norm = nn.LayerNorm(dim)
-        self.mixer = BiMambaGated(dim, d_state=d_state, d_conv=d_conv, expand=expand)
-        self.drop_path = DropPath(drop_path)
-
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        return masked_fill_pads(x + self.drop_path(self.mixer(self.norm(x), mask)), mask, 1)
-
-
-class MambaAligner(JointAligner):
-    """MLVTG's MambaAligner: ``num_layers`` gated bidirectional Mamba blocks over ``[Q; V]``."""
-
-    def __init__(self, cfg: MLVTGConfig):
-        super().__init__(cfg, lambda p: MambaBlock(cfg.hidden_dim, cfg.d_state, cfg.d_conv, cfg.expand, p))
-
-
-def build_aligner(cfg: MLVTGConfig) -> nn.Module:
-    """The aligner named by ``cfg.aligner``."""
-    if cfg.aligner == "mamba":
-        return MambaAligner(cfg)
-    from vidmamba.models import baselines  # baselines subclass JointAligner from this module
-    return baselines.TransformerAligner(cfg) if cfg.aligner == "transformer" else baselines.PerClipAligner(cfg)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
 # batch helpers
 # ---------------------------------------------------------------------------------------------------------------------
-def _mask(batch: dict, key: str, x: Tensor) -> Tensor:
-    mask = batch.get(f"{key}_mask")
-    if mask is None:
-        return torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-    return check_mask(mask.to(x.device), x.shape[:2], f"{key}_mask")
-
-
 def _per_sample(batch: dict, key: str, default, b: int, device) -> Tensor:
     """A per-sample number (list, tensor or scalar in the batch; ``default`` when absent) as a (b,) float tensor."""
     v = batch.get(key, default)
@@ -288,7 +203,7 @@ class MLVTG(nn.Module):
         if video.dim() != 3 or text.dim() != 3:
             raise ValueError(f"expected video (b, lv, d) and text (b, lq, d), got {tuple(video.shape)} and "
                              f"{tuple(text.shape)}")
-        vmask, tmask = _mask(batch, "video", video), _mask(batch, "text", text)
+        vmask, tmask = batch_mask(batch, "video", video), batch_mask(batch, "text", text)
         for name, x, m, dim in (("video", video, vmask, self.cfg.video_dim), ("text", text, tmask, self.cfg.text_dim)):
             if x.shape[-1] != dim:
                 raise ValueError(f"batch['{name}'] has feature dim {x.shape[-1]}, the model expects {dim}")

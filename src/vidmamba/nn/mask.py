@@ -1,8 +1,11 @@
-"""Padding-mask helpers. Masks are bool with True = valid, shaped like the leading dims of the tensor they mask."""
+"""Padding-mask helpers. Masks are bool with True = valid, shaped like the leading dims of the tensor they mask.
+(:func:`masked_fill_pads` lives in the SSM core, below this package, and is re-exported here.)"""
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from vidmamba.ssm.layers import masked_fill_pads
 
 
 def lengths_to_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:
@@ -21,6 +24,14 @@ def check_mask(mask: Tensor | None, shape: tuple, name: str = "mask") -> Tensor 
     if tuple(mask.shape) != tuple(shape):
         raise ValueError(f"{name} has shape {tuple(mask.shape)}, expected {tuple(shape)}")
     return mask
+
+
+def batch_mask(batch: dict, key: str, x: Tensor) -> Tensor:
+    """The validated ``<key>_mask`` of a batch for ``x`` (b, l, ...): (b, l) bool, all True when the batch has none."""
+    mask = batch.get(f"{key}_mask")
+    if mask is None:
+        return torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+    return check_mask(mask.to(x.device), x.shape[:2], f"{key}_mask")
 
 
 def masked_fill_min(scores: Tensor, valid: Tensor) -> Tensor:

@@ -26,12 +26,14 @@ def sinusoid_encoding(length: int, dim: int, base: float = 10000.0) -> Tensor:
 class SinusoidalPositionEncoding(nn.Module):
     """Adds a fixed sinusoid table (times ``scale``) at valid positions (HieraMamba ``use_abs_pe``: scale 1/sqrt(dim)).
 
-    Sequences longer than ``max_len`` use the table linearly interpolated to their length, as HieraMamba does at eval.
+    Sequences longer than ``max_len`` use the table linearly interpolated to their length, as HieraMamba does at eval
+    (``align_corners`` as ``F.interpolate``; HieraMamba's official backbone uses True).
     forward(x (b, l, dim), mask (b, l) or None) -> (b, l, dim).
     """
 
-    def __init__(self, dim: int, max_len: int = 4096, scale: float = 1.0):
+    def __init__(self, dim: int, max_len: int = 4096, scale: float = 1.0, align_corners: bool = False):
         super().__init__()
+        self.align_corners = align_corners
         self.register_buffer("pe", sinusoid_encoding(max_len, dim) * scale, persistent=False)
 
     def encoding(self, length: int) -> Tensor:
@@ -39,7 +41,7 @@ class SinusoidalPositionEncoding(nn.Module):
         if length <= self.pe.shape[0]:
             return self.pe[:length]
         table = self.pe.t().unsqueeze(0)  # (1, dim, max_len)
-        return F.interpolate(table, size=length, mode="linear", align_corners=False)[0].t()
+        return F.interpolate(table, size=length, mode="linear", align_corners=self.align_corners)[0].t()
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         check_mask(mask, x.shape[:2])

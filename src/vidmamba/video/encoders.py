@@ -56,6 +56,7 @@ class ClipEncoder:
         if local.exists() and not (local / "config.json").is_file():
             raise FileNotFoundError(f"{local}: not a CLIP model folder (expected config.json, model weights, "
                                     "tokenizer and preprocessor_config.json from save_pretrained)")
+        tf.utils.logging.disable_progress_bar()  # no "Loading weights" bars between our own lines
         try:
             self.model = tf.CLIPModel.from_pretrained(self.name).to(device).eval()
             self.tokenizer = tf.CLIPTokenizer.from_pretrained(self.name)

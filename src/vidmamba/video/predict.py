@@ -1,10 +1,11 @@
 """``vidmamba predict VIDEO "query" ...``: moments and per-clip saliency for one raw video and several queries.
 
-A :class:`VideoPredictor` loads the checkpoint and the encoder once. The video is decoded at the checkpoint's clip length and encoded with CLIP (streamed, cached by content hash), the
-queries are encoded with CLIP's text tower, and all queries run through the checkpoint in one batch (the video
-features are shared, not copied). The inputs are prepared as the training readers prepare them (per-clip L2
-normalisation of the video when the checkpoint's data section says so, ``max_text_len``, the dataset's text
-normalisation). No length cap: decoding is streamed and the model is linear in the number of clips.
+A :class:`VideoPredictor` loads the checkpoint and the encoder once. The video is decoded at the checkpoint's clip
+length and encoded with CLIP (streamed, cached by content hash), the queries are encoded with CLIP's text tower, and
+all queries run through the checkpoint in one batch. The checkpoint's task prepares the inputs as its training
+readers do and runs the model (:meth:`~vidmamba.tasks.grounding.GroundingTask.predict_clips`: MLVTG and its twins;
+:meth:`~vidmamba.tasks.long_grounding.NLQTask.predict_clips`: HieraMamba). No length cap: decoding is streamed and
+the models are linear in the number of clips.
 """
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ from typing import Sequence
 import torch
 
 from vidmamba.data.cache import default_cache_dir
-from vidmamba.data.collate import pad_sequences
-from vidmamba.data.features import l2_normalize
-from vidmamba.data.lighthouse import get_dataset_spec
+from vidmamba.tasks import TaskMismatchError, load_trained
 from vidmamba.video.encoders import ClipEncoder
 from vidmamba.video.extract import VIDEO_FEATURES, cache_key, features_for, file_digest_checked
+
+GROUNDING_FAMILIES = ("grounding", "nlq")
 
 
 def check_encoder_matches(ckpt, data: dict, encoder: ClipEncoder) -> None:
@@ -34,27 +35,14 @@ def check_encoder_matches(ckpt, data: dict, encoder: ClipEncoder) -> None:
             f"checkpoint trained on CLIP-only features of this encoder (or use --video-features/--query-features)")
 
 
-def inference_conventions(ckpt, config: dict) -> tuple[float, bool]:
-    """(clip_length seconds, normalize_text) a checkpoint's inputs are prepared with: a pretrained folder's
-    ``data.clip_length`` / ``data.normalize_text`` when present, else the model's ``clip_length`` and the training
-    dataset's conventions (a training checkpoint). ValueError naming the checkpoint when neither says."""
-    data, model = config["data"], config.get("model", {})
-    spec = get_dataset_spec(data["dataset"]) if "dataset" in data else None
-    clip_length = data.get("clip_length", model.get("clip_length", spec.clip_length if spec else None))
-    normalize_text = data.get("normalize_text", spec.normalize_text if spec else None)
-    if clip_length is None or normalize_text is None:
-        raise ValueError(f"{ckpt}: the checkpoint's config names neither data.clip_length / data.normalize_text nor "
-                         "a data.dataset to take them from: cannot prepare a video for it")
-    return float(clip_length), bool(normalize_text)
-
-
 class VideoPredictor:
     """A checkpoint and a CLIP encoder loaded once, answering ``predictor(video, queries)`` for any number of videos
     (used by ``vidmamba predict`` and by every request of ``vidmamba serve``). It holds no per-call state: calls from
     several threads at once are safe (inference only; the feature cache is written atomically).
 
     Args:
-        ckpt: a run / checkpoint / pretrained folder, or a hub id (see :func:`~vidmamba.engine.grounding.load_trained`).
+        ckpt: a run / checkpoint / pretrained folder of a grounding or nlq task, or a hub id
+            (:func:`vidmamba.tasks.load_trained`).
         encoder: a :class:`ClipEncoder`, or its folder / hub id.
         cache_dir: feature cache folder (default :func:`default_cache_dir`).
         frames_per_clip: frames averaged per clip.
@@ -62,13 +50,13 @@ class VideoPredictor:
 
     def __init__(self, ckpt, encoder: ClipEncoder | str | Path, *, cache_dir=None, frames_per_clip: int = 1,
                  device: str = "cpu"):
-        from vidmamba.engine.grounding import load_trained
-
-        self.model, config = load_trained(ckpt)
-        self.data = config["data"]
+        self.model, self.config, self.task = load_trained(ckpt)
+        if self.task.family not in GROUNDING_FAMILIES:
+            raise TaskMismatchError(f"{ckpt}: a checkpoint of task {self.task.name!r} "
+                                    f"({self.config['model'].get('name')}) does not find moments in a video")
         self.encoder = encoder if isinstance(encoder, ClipEncoder) else ClipEncoder(encoder, device=device)
-        check_encoder_matches(ckpt, self.data, self.encoder)
-        self.clip_length, self.normalize_text = inference_conventions(ckpt, config)
+        check_encoder_matches(ckpt, self.config["data"], self.encoder)
+        self.clip_length = self.task.conventions(self.config)[0]
         self.cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.frames_per_clip = frames_per_clip
 
@@ -86,23 +74,11 @@ class VideoPredictor:
         key = cache_key(file_digest_checked(video), enc, clip_length, self.frames_per_clip)
         feats, cached = features_for(enc, video, self.cache / VIDEO_FEATURES / f"{key}.npz", clip_length,
                                      self.frames_per_clip, key=key)
-        v = feats.features
-        if self.data.get("normalize_video", True):
-            v = l2_normalize(v)
-        max_len = self.data.get("max_text_len")
-        texts = [t[:max_len] if max_len is not None else t for t in texts]
-        if self.normalize_text:
-            texts = [l2_normalize(t) for t in texts]
-        text, text_mask = pad_sequences([torch.from_numpy(t) for t in texts])
-        q, t = len(queries), len(v)
-        batch = {"video": torch.from_numpy(v)[None].expand(q, t, v.shape[1]),  # one copy of the video, shared
-                 "video_mask": torch.ones(q, t, dtype=torch.bool), "text": text, "text_mask": text_mask,
-                 "clip_length": torch.full((q,), clip_length), "duration": torch.full((q,), feats.duration)}
-        preds = self.model.predict(batch)
+        v, t = self.task.prepare_inputs(self.config, feats.features, texts)
+        answers = self.task.predict_clips(self.model, self.config, v, t, feats.duration)
         return {"video": os.fspath(video), "duration": feats.duration, "clip_length": clip_length,
-                "num_clips": t, "cached": cached,
-                "results": [{"query": qu, "windows": p["pred_relevant_windows"],
-                             "saliency": p["pred_saliency_scores"]} for qu, p in zip(queries, preds)]}
+                "num_clips": len(feats.features), "cached": cached,
+                "results": [{"query": q, **a} for q, a in zip(queries, answers)]}
 
 
 def predict_video(ckpt, video, queries: Sequence[str], *, encoder: ClipEncoder | str | Path, cache_dir=None,

@@ -1,4 +1,4 @@
-"""Action recognition / anticipation experiments (MambaVL, ``task: action`` / ``task: anticipation``).
+"""Action recognition / anticipation tasks (MambaVL; tasks "action" and "anticipation").
 
 Config sections (see ``configs/mambavl_*.yaml``):
 
@@ -39,14 +39,12 @@ from vidmamba.data.errors import DataFormatError
 from vidmamba.data.features import find_feature_file
 from vidmamba.data.questions import HFTokenEmbedding, QuestionDataset, QuestionGenerator, WordVocab, tokenize
 from vidmamba.data.synthetic_action import ensure_action_benchmark
-from vidmamba.engine.config import TrainerConfig, check_data_keys, set_from_data
-from vidmamba.engine.experiments import write_evaluation
-from vidmamba.engine.grounding import build_grounding_model as build_action_model
-from vidmamba.engine.grounding import load_trained
-from vidmamba.engine.trainer import Trainer, to_device
+from vidmamba.engine.config import check_data_keys, set_from_data
+from vidmamba.engine.trainer import to_device
 from vidmamba.metrics.action import ACTION_MODES, ek100_metrics, topk_indices
+from vidmamba.models import create_model
+from vidmamba.tasks.base import Task, register
 
-SELECTION_METRIC = {"action": "action_top1", "anticipation": "action_mean_top5_recall"}
 MODES = {"action": "recognition", "anticipation": "anticipation"}
 DATA_KEYS = {"synthetic", "train", "val", "test", "verb_classes", "noun_classes", "features", "fps", "obs_seconds",
              "tau_a", "text_encoder", "question_seed", "question_context", "predicted_actions", "action_mode",
@@ -56,13 +54,6 @@ SYNTHETIC_FILES = {"train": "EPIC_100_train.csv", "val": "EPIC_100_validation.cs
                    "features": "features"}
 INPUT_KEYS = ("feat_dim", "vocab", "text_encoder", "question_seed", "question_context")
 TEXT_ENCODER_KEYS = {"words": {"kind", "dim", "seed", "max_length"}, "hf": {"kind", "path", "max_length"}}
-
-
-def _task(config: dict) -> str:
-    task = config.get("task", "action")
-    if task not in MODES:
-        raise ValueError(f"action engine task must be one of {sorted(MODES)}, got {task!r}")
-    return task
 
 
 def data_options(data: dict) -> dict:
@@ -149,9 +140,11 @@ def _predicted_actions(data: dict, n_verbs: int, n_nouns: int) -> dict:
     return out
 
 
-def build_dataset(data: dict, split: str, task: str, *, train: bool = False) -> QuestionDataset:
-    """The ``split`` samples with their question embeddings (``data`` already resolved by :func:`resolve_config`)."""
-    base = build_base_dataset(data, split, task)
+def build_dataset(data: dict, split: str, task: str, *, train: bool = False,
+                  base: EK100Dataset | None = None) -> QuestionDataset:
+    """The ``split`` samples (``base``: already built) with their question embeddings (``data`` resolved: feature
+    width and vocabulary fixed, :meth:`ActionTask.read_widths`)."""
+    base = base if base is not None else build_base_dataset(data, split, task)
     generator = question_generator(data)
     actions = None  # recognition with labels: the questions of the sample's own action (as the paper's GPT ones)
     if task == "anticipation" or not _has_labels(data[split]):
@@ -159,29 +152,6 @@ def build_dataset(data: dict, split: str, task: str, *, train: bool = False) -> 
     context = data.get("question_context") if task == "action" else None
     return QuestionDataset(base, generator, text_embedder(data), actions, random_templates=train,
                            context_key=context)
-
-
-def resolve_config(config: dict) -> dict:
-    """A copy of ``config`` with the data fixed (``synthetic`` -> files, ``feat_dim`` from the first training sample,
-    ``vocab`` for the word encoder) and the model's ``video_dim`` / ``text_dim`` / ``num_verbs`` / ``num_nouns``
-    set from it (a given value that disagrees is an error)."""
-    config = copy.deepcopy(config)
-    task = _task(config)
-    data = config["data"] = data_options(config["data"])
-    model = config["model"]
-    if "feat_dim" not in data:
-        data["feat_dim"] = int(build_base_dataset(data, "train", task)[0]["video"].shape[1])
-    generator = question_generator(data)
-    if (data.get("text_encoder") or {}).get("kind", "words") == "words" and "vocab" not in data:
-        words = set(generator.vocabulary_words())
-        if data.get("question_context") == "narration" and task == "action":
-            for a in read_ek100_annotations(data["train"]):
-                words.update(tokenize(a.narration or ""))
-        data["vocab"] = sorted(words)
-    found = {"video_dim": data["feat_dim"], "text_dim": text_embedder(data).dim,
-             "num_verbs": len(generator.verb_words), "num_nouns": len(generator.noun_words)}
-    set_from_data(model, **found)
-    return config
 
 
 @torch.no_grad()
@@ -222,48 +192,62 @@ def prediction_rows(pred: dict, k: int = 5) -> list[dict]:
     return rows
 
 
-def make_evaluate_fn(action_mode: str):
-    """``evaluate_fn(model, loader)`` for the trainer: the flat metric dict of :func:`score`."""
-    def evaluate_fn(model, loader):
-        return score(predict_scores(model, loader, next(model.parameters()).device), action_mode)["brief"]
+class ActionTask(Task):
+    """EK100-style verb / noun / action classification of trimmed segments (recognition) or of the observed video
+    before an action (anticipation), with questions whose label words are masked."""
 
-    return evaluate_fn
+    family = "action"
+    input_keys = INPUT_KEYS
+
+    def data_options(self, data: dict) -> dict:
+        return data_options(data)
+
+    def prepare(self, config: dict):
+        """As the skeleton's, but the questions' text embedder needs the vocabulary that :meth:`read_widths` fixes:
+        the EK100 samples are built first, their questions after."""
+        config = copy.deepcopy(config)
+        config["task"] = self.name
+        data = config["data"] = self.data_options(config["data"])
+        base = build_base_dataset(data, "train", self.name)
+        self.read_widths(config, base)
+        return config, build_dataset(data, "train", self.name, train=True, base=base)
+
+    def build_dataset(self, data: dict, split: str, *, train: bool = False):
+        return build_dataset(data, split, self.name, train=train)
+
+    def read_widths(self, config: dict, train_set) -> None:
+        """Fix the data (``feat_dim`` from the first training sample, ``vocab`` for the word encoder) and set the
+        model's ``video_dim`` / ``text_dim`` / ``num_verbs`` / ``num_nouns`` from it (a given value that disagrees
+        is an error)."""
+        base, data = train_set, config["data"]
+        if "feat_dim" not in data:
+            data["feat_dim"] = int(base[0]["video"].shape[1])
+        base.feat_dim = data["feat_dim"]
+        generator = question_generator(data)
+        if (data.get("text_encoder") or {}).get("kind", "words") == "words" and "vocab" not in data:
+            words = set(generator.vocabulary_words())
+            if data.get("question_context") == "narration" and self.name == "action":
+                for a in read_ek100_annotations(data["train"]):
+                    words.update(tokenize(a.narration or ""))
+            data["vocab"] = sorted(words)
+        set_from_data(config["model"], video_dim=data["feat_dim"], text_dim=text_embedder(data).dim,
+                      num_verbs=len(generator.verb_words), num_nouns=len(generator.noun_words))
+
+    def build_model(self, config: dict) -> torch.nn.Module:
+        return create_model(**config["model"])
+
+    def predict(self, model, loader, data: dict, device="cpu") -> dict:
+        return predict_scores(model, loader, device)
+
+    def scorer(self, data: dict, split: str, dataset):
+        return lambda pred: score(pred, data.get("action_mode", "outer"))
+
+    def output_rows(self, predictions: dict) -> list[dict]:
+        return prediction_rows(predictions)
 
 
-def train(config: dict, resume=None) -> dict:
-    """Train the model of ``config``; returns the trainer's summary. Bad data fails before any checkpoint."""
-    task = _task(config)
-    config = resolve_config(config)
-    data = config["data"]
-    train_ds = build_dataset(data, "train", task, train=True)
-    val_ds = build_dataset(data, "val", task) if "val" in data else None
-    trainer_opts = dict(config.get("train", {}))
-    if "metric" not in trainer_opts and val_ds is not None:
-        trainer_opts.update(metric=SELECTION_METRIC[task], higher_is_better=True)
-    torch.manual_seed(int(trainer_opts.get("seed", 0)))
-    model = build_action_model(config["model"])
-    with Trainer(model, trainer_opts, train_ds, val_ds, collate_fn=train_ds.collate,
-                 evaluate_fn=make_evaluate_fn(data.get("action_mode", "outer")), resume=resume,
-                 model_config={**config, "train": trainer_opts}) as trainer:
-        return trainer.fit()
+# checkpoint selection: action top-1 (recognition), action mean top-5 recall (the EK100 anticipation protocol)
+register(ActionTask("action", "action_top1"), ActionTask("anticipation", "action_mean_top5_recall"))
 
-
-def evaluate(ckpt, out_dir, split: str = "val", data: dict | None = None) -> tuple[dict, list[dict]]:
-    """Predict ``split`` with a checkpoint; write ``<out_dir>/<split>_preds.jsonl`` and ``<split>_metrics.json``;
-    returns (metrics, rows). ``data`` overrides the checkpoint's data section (files, ``action_mode``, ...); the
-    model's inputs stay as trained (:data:`INPUT_KEYS`: feature width, text encoder, vocabulary, question options)."""
-    model, config = load_trained(ckpt)
-    task = _task(config)
-    resolved = {k: config["data"][k] for k in INPUT_KEYS if k in config["data"]}
-    data = {**data_options({**config["data"], **(data or {})}), **resolved}
-    dataset = build_dataset(data, split, task)
-    loader = DataLoader(dataset, batch_size=TrainerConfig.from_dict(config["train"]).eval_batch, shuffle=False,
-                        collate_fn=dataset.collate)
-    pred = predict_scores(model, loader)
-    metrics, rows = score(pred, data.get("action_mode", "outer")), prediction_rows(pred)
-    write_evaluation(out_dir, split, rows, metrics)
-    return metrics, rows
-
-
-__all__ = ["SELECTION_METRIC", "DATA_KEYS", "data_options", "build_base_dataset", "build_dataset", "resolve_config",
-           "predict_scores", "score", "prediction_rows", "make_evaluate_fn", "train", "evaluate", "load_trained"]
+__all__ = ["ActionTask", "DATA_KEYS", "build_base_dataset", "build_dataset", "data_options", "predict_scores",
+           "prediction_rows", "score"]

@@ -5,6 +5,7 @@ every file's size recorded in ``meta.json``)::
 
     model.safetensors   the weights (EMA weights when the run had EMA)
     config.json         {"format": "vidmamba-pretrained", "format_version": 1, "vidmamba_version": ...,
+                         "task": <the grounding task it was trained for; optional, default "qvhighlights">,
                          "model": {"name": ..., <model options>},
                          "data": {<what inference needs to prepare inputs as in training>}}
     meta.json
@@ -13,7 +14,7 @@ every file's size recorded in ``meta.json``)::
 ``video_dims`` (width of each video feature type, concatenated in that order; each L2-normalised per clip when
 ``normalize_video``), ``text_dim``, ``normalize_text`` (L2 per query token), and optionally ``video_features`` /
 ``text_features`` (feature type names), ``max_text_len``, ``dataset`` and ``encoder`` (the feature extractor, e.g.
-a CLIP id). ``export_pretrained(run, out)`` converts a trained run's ``best`` checkpoint.
+a CLIP id). :func:`vidmamba.tasks.export_pretrained` converts a trained run's ``best`` checkpoint.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from torch import nn
 
 from vidmamba import __version__
 from vidmamba.engine.checkpoint import MODEL_FILE, Checkpoint, CheckpointError, describe_mismatch, save_checkpoint
-from vidmamba.models import MODELS, build_model
+from vidmamba.models import MODELS, create_model
 
 FORMAT = "vidmamba-pretrained"
 FORMAT_VERSION = 1
@@ -36,6 +37,12 @@ DATA_KEYS = {"clip_length": "a positive number of seconds", "video_dims": "a non
              "video_features": "a list of feature type names", "text_features": "a feature type name",
              "max_text_len": "a positive int or null", "dataset": "a dataset name", "encoder": "a string"}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+EXPORTABLE_TASKS = ("qvhighlights", "moment_retrieval", "tvsum")  # the lighthouse-style grounding tasks
+
+
+def is_hub_id(text: str) -> bool:
+    """True for ``owner/name`` strings whose owner part is not an existing local folder."""
+    return bool(HUB_ID.match(text)) and not Path(text.split("/")[0]).expanduser().is_dir()
 
 
 class PretrainedError(CheckpointError):
@@ -90,12 +97,12 @@ def _build(model_cfg, data: dict, where: str) -> nn.Module:
             raise PretrainedError(f"{where}: model.{key} = {options[key]} disagrees with the data conventions "
                                   f"({want})")
     try:
-        return build_model(name, **options)
+        return create_model(name, **options)
     except (TypeError, ValueError) as exc:
         raise PretrainedError(f"{where}: cannot build model {name!r} from its options: {exc}") from exc
 
 
-def save_pretrained(model: nn.Module, out_dir, config: dict) -> Path:
+def save_pretrained(model: nn.Module, out_dir, config: dict, task: str = "qvhighlights") -> Path:
     """Write ``model`` as a pretrained folder (atomically); returns its path.
 
     ``config``: ``{"model": {"name": ..., <options>}, "data": {<inference conventions>}}``. The config must rebuild
@@ -112,7 +119,7 @@ def save_pretrained(model: nn.Module, out_dir, config: dict) -> Path:
     if problem:
         raise PretrainedError(f"{where}: the config's model {config['model']['name']!r} does not rebuild the given "
                               f"{type(model).__name__}: {problem}")
-    full = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": config["model"], "data": data}
+    full = {"format": FORMAT, "format_version": FORMAT_VERSION, "task": task, "model": config["model"], "data": data}
     return save_checkpoint(out_dir, model, config=full, info={"kind": FORMAT})
 
 
@@ -122,25 +129,31 @@ def _local_folder(path_or_id) -> Path:
     if path.exists():
         return path
     text = str(path_or_id)
-    if HUB_ID.match(text):
-        try:
-            from huggingface_hub import snapshot_download
-        except ImportError:
-            raise FileNotFoundError(f"{text}: no such folder, and huggingface_hub is not installed to fetch it as a "
-                                    "hub id (pip install huggingface_hub)") from None
+    if not is_hub_id(text):
+        raise FileNotFoundError(f"pretrained folder {text}: no such folder")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise FileNotFoundError(f"{text}: no such folder, and huggingface_hub is not installed to fetch it as a hub "
+                                "id (pip install huggingface_hub)") from None
+    try:
         return Path(snapshot_download(repo_id=text, allow_patterns=[CONFIG_FILE, MODEL_FILE, "meta.json"]))
-    raise FileNotFoundError(f"pretrained folder {text} not found (and it is not a hub id of the form owner/name)")
+    except Exception as exc:  # offline, unknown repo, gated...: huggingface_hub raises many types
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FileNotFoundError(f"{text}: no such local folder, and fetching it as a hub id failed "
+                                f"({type(exc).__name__}: {reason})") from exc
 
 
 def from_pretrained(path_or_id, map_location="cpu") -> tuple[nn.Module, dict]:
-    """Load a pretrained folder (or hub id): returns ``(model in eval mode, config)`` with ``config["data"]`` the
-    inference conventions. An incompatible folder raises ``PretrainedError`` naming the file and what differs."""
-    ckpt = Checkpoint(_local_folder(path_or_id))
+    """Load a pretrained folder (or hub id, or an opened :class:`Checkpoint`): returns ``(model in eval mode,
+    config)`` with ``config["data"]`` the inference conventions. An incompatible folder raises ``PretrainedError``
+    naming the file and what differs."""
+    ckpt = path_or_id if isinstance(path_or_id, Checkpoint) else Checkpoint(_local_folder(path_or_id))
     where = str(ckpt.path / CONFIG_FILE)
     config = ckpt.config
     if config.get("format") != FORMAT:
-        hint = " (a training checkpoint: convert it with `vidmamba export RUN --out DIR`)" if "train" in config.get(
-            "model", {}) else ""
+        hint = " (a training checkpoint: convert it with `vidmamba export RUN --out DIR`)" if "experiment" in config \
+            else ""
         raise PretrainedError(f"{where}: format {config.get('format')!r} is not {FORMAT!r}{hint}")
     if config.get("format_version") != FORMAT_VERSION:
         raise PretrainedError(f"{where}: format_version {config.get('format_version')!r} is not supported by vidmamba "
@@ -152,26 +165,5 @@ def from_pretrained(path_or_id, map_location="cpu") -> tuple[nn.Module, dict]:
     return model.to(map_location).eval(), {**config, "data": data}
 
 
-def export_pretrained(run, out_dir) -> Path:
-    """Convert a trained run (its ``best`` checkpoint) or a checkpoint folder into a pretrained folder."""
-    from vidmamba.data.lighthouse import DATASETS
-    from vidmamba.engine.checkpoint import run_checkpoint
-    from vidmamba.engine.experiments import experiment_for
-
-    folder = run_checkpoint(run)
-    experiment = Checkpoint(folder).config.get("model")
-    if not isinstance(experiment, dict) or not {"model", "data"} <= experiment.keys():
-        raise PretrainedError(f"{folder / CONFIG_FILE}: not a training checkpoint of `vidmamba train` (no model/data "
-                              "config)")
-    model, experiment = experiment_for(experiment).load_trained(folder)
-    src, model_cfg = experiment["data"], experiment["model"]
-    spec = DATASETS.get(src.get("dataset"))
-    data = {k: src[k] for k in ("video_features", "text_features", "video_dims", "text_dim", "normalize_video",
-                                "max_text_len", "dataset") if k in src}
-    data["clip_length"] = model_cfg.get("clip_length", spec.clip_length if spec else None)
-    if spec is not None:
-        data["normalize_text"] = spec.normalize_text
-    return save_pretrained(model, out_dir, {"model": model_cfg, "data": data})
-
-
-__all__ = ["FORMAT_VERSION", "PretrainedError", "export_pretrained", "from_pretrained", "save_pretrained"]
+__all__ = ["EXPORTABLE_TASKS", "FORMAT", "FORMAT_VERSION", "PretrainedError", "from_pretrained", "is_hub_id",
+           "save_pretrained"]

@@ -1,0 +1,16 @@
+"""The recipes: one registry, task name -> :class:`Task` (datasets, model, train, evaluate, predict, metric).
+
+- ``grounding``: "qvhighlights", "moment_retrieval", "tvsum" (lighthouse-style data, MLVTG and its twins);
+- ``long_grounding``: "nlq" (Ego4D-NLQ / MAD / TACoS in the SnAG format; HieraMamba, or MLVTG through an adapter);
+- ``action``: "action", "anticipation" (EK100; MambaVL);
+- ``pretrained``: self-contained pretrained folders of grounding models (``vidmamba export``);
+- ``base``: the :class:`Task` skeleton, the registry and the loading of trained checkpoints.
+
+``get_task(config["task"]).train(config)``; ``load_trained(ckpt) -> (model, config, task)`` for any checkpoint.
+"""
+from vidmamba.tasks import action, grounding, long_grounding  # noqa: F401  (each registers its tasks)
+from vidmamba.tasks.base import (DEFAULT_TASK, TASKS, Task, TaskMismatchError, experiment_of, export_pretrained,
+                                 get_task, load_trained, predict_features, task_of, write_evaluation)
+
+__all__ = ["DEFAULT_TASK", "TASKS", "Task", "TaskMismatchError", "experiment_of", "export_pretrained", "get_task",
+           "load_trained", "predict_features", "task_of", "write_evaluation"]

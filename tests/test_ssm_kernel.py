@@ -1,0 +1,186 @@
+"""The compiled CPU selective scan (impl="kernel", numba) against the sequential reference and a closed form."""
+import importlib
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from vidmamba.ssm import selective_scan
+
+kernel_mod = importlib.import_module("vidmamba.ssm.scan_kernel")
+needs_numba = pytest.mark.skipif(not kernel_mod.kernel_available(), reason="numba not importable")
+NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+REL = {torch.float32: 1e-5, torch.float64: 1e-10}
+
+
+def inputs(b=3, d=6, n=3, L=20, g=None, dtype=torch.float64, seed=0, extras=True):
+    """Mamba-1 inputs: u, delta, z (b, d, l); A (d, n); B, C (b, n, l) if g is None else (b, g, n, l); D, bias (d,)."""
+    gen = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=gen, dtype=dtype)  # noqa: E731
+    bc = (b, n, L) if g is None else (b, g, n, L)
+    kw = dict(u=r(b, d, L), delta=r(b, d, L) * 0.5, A=-(torch.rand(d, n, generator=gen, dtype=dtype) + 0.2),
+              B=r(*bc), C=r(*bc), D=r(d), z=r(b, d, L), delta_bias=r(d) * 0.3)
+    if not extras:
+        kw.update(D=None, z=None, delta_bias=None, delta=kw["delta"].abs())
+    return kw
+
+
+def mixed_mask(b, L):
+    """Right-padded lengths L, 1, and about L/2 for the rest."""
+    lengths = [L, 1] + [max(1, L // 2 + i) for i in range(b - 2)]
+    return torch.arange(L)[None, :] < torch.tensor(lengths[:b])[:, None]
+
+
+def scan(kw, impl, softplus=True, **extra):
+    return selective_scan(*(kw[k] for k in NAMES), softplus, return_last_state=True, impl=impl, **extra)
+
+
+def assert_rel(actual, expected, rel):
+    """max |actual - expected| <= rel * max |expected| (a relative error on the tensor's scale)."""
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype
+    scale = expected.abs().max().item() or 1.0
+    err = (actual - expected).abs().max().item()
+    assert err <= rel * scale, f"max abs error {err:.3e} > {rel:.0e} x {scale:.3e}"
+
+
+def forward_and_grads(kw, impl, w, wl, **extra):
+    """Outputs y, last and the gradient of sum(w y) + sum(wl last) w.r.t. every input that is given."""
+    leaves = {k: None if v is None else v.detach().clone().requires_grad_() for k, v in kw.items()}
+    y, last = scan(leaves, impl, **extra)
+    given = [v for v in leaves.values() if v is not None]
+    grads = torch.autograd.grad((y * w).sum() + (last * wl).sum(), given)
+    return [y, last, *grads]
+
+
+# --------------------------------------------------------------------------------------------- agreement with ref
+@needs_numba
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("L", [1, 7, 130])
+@pytest.mark.parametrize("g", [None, 2])
+@pytest.mark.parametrize("extras", [True, False])
+def test_kernel_matches_reference(dtype, L, g, extras, monkeypatch):
+    """Outputs, last state and the gradients of every input, with and without mask, both directions."""
+    monkeypatch.setattr(kernel_mod, "CHUNK", 16)          # several saved chunks, the last one partial
+    kw = inputs(L=L, g=g, dtype=dtype, extras=extras)
+    gen = torch.Generator().manual_seed(1)
+    w = torch.randn(kw["u"].shape, generator=gen, dtype=dtype)
+    wl = torch.randn(3, 6, 3, generator=gen, dtype=dtype)
+    for mask in (None, mixed_mask(3, L)):
+        for reverse in (False, True):
+            extra = dict(softplus=extras, mask=mask, reverse=reverse)
+            expected = forward_and_grads(kw, "ref", w, wl, **extra)
+            actual = forward_and_grads(kw, "kernel", w, wl, **extra)
+            for a, e in zip(actual, expected):
+                assert_rel(a, e, REL[dtype])
+            if mask is not None:
+                assert torch.all(actual[0].transpose(1, 2)[~mask] == 0)          # outputs at pads are exactly 0
+
+
+@needs_numba
+def test_kernel_channels_not_a_multiple_of_the_block():
+    """More channels than one thread block (64), groups whose size is not a multiple of it, an odd batch."""
+    kw = inputs(b=1, d=2 * 70, n=2, L=9, g=2)
+    for mask in (None, mixed_mask(1, 9)):
+        for a, e in zip(scan(kw, "kernel", mask=mask, reverse=True), scan(kw, "ref", mask=mask, reverse=True)):
+            assert_rel(a, e, 1e-10)
+
+
+@needs_numba
+@pytest.mark.parametrize("g", [None, 2])
+def test_kernel_gradcheck_fp64(g, monkeypatch):
+    monkeypatch.setattr(kernel_mod, "CHUNK", 4)
+    kw = {k: v.requires_grad_() for k, v in inputs(b=2, d=4, n=2, L=9, g=g).items()}
+    mask = mixed_mask(2, 9)
+
+    def f(*args):
+        return scan(dict(zip(NAMES, args)), "kernel", mask=mask, reverse=g is None)
+
+    assert torch.autograd.gradcheck(f, tuple(kw[k] for k in NAMES))
+
+
+@needs_numba
+def test_kernel_bf16_autocast_inputs():
+    """bf16 inputs (as under autocast): computed in float32, y returned in bf16, gradients in the inputs' dtypes."""
+    kw = inputs(L=40, dtype=torch.float32)
+    for k in ("u", "delta", "B", "C", "z"):
+        kw[k] = kw[k].bfloat16()
+    w = torch.randn(kw["u"].shape)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = forward_and_grads(kw, "ref", w, 0.0)
+        actual = forward_and_grads(kw, "kernel", w, 0.0)
+    assert actual[0].dtype == torch.bfloat16 and actual[1].dtype == torch.float32
+    for a, e in zip(actual, expected):
+        assert a.dtype == e.dtype
+        assert_rel(a.float(), e.float(), 1e-2)        # bf16 rounding of y and of the input gradients
+
+
+# --------------------------------------------------------------------------------------------- independent oracle
+def closed_form(kw, mask=None):
+    """numpy float64, no recurrence: h_t = sum_{s<=t} prod_{s<r<=t} exp(dt_r A) dt_s B_s u_s, y_t = C_t . h_t.
+
+    dt = softplus(delta + bias) * mask. Returns y (b, d, l) (without D, z) and h_L (b, d, n)."""
+    u, delta, A, B, C = (kw[k].detach().double().numpy() for k in ("u", "delta", "A", "B", "C"))
+    dt = np.logaddexp(0.0, delta + kw["delta_bias"].double().numpy()[:, None])             # softplus
+    if mask is not None:
+        dt = dt * mask.numpy()[:, None, :]
+    log_a = dt[..., None] * A[None, :, None, :]                                             # (b, d, l, n)
+    cum = np.cumsum(log_a, axis=2)
+    x = (dt * u)[..., None] * B.transpose(0, 2, 1)[:, None]                                 # (b, d, l, n)
+    L = u.shape[-1]
+    decay = np.exp(cum[:, :, :, None, :] - cum[:, :, None, :, :])                           # [t, s]: prod_{s<r<=t}
+    causal = np.tril(np.ones((L, L)))[None, None, :, :, None]
+    h = np.einsum("bdtsn,bdsn->bdtn", decay * causal, x)                                    # (b, d, l, n)
+    y = np.einsum("bdtn,btn->bdt", h, C.transpose(0, 2, 1))
+    if mask is not None:
+        y = y * mask.numpy()[:, None, :]                                                    # outputs at pads: 0
+    return y, h[:, :, -1]
+
+
+@pytest.mark.parametrize("impl", ["ref", "fast", pytest.param("kernel", marks=needs_numba)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_last_state_and_outputs_match_closed_form(impl, masked):
+    kw = inputs(b=2, d=3, n=4, L=11)
+    mask = mixed_mask(2, 11) if masked else None
+    y_cf, h_cf = closed_form(kw, mask)
+    y, h = selective_scan(kw["u"], kw["delta"], kw["A"], kw["B"], kw["C"], delta_bias=kw["delta_bias"],
+                          delta_softplus=True, return_last_state=True, mask=mask, impl=impl)
+    np.testing.assert_allclose(h.numpy(), h_cf, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(y.numpy(), y_cf, rtol=1e-10, atol=1e-12)
+
+
+def test_last_state_hand_computed():
+    """One channel, one state, A = -1, dt = (0, ln 4, ln 2), so exp(dt A) = (1, 1/4, 1/2); u is chosen so that
+    dt u B = (0, 1, 3): h = 0 (identity step), then 0 / 4 + 1 = 1, then 1 / 2 + 3 = 3.5."""
+    dt = torch.tensor([[[0.0, np.log(4.0), np.log(2.0)]]], dtype=torch.float64)
+    u = torch.tensor([[[5.0, 1.0 / np.log(4.0), 3.0 / np.log(2.0)]]], dtype=torch.float64)
+    ones = torch.ones(1, 1, 3, dtype=torch.float64)
+    A = -torch.ones(1, 1, dtype=torch.float64)
+    for impl in ("ref", "fast") + (("kernel",) if kernel_mod.kernel_available() else ()):
+        y, h = selective_scan(u, dt, A, ones, ones, return_last_state=True, impl=impl)
+        assert h.item() == pytest.approx(3.5, rel=1e-12)
+        assert y.flatten().tolist() == pytest.approx([0.0, 1.0, 3.5], rel=1e-12)
+
+
+# --------------------------------------------------------------------------------------------- dispatch / fallback
+@needs_numba
+def test_auto_uses_kernel_on_cpu(monkeypatch):
+    calls = []
+    real = kernel_mod._KernelScan.apply
+    monkeypatch.setattr(kernel_mod._KernelScan, "apply", lambda *a: calls.append(1) or real(*a))
+    scan(inputs(L=5), "auto")
+    assert calls
+
+
+def test_fallback_when_numba_cannot_be_imported(monkeypatch):
+    """numba missing: "auto" runs the pure-PyTorch path (same results as the reference); "kernel" says why not."""
+    monkeypatch.setitem(sys.modules, "numba", None)                  # makes `import numba` raise ImportError
+    monkeypatch.delitem(sys.modules, "vidmamba.ssm._scan_numba", raising=False)
+    monkeypatch.setattr(kernel_mod, "_kernels", None)
+    assert not kernel_mod.kernel_available()
+    kw = inputs(L=12)
+    mask = mixed_mask(3, 12)
+    for a, e in zip(scan(kw, "auto", mask=mask), scan(kw, "ref", mask=mask)):
+        assert_rel(a, e, 1e-10)
+    with pytest.raises(ImportError, match="numba"):
+        scan(kw, "kernel")
