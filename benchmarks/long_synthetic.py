@@ -39,11 +39,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from vidmamba.config import load_config  # noqa: E402
-from vidmamba.engine import long_grounding  # noqa: E402
+from vidmamba.tasks import get_task  # noqa: E402
+from vidmamba.tasks.long_grounding import ground_truth_rows  # noqa: E402
 from vidmamba.metrics.evaluate import evaluate_predictions  # noqa: E402
 from vidmamba.utils import atomic_write_text  # noqa: E402
 
 CONFIG = REPO / "configs" / "hieramamba_synthetic_long.yaml"
+NLQ = get_task("nlq")
 DEFAULT_OUT = REPO / "benchmarks" / "results_long_synthetic.json"
 MODELS = ("hieramamba", "mlvtg", "hieramamba-transformer")
 KEYS = ("R1@0.3", "R1@0.5", "R5@0.3", "R5@0.5", "avg")
@@ -68,11 +70,11 @@ def run_model(name: str, config: dict, out_dir: Path, twin_window: int | None) -
     cfg["train"].update(out_dir=str(out_dir / name), progress=False, tensorboard=False,
                         eval_every=cfg["train"]["epochs"])
     started = time.perf_counter()
-    summary = long_grounding.train(cfg)
+    summary = NLQ.train(cfg)
     total = time.perf_counter() - started
     log = [json.loads(line) for line in (out_dir / name / "metrics.jsonl").read_text().splitlines()]
     train_s = sum(r["time_s"] for r in log if r["split"] == "train")
-    model, _ = long_grounding.load_trained(out_dir / name / "last")
+    model, _ = NLQ.load_trained(out_dir / name / "last")
     row = {"model": name, "params": sum(p.numel() for p in model.parameters()),
            "metrics": {k: summary["eval"][k] for k in KEYS}, "final_train_loss": summary["train"]["loss"],
            "train_s": round(train_s, 1), "eval_s": round(total - train_s, 1), "epochs": summary["epoch"],
@@ -81,16 +83,15 @@ def run_model(name: str, config: dict, out_dir: Path, twin_window: int | None) -
         return [row]
     window = cfg["data"]["max_clips"]  # MLVTG's spans are fractions of its input: score it on training-length input
     started = time.perf_counter()
-    metrics, _ = long_grounding.evaluate(out_dir / name / "last", out_dir / name / "windowed",
-                                         data={"eval_window": window})
+    metrics, _ = NLQ.evaluate(out_dir / name / "last", out_dir / name / "windowed", data={"eval_window": window})
     return [row, {**row, "metrics": {k: metrics["brief"][k] for k in KEYS},
                   "eval_s": round(time.perf_counter() - started, 1), "eval_window": window}]
 
 
 def random_row(config: dict, seed: int = 0) -> dict:
     """5 random windows per val query, lengths drawn like the benchmark's events (log-uniform clips)."""
-    data = long_grounding.resolve_dims(config)["data"]
-    ds = long_grounding.build_dataset(data, "val")
+    data = NLQ.prepare(config)[0]["data"]
+    ds = NLQ.build_dataset(data, "val")
     syn = data["synthetic"]
     lo, hi = syn.get("min_event_clips", 2), syn.get("max_event_clips", 10)
     rng = np.random.default_rng(seed)
@@ -101,7 +102,7 @@ def random_row(config: dict, seed: int = 0) -> dict:
             s = rng.uniform(0, v.duration - n)
             rows.append({"qid": q.text_id, "pred_relevant_windows": [[a, a + b, 1.0 - i / 10] for i, (a, b) in
                                                                      enumerate(zip(s.tolist(), n.tolist()))]})
-    brief = evaluate_predictions("nlq", rows, long_grounding.ground_truth_rows(ds))["brief"]
+    brief = evaluate_predictions("nlq", rows, ground_truth_rows(ds))["brief"]
     return {"model": "random", "metrics": {k: brief[k] for k in KEYS}}
 
 
@@ -120,7 +121,7 @@ def main(argv=None) -> int:
     if args.epochs:
         config["train"]["epochs"] = args.epochs
     started = time.perf_counter()
-    config = long_grounding.resolve_dims(config)  # generates (or re-uses) the benchmark
+    config, _ = NLQ.prepare(config)  # generates (or re-uses) the benchmark
     meta = json.loads((Path(config["data"]["annotations"]).parent / "meta.json").read_text())
     result = {"command": "python benchmarks/long_synthetic.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,

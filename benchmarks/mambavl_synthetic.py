@@ -3,7 +3,7 @@
 Data: :mod:`vidmamba.data.synthetic_action` (EK100 on-disk format, generated once under ``$VIDMAMBA_CACHE``); verbs
 need the temporal order of two motion primitives, nouns need the place named by the question's (masked) narration.
 Every variant is trained with the same fixed budget from ``configs/mambavl_synthetic.yaml`` (AdamW, cosine, the
-epochs below) through :func:`vidmamba.engine.action.train`, one torch thread, and scored once on the val split
+epochs below) through :meth:`vidmamba.tasks.action.ActionTask.train`, one torch thread, and scored once on the val split
 after the LAST epoch (no epoch picked on val). Rows: the four fusions, plus shared-A without the question context
 (``question_context: null``) to show what the context is worth. Reported: verb / noun / action top-1 and top-5
 (action: both in top-k, MambaVL's metric), parameters, mean training time per epoch (wall clock, shared machine),
@@ -40,7 +40,8 @@ METRICS = ("verb_top1", "noun_top1", "action_top1", "verb_top5", "noun_top5", "a
 
 def run_one(variant: str, seed: int, epochs: int, out_dir: Path) -> dict:
     from vidmamba.config import load_config
-    from vidmamba.engine import action
+    from vidmamba.models import create_model
+    from vidmamba.tasks import get_task
 
     fusion, context = VARIANTS[variant]
     config = load_config(CONFIG)
@@ -49,10 +50,11 @@ def run_one(variant: str, seed: int, epochs: int, out_dir: Path) -> dict:
     config["train"].update(epochs=epochs, seed=seed, eval_every=epochs, out_dir=str(out_dir), progress=False,
                            tensorboard=False)
     torch.manual_seed(seed)
-    resolved = action.resolve_config(config)
-    params = sum(p.numel() for p in action.build_action_model(resolved["model"]).parameters())
+    task = get_task(config["task"])
+    resolved, _ = task.prepare(config)
+    params = sum(p.numel() for p in create_model(**resolved["model"]).parameters())
     started = time.perf_counter()
-    summary = action.train(config)
+    summary = task.train(config)
     total = time.perf_counter() - started
     log = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
     epoch_times = [r["time_s"] for r in log if r["split"] == "train"]

@@ -11,7 +11,6 @@ from safetensors.torch import load_file
 
 from vidmamba.cli import main
 from vidmamba.data.ek100 import read_ek100_annotations
-from vidmamba.data.errors import DataFormatError
 from vidmamba.data.synthetic_action import generate_action_benchmark
 from vidmamba.tasks import action, experiment_of, get_task
 from vidmamba.engine.checkpoint import Checkpoint

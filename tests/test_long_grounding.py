@@ -1,6 +1,5 @@
 """Long-video grounding engine (task nlq): grid <-> seconds in predictions, windowed evaluation, the MLVTG adapter,
 and train -> evaluate through the CLI for the HieraMamba configs and MLVTG on tiny generated data."""
-import re
 import json
 from pathlib import Path
 

@@ -1,5 +1,4 @@
 """`vidmamba extract`: lighthouse npz layout, content-hash cache, resume after a crash, shards, bad videos."""
-import re
 import json
 
 import numpy as np

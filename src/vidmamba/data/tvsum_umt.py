@@ -27,7 +27,6 @@ from .collate import PaddedCollate
 from .errors import DataFormatError
 from .features import load_feature_array
 from .lighthouse import label_targets
-from .umt import I3D_DIM as I3D_DIM  # re-exported: the engine sizes TVSum inputs with it
 from .umt import load_umt_video_features, read_json
 
 TVSUM_DOMAINS = ("BK", "BT", "DS", "FM", "GA", "MS", "PK", "PR", "VT", "VU")

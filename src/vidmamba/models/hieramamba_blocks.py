@@ -194,4 +194,4 @@ class LNProjector(nn.Module):
 
 
 __all__ = ["AttnPoolToken", "ConvSelfAttention", "CrossAttnDecoderLayer", "EncoderLayer", "FUSION_MODES",
-           "IdentityTextEncoder", "LNProjector", "TransformerTextEncoder", "XAttnFusion", "ffn"]
+           "IdentityTextEncoder", "LNProjector", "TransformerTextEncoder", "XAttnFusion"]

@@ -31,7 +31,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from vidmamba.models.config import ModelConfig
-from vidmamba.nn import (ConvHead, DenseGroundingHead, DropPath, SaliencyHead, foreground_bce_loss, giou_loss, nms_1d,
+from vidmamba.nn import (ConvHead, DenseGroundingHead, SaliencyHead, foreground_bce_loss, giou_loss, nms_1d,
                          saliency_inter_loss, saliency_intra_loss, sigmoid_focal_loss, sinusoid_encoding,
                          smooth_l1_span_loss)
 from vidmamba.models.aligners import ALIGNERS, build_aligner

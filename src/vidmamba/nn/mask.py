@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vidmamba.ssm.layers import masked_fill_pads
+from vidmamba.ssm.layers import masked_fill_pads  # noqa: F401  (re-exported)
 
 
 def lengths_to_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:

@@ -8,7 +8,7 @@
 
 ``get_task(config["task"]).train(config)``; ``load_trained(ckpt) -> (model, config, task)`` for any checkpoint.
 """
-from vidmamba.tasks import action, grounding, long_grounding  # noqa: F401  (each registers its tasks)
+from vidmamba.tasks import action, grounding, long_grounding  # noqa: F401  (importing registers their tasks)
 from vidmamba.tasks.base import (DEFAULT_TASK, TASKS, Task, TaskMismatchError, experiment_of, export_pretrained,
                                  get_task, load_trained, predict_features, task_of, write_evaluation)
 

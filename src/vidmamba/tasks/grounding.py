@@ -29,7 +29,8 @@ from vidmamba.data.collate import pad_sequences
 from vidmamba.data.features import l2_normalize, load_feature_array
 from vidmamba.data.lighthouse import (MomentDataset, get_dataset_spec, load_text_file, load_video_files,
                                       video_feature_path)
-from vidmamba.data.tvsum_umt import I3D_DIM, TVSUM_CLIP_LENGTH, TVSumUMTDataset
+from vidmamba.data.tvsum_umt import TVSUM_CLIP_LENGTH, TVSumUMTDataset
+from vidmamba.data.umt import I3D_DIM
 from vidmamba.data.youtube import YOUTUBE_CLIP_STEP_FRAMES, YouTubeUMTDataset
 from vidmamba.engine.config import check_data_keys, set_from_data
 from vidmamba.engine.trainer import to_device

@@ -24,13 +24,11 @@ Grid coordinates map to seconds as :func:`~vidmamba.data.snag.grid_to_seconds` d
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from vidmamba.data.features import align_lengths, load_feature_array
 from vidmamba.data.lighthouse import windows_to_foreground

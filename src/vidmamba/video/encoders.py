@@ -120,10 +120,18 @@ class ClipEncoder:
         return [h[:n].float().cpu().numpy() for h, n in zip(hidden, lengths)]
 
 
+# CLIP ViT-B/32's towers (openai/clip-vit-base-patch32's config): with save_tiny_clip(..., **VIT_B_32) a randomly
+# initialised model of the real size, for timing and memory measurements offline
+VIT_B_32 = dict(image_dim=512, text_dim=512, image_size=224, patch_size=32,
+                vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+                text=dict(intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8))
+
+
 def save_tiny_clip(out_dir, *, image_dim: int = 16, text_dim: int = 16, image_size: int = 32, patch_size: int = 16,
-                   seed: int = 0) -> Path:
+                   seed: int = 0, vision: dict | None = None, text: dict | None = None) -> Path:
     """Write a tiny randomly initialised CLIP (model, byte-level tokenizer, image processor) to ``out_dir`` in the
-    ``save_pretrained`` layout, offline: for tests and demos, never for real features. Returns ``out_dir``."""
+    ``save_pretrained`` layout, offline: for tests and demos, never for real features. ``vision`` / ``text``:
+    overrides of the towers' config (:data:`VIT_B_32` gives the real architecture). Returns ``out_dir``."""
     tf = _transformers()
     from tokenizers.pre_tokenizers import ByteLevel
 
@@ -133,12 +141,12 @@ def save_tiny_clip(out_dir, *, image_dim: int = 16, text_dim: int = 16, image_si
     vocab = {tok: i for i, tok in enumerate(specials + chars + [c + "</w>" for c in chars])}
     tokenizer = tf.CLIPTokenizer(vocab=vocab, merges=[])
     config = tf.CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=text_dim, intermediate_size=2 * text_dim,
-                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=77,
-                         bos_token_id=vocab[specials[0]], eos_token_id=vocab[specials[1]],
-                         pad_token_id=vocab[specials[1]]),
-        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=image_size, patch_size=patch_size),
+        text_config={**dict(vocab_size=len(vocab), hidden_size=text_dim, intermediate_size=2 * text_dim,
+                            num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=77,
+                            bos_token_id=vocab[specials[0]], eos_token_id=vocab[specials[1]],
+                            pad_token_id=vocab[specials[1]]), **(text or {})},
+        vision_config={**dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=image_size, patch_size=patch_size), **(vision or {})},
         projection_dim=image_dim)
     torch.manual_seed(seed)
     tf.CLIPModel(config).save_pretrained(out_dir)

@@ -13,8 +13,6 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-import torch
-
 from vidmamba.data.cache import default_cache_dir
 from vidmamba.tasks import TaskMismatchError, load_trained
 from vidmamba.video.encoders import ClipEncoder

@@ -2,13 +2,13 @@
 checked exactly (extra ``[video]``)."""
 from __future__ import annotations
 
+import itertools
+import os
 from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable
 
 import numpy as np
-
-from vidmamba.utils import atomic_write_bytes
 
 LEVEL0, LEVEL_STEP, LEVELS = 8, 16, 15  # grey levels 8, 24, ..., 232: far apart enough to survive compression
 
@@ -34,14 +34,14 @@ def read_index(img: np.ndarray) -> int:
     return int(round((left - LEVEL0) / LEVEL_STEP)) + LEVELS * int(round((right - LEVEL0) / LEVEL_STEP))
 
 
-def write_video(path, frame_times: Sequence[float], *, height: int = 32, width: int = 48, rotation: int = 0,
-                hflip: bool = False, vflip: bool = False, frames: Sequence[np.ndarray] | None = None,
+def write_video(path, frame_times: Iterable[float], *, height: int = 32, width: int = 48, rotation: int = 0,
+                hflip: bool = False, vflip: bool = False, frames: Iterable[np.ndarray] | None = None,
                 time_base: Fraction = Fraction(1, 1000),
                 faststart: bool = False, codec: str = "mpeg4") -> Path:
     """Write an mp4 (MPEG-4 part 2) whose frame ``i`` is shown from ``frame_times[i]`` seconds (increasing; any
     spacing, so variable frame rate is possible) until the next one; the last one lasts ``1 / rate``, with the stream
     rate ``round(1 / smallest gap)`` frames per second (1 for a single frame).
-    ``frames`` defaults to :func:`index_frame` images (frame ``i`` shows ``i % 225``); ``rotation``: display
+    ``frames`` (any iterable of (H, W, 3) uint8, consumed once) defaults to :func:`index_frame` images (frame ``i`` shows ``i % 225``); ``rotation``: display
     rotation (counter-clockwise degrees) stored as container side data, ``hflip`` / ``vflip``: a mirror after it;
     ``faststart``: the index (moov) before the
     data; ``codec``: e.g. "libvpx" (VP8) with a ``.webm`` path for a video that browsers play. Written atomically."""
@@ -50,15 +50,17 @@ def write_video(path, frame_times: Sequence[float], *, height: int = 32, width: 
     times = [float(t) for t in frame_times]
     if not times or any(b <= a for a, b in zip(times, times[1:])):
         raise ValueError("write_video: frame_times must be a non-empty increasing sequence")
-    images = list(frames) if frames is not None else \
-        [index_frame(i % (LEVELS * LEVELS), height, width) for i in range(len(times))]
+    images = iter(frames) if frames is not None else \
+        (index_frame(i % (LEVELS * LEVELS), height, width) for i in range(len(times)))
+    first = next(images)  # streamed: an hour of frames is never in memory at once
+    images = itertools.chain([first], images)
     path = Path(path)
     tmp = path.with_name(f".{path.name}.partial{path.suffix or '.mp4'}")
     try:
         with av.open(str(tmp), "w", options={"movflags": "faststart"} if faststart else None) as container:
             rate = max(1, round(1 / min([b - a for a, b in zip(times, times[1:])] or [1.0])))
             stream = container.add_stream(codec, rate=rate)
-            stream.width, stream.height = images[0].shape[1], images[0].shape[0]
+            stream.width, stream.height = first.shape[1], first.shape[0]
             stream.pix_fmt = "yuv420p"
             stream.time_base = time_base
             stream.codec_context.time_base = time_base
@@ -72,7 +74,7 @@ def write_video(path, frame_times: Sequence[float], *, height: int = 32, width: 
                     container.mux(packet)
             for packet in stream.encode():
                 container.mux(packet)
-        atomic_write_bytes(path, tmp.read_bytes())
+        os.replace(tmp, path)  # same folder: atomic, and no copy of a long video in memory
     finally:
         tmp.unlink(missing_ok=True)
     return path
