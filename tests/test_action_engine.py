@@ -271,3 +271,11 @@ def test_hf_text_encoder_from_a_local_folder(bench, tmp_path):
     assert config["model"]["text_dim"] == 8 and "vocab" not in config["data"]
     sample = action.build_dataset(config["data"], "val", "action")[0]
     assert sample["verb_question"].shape[1] == 8 and sample["verb_question_ids"][0] == 2  # [CLS]
+
+
+def test_an_action_checkpoint_asked_for_moments_says_so(recognition_run, tmp_path, cli_error):
+    np.savez(tmp_path / "v.npz", features=np.zeros((4, 12), np.float32))
+    np.savez(tmp_path / "q.npz", last_hidden_state=np.zeros((3, 8), np.float32))
+    message = cli_error(["predict", "--ckpt", recognition_run, "--video-features", tmp_path / "v.npz",
+                         "--query-features", tmp_path / "q.npz"])
+    assert f"{recognition_run}: a checkpoint of task 'action' (mambavl) does not find moments" in message

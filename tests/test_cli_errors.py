@@ -11,13 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from test_grounding_cli import trained as grounding  # noqa: F401  (a tiny trained MLVTG run, its bench, config)
 from test_long_grounding import data_section, make_snag
 from vidmamba.cli import main
-from vidmamba.data.synthetic import generate_grounding_benchmark
 
 ENTRY_POINT = Path(sys.executable).parent / "vidmamba"
-TINY = dict(num_train=24, num_val=8, min_clips=12, max_clips=24, max_event_clips=6, video_dim=12, text_dim=8,
-            latent_dim=6, hidden_dim=8, seed=5)
 
 
 def run_cli(*argv, cwd=None, env=None):
@@ -33,23 +31,6 @@ def one_line_error(argv, cwd=None, env=None) -> str:
     prefix = f"vidmamba {argv[0]}: error: "
     assert err[0].startswith(prefix), err[0]
     return err[0][len(prefix):]
-
-
-@pytest.fixture(scope="module")
-def grounding(tmp_path_factory):
-    """A tiny trained MLVTG run and its config."""
-    tmp = tmp_path_factory.mktemp("cli_grounding")
-    bench = generate_grounding_benchmark(tmp / "bench", **TINY)
-    config = tmp / "tiny.yaml"
-    config.write_text(f"""
-task: qvhighlights
-model: {{name: mlvtg, hidden_dim: 8, num_layers: 1}}
-data: {{dataset: qvhighlight, feature_root: {bench}, train: {bench / 'train.jsonl'}, val: {bench / 'val.jsonl'},
-       video_features: [video], text_features: text}}
-train: {{epochs: 1, batch_size: 8, progress: false, out_dir: {tmp / 'run'}}}
-""")
-    assert main(["train", str(config)]) == 0
-    return tmp, bench, config
 
 
 @pytest.fixture(scope="module")

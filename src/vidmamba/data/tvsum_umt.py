@@ -27,7 +27,7 @@ from .collate import PaddedCollate
 from .errors import DataFormatError
 from .features import load_feature_array
 from .lighthouse import label_targets
-from .umt import load_umt_video_features, read_json
+from .umt import load_umt_video_features, read_json, video_records
 
 TVSUM_DOMAINS = ("BK", "BT", "DS", "FM", "GA", "MS", "PK", "PR", "VT", "VU")
 TVSUM_CLIP_LENGTH = 2.0
@@ -50,19 +50,9 @@ class TVSumVideo:
 def read_tvsum_annotations(root) -> dict[str, TVSumVideo]:
     """Read and validate ``<root>/tvsum_anno.json`` -> {vid: TVSumVideo}, in file order."""
     path = Path(root) / "tvsum_anno.json"
-    data = read_json(path)
-    if not isinstance(data, dict) or not data:
-        raise DataFormatError(path, "bad top level", expected="a non-empty {vid: {...}} object",
-                              found=type(data).__name__)
     out = {}
-    for vid, rec in data.items():
-        item = f"video {vid}"
-        if not isinstance(rec, dict):
-            raise DataFormatError(path, "bad entry", item=item, expected="an object", found=type(rec).__name__)
-        for name in ("fps", "frames", "domain", "title", "anno"):
-            if name not in rec:
-                raise DataFormatError(path, "required field missing", item=item, field=name,
-                                      found=f"keys {sorted(rec)}")
+    for vid, rec, item in video_records(path, ("fps", "frames", "domain", "title", "anno"),
+                                        "a non-empty {vid: {...}} object"):
         frames = rec["frames"]
         if isinstance(frames, str) and frames.strip().isdigit():
             frames = int(frames)

@@ -27,6 +27,24 @@ def read_json(path: Path):
         raise DataFormatError(path, "invalid JSON", found=str(e)) from e
 
 
+def video_records(path: Path, required: tuple[str, ...], expected: str):
+    """``(vid, record, item)`` for each entry of a ``{vid: {...}}`` annotation json, in file order, after checking the
+    top level is a non-empty object (``expected`` describes it) and each record an object with the ``required``
+    fields; DataFormatError naming the file, the video and the field otherwise."""
+    data = read_json(path)
+    if not isinstance(data, dict) or not data:
+        raise DataFormatError(path, "bad top level", expected=expected, found=type(data).__name__)
+    for vid, rec in data.items():
+        item = f"video {vid}"
+        if not isinstance(rec, dict):
+            raise DataFormatError(path, "bad entry", item=item, expected="an object", found=type(rec).__name__)
+        for name in required:
+            if name not in rec:
+                raise DataFormatError(path, "required field missing", item=item, field=name,
+                                      found=f"keys {sorted(rec)}")
+        yield vid, rec, item
+
+
 def _stream(path: Path, num_clips: int, dim: int | None, vid: str) -> np.ndarray:
     a = load_feature_array(path, dim=dim, item=f"video {vid}")
     if a.shape[0] not in (num_clips, num_clips + 1):

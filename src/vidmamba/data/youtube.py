@@ -33,7 +33,7 @@ from .collate import PaddedCollate
 from .errors import DataFormatError
 from .features import load_feature_array
 from .lighthouse import label_targets
-from .umt import load_umt_video_features, read_json
+from .umt import load_umt_video_features, video_records
 
 YOUTUBE_DOMAINS = ("dog", "gymnastics", "parkour", "skating", "skiing", "surfing")
 YOUTUBE_CLIP_FRAMES = 100
@@ -141,18 +141,8 @@ def read_youtube_annotations(root) -> dict[str, YouTubeVideo]:
     with the splits is an error.
     """
     path = Path(root) / "youtube_anno.json"
-    data = read_json(path)
-    if not isinstance(data, dict) or not data:
-        raise DataFormatError(path, "bad top level", expected="a non-empty {vid: {match, ...}} object",
-                              found=type(data).__name__)
     out = {}
-    for vid, rec in data.items():
-        item = f"video {vid}"
-        if not isinstance(rec, dict):
-            raise DataFormatError(path, "bad entry", item=item, expected="an object", found=type(rec).__name__)
-        if "match" not in rec:
-            raise DataFormatError(path, "required field missing", item=item, field="match",
-                                  found=f"keys {sorted(rec)}")
+    for vid, rec, item in video_records(path, ("match",), "a non-empty {vid: {match, ...}} object"):
         match = rec["match"]
         if not isinstance(match, list) or not match or not all(is_int(m) and m in (-1, 0, 1) for m in match):
             raise DataFormatError(path, "bad value", item=item, field="match",
