@@ -112,8 +112,8 @@ def test_extract_predict_plot_end_to_end(pipeline, tmp_path, capsys, monkeypatch
     for kwargs, r in zip(plotted, result["results"]):
         assert kwargs["saliency"] == r["saliency"] and kwargs["moments"] == r["windows"]
         centres = [(st + ed) / 2 for st, ed, _ in r["windows"][:3]]
-        assert [t for t, _ in kwargs["thumbnails"]] == centres
-        assert [read_index(img) for _, img in kwargs["thumbnails"]] == [int(c * FPS) for c in centres]
+        assert [(t, rank) for t, _, rank in kwargs["thumbnails"]] == [(c, k + 1) for k, c in enumerate(centres)]
+        assert [read_index(img) for _, img, _ in kwargs["thumbnails"]] == [int(c * FPS) for c in centres]
 
     # second run: features come from the cache
     assert main(["predict", str(video), "a dark band on top", "--ckpt", str(tmp / "run"), "--encoder", str(clip),

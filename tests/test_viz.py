@@ -69,15 +69,19 @@ def test_figure_has_a_legend_and_ranked_thumbnails():
     from vidmamba.viz import moments_figure
 
     frame = np.zeros((8, 8, 3), np.uint8)
-    # thumbnails at 7 s (inside moment #1 [4, 10]), 23 s (inside #2 [20, 26]) and 15 s (inside none)
+    # the frames of moments #1 and #3 (its centre may lie inside #1's window: the given rank is the title), and a
+    # frame without a rank
     fig = moments_figure(duration=30.0, clip_length=2.0, saliency=SAL, moments=MOMENTS, query="a dog jumps",
-                         thumbnails=[(7.0, frame), (23.0, frame), (15.0, frame)])
+                         thumbnails=[(7.0, frame, 1), (8.0, frame, 3), (15.0, frame)])
     timeline, *thumb_axes = fig.axes
     legend = timeline.get_legend()
     assert legend is not None
     assert [t.get_text() for t in legend.get_texts()] == [
         "moments: #rank score (rank 1 on top)", "per-clip saliency (scaled 0-1)", "thumbnail times"]
-    assert [a.get_title() for a in thumb_axes] == ["#1  7.0 s", "#2  23.0 s", "15.0 s"]
+    assert [a.get_title() for a in thumb_axes] == ["#1  7.0 s", "#3  8.0 s", "15.0 s"]
+    with pytest.raises(ValueError, match=r"thumbnails\[0\] rank must be an int >= 1"):
+        moments_figure(duration=30.0, clip_length=2.0, saliency=SAL, moments=MOMENTS, query="q",
+                       thumbnails=[(7.0, frame, 0)])
     assert timeline.get_ylabel() == "saliency" and timeline.get_xlabel() == "seconds"
     assert fig._suptitle.get_text().startswith('"a dog jumps"')
     # without thumbnails there is no dotted line, and the legend does not name one

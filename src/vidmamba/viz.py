@@ -45,33 +45,30 @@ def _check_inputs(duration, clip_length, saliency, moments, query, thumbnails):
     rows.sort(key=lambda r: -r[2])
     thumbs = []
     for i, item in enumerate(thumbnails or ()):
-        if len(item) != 2:
-            raise ValueError(f"plot_moments: thumbnails[{i}] must be (time_s, HxWx3 uint8 image)")
-        t, img = item
+        if len(item) not in (2, 3):
+            raise ValueError(f"plot_moments: thumbnails[{i}] must be (time_s, HxWx3 uint8 image[, rank])")
+        t, img, rank = (*item, None)[:3]
+        if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
+            raise ValueError(f"plot_moments: thumbnails[{i}] rank must be an int >= 1, got {rank!r}")
         img = np.asarray(img)
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or 0 in img.shape:
             raise ValueError(f"plot_moments: thumbnails[{i}] image must be an HxWx3 uint8 array, "
                              f"got shape {img.shape} dtype {img.dtype}")
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= extent + 1e-6:
             raise ValueError(f"plot_moments: thumbnails[{i}] time {t!r} is outside the video (0..{extent:g} s)")
-        thumbs.append((float(t), img))
+        thumbs.append((float(t), img, rank))
     return sal, rows, thumbs
-
-
-def _thumbnail_rank(t: float, shown) -> int | None:
-    """1-based rank of the best-ranked shown moment whose window contains time ``t`` (None if none does)."""
-    return next((rank + 1 for rank, (st, ed, _) in enumerate(shown) if st <= t <= ed), None)
 
 
 def moments_figure(*, duration: float, clip_length: float, saliency: Sequence[float],
                    moments: Sequence[Sequence[float]], query: str,
-                   thumbnails: Sequence[tuple[float, np.ndarray]] | None = None):
+                   thumbnails: Sequence[tuple] | None = None):
     """The matplotlib ``Figure`` that :func:`plot_moments` writes (same arguments, same checks).
 
     Timeline axes: the per-clip saliency as a filled step curve (min-max scaled, left axis 0..1), the top
     ``MAX_MOMENTS`` moments as bars above it (rank 1 on top, labelled ``#rank score``), a dotted vertical line at each
-    thumbnail's time, and a legend naming the three. Thumbnails are titled ``#rank  t s``, the rank of the best-ranked
-    shown moment containing their time (just ``t s`` when none does).
+    thumbnail's time, and a legend naming the three. ``thumbnails``: ``(time_s, image)`` or ``(time_s, image, rank)``
+    (the frame of the moment of that rank), titled ``#rank  t s`` (just ``t s`` without a rank).
     """
     sal, rows, thumbs = _check_inputs(duration, clip_length, saliency, moments, query, thumbnails)
     try:
@@ -101,7 +98,7 @@ def moments_figure(*, duration: float, clip_length: float, saliency: Sequence[fl
         y = 1.12 + 0.1 * (len(shown) - 1 - rank)  # rank 1 on top
         ax.hlines(y, st, ed, colors=f"C{rank % 10}", linewidth=5)
         ax.text(ed + 0.005 * extent, y, f"#{rank + 1} {score:.2f}", va="center", fontsize=7)
-    for t, _ in thumbs:
+    for t, _, _ in thumbs:
         ax.axvline(t, color="tab:blue", linestyle=":", linewidth=1)
     handles = [Line2D([], [], color="C0", linewidth=5, label="moments: #rank score (rank 1 on top)"),
                Patch(facecolor=(0.5, 0.5, 0.5, 0.25), edgecolor="black", label="per-clip saliency (scaled 0-1)")]
@@ -115,11 +112,10 @@ def moments_figure(*, duration: float, clip_length: float, saliency: Sequence[fl
     ax.set_xlabel("seconds")
     ax.set_ylabel("saliency")
     fig.suptitle(f'"{query}"  -  {len(rows)} moment(s), top {len(shown)} shown', fontsize=10, y=0.99)
-    for i, (t, img) in enumerate(thumbs):
+    for i, (t, img, rank) in enumerate(thumbs):
         w = 0.92 / MAX_THUMBS
         tax = fig.add_axes((0.06 + i * w, 8 / height, w * 0.95, (THUMB_HEIGHT - 20) / height))
         tax.imshow(img)
-        rank = _thumbnail_rank(t, shown)
         tax.set_title(f"#{rank}  {t:.1f} s" if rank is not None else f"{t:.1f} s", fontsize=8)
         tax.axis("off")
     return fig
@@ -127,7 +123,7 @@ def moments_figure(*, duration: float, clip_length: float, saliency: Sequence[fl
 
 def plot_moments(out_path, *, duration: float, clip_length: float, saliency: Sequence[float],
                  moments: Sequence[Sequence[float]], query: str,
-                 thumbnails: Sequence[tuple[float, np.ndarray]] | None = None) -> Path:
+                 thumbnails: Sequence[tuple] | None = None) -> Path:
     """Draw one query's answer and write it as a PNG atomically; returns the path.
 
     Args:
@@ -136,9 +132,9 @@ def plot_moments(out_path, *, duration: float, clip_length: float, saliency: Seq
         saliency: (T,) per-clip saliency scores, drawn as a curve (min-max scaled to [0, 1]).
         moments: (K, 3) ``[start_s, end_s, score]``; the top ``MAX_MOMENTS`` by score are drawn as ranked bars.
         query: the text query (figure title).
-        thumbnails: optional ``[(time_s, HxWx3 uint8)]``, e.g. one frame per top moment; the first ``MAX_THUMBS``
-            are shown in a row under the timeline, each linked to its time by a dotted line on the timeline and
-            titled with the rank of the moment it falls in.
+        thumbnails: optional ``[(time_s, HxWx3 uint8[, rank])]``, e.g. one frame per top moment with its rank; the
+            first ``MAX_THUMBS`` are shown in a row under the timeline, each linked to its time by a dotted line on
+            the timeline and titled ``#rank  t s``.
     Output size: ``FIG_WIDTH x FIG_HEIGHT`` pixels, ``+ THUMB_HEIGHT`` with thumbnails. The figure is
     :func:`moments_figure`'s. Raises ValueError naming the field for inputs that do not describe one video.
     """

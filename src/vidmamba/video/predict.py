@@ -115,7 +115,7 @@ def plot_result(result: dict, out, video, thumbs_per_query: int = 3) -> list[Pat
     frames = iter(frames_at(video, flat))
     paths = []
     for r, ts, path in zip(results, times, plot_paths(out, len(results))):
-        thumbs = [(t, next(frames)) for t in ts]
+        thumbs = [(t, next(frames), rank) for rank, t in enumerate(ts, start=1)]  # the frame of moment #rank
         paths.append(plot_moments(path, duration=result["duration"], clip_length=result["clip_length"],
                                   saliency=r["saliency"], moments=r["windows"], query=r["query"], thumbnails=thumbs))
     return paths
