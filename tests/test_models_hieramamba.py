@@ -3,6 +3,7 @@ gradients) and the full model (padded batch == each video alone for predictions 
 registry, a tiny model overfitting a tiny batch)."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -506,3 +507,29 @@ def test_hydra_a_log_and_d_take_weight_decay_as_the_official_optimiser(decay):
     # the official rules otherwise: biases (dt_bias too), norms and LayerScales are not decayed; Linear weights are
     assert not any(n.endswith(("dt_bias", "bias", "gamma")) or ".norm" in n for n in decayed)
     assert "backbone.blocks.0.mixer.in_proj.weight" in decayed and "backbone.blocks.0.mixer.fc_D.weight" in decayed
+
+
+def test_predict_answers_the_grounding_contract_in_seconds():
+    """``predict``: each query's detections (``detect``, grid units) mapped to ``g * clip_length + clip_offset``
+    seconds of its own video and clamped to its duration; saliency = the finest level's foreground probability per
+    valid grid step."""
+    model = tiny_model()
+    batch = make_batch(LENGTHS, QUERIES)
+    n_videos = batch["video"].shape[0]
+    timing = {"clip_length": [2.0 + v for v in range(n_videos)], "clip_offset": [0.5] * n_videos,
+              "duration": [float(n) for n in LENGTHS]}
+    rows, grid = model.predict({**batch, **timing}), model.detect(batch)
+    enc = model.encode(batch)
+    for q, (row, det) in enumerate(zip(rows, grid)):
+        v = int(batch["query_index"][q])
+        expected = [[min(max(s * timing["clip_length"][v] + 0.5, 0.0), timing["duration"][v]),
+                     min(max(e * timing["clip_length"][v] + 0.5, 0.0), timing["duration"][v]), c]
+                    for s, e, c in det.tolist()]
+        np.testing.assert_allclose(row["pred_relevant_windows"], expected, rtol=1e-6, atol=1e-6)
+        valid = int(enc.masks[0][q].sum())
+        np.testing.assert_allclose(row["pred_saliency_scores"],
+                                   torch.sigmoid(enc.logits[0][q, :valid]).tolist(), rtol=1e-5, atol=1e-6)
+    # without timing keys the contract is in grid units (a window still cannot start before the video)
+    plain = grid[0].clone()
+    plain[:, :2] = plain[:, :2].clamp(min=0)
+    np.testing.assert_allclose(model.predict(batch)[0]["pred_relevant_windows"], plain.tolist(), rtol=1e-6)
