@@ -227,3 +227,30 @@ def test_label_targets_give_mlvtg_aligner_and_heads_a_gradient(tmp_path):
                    if n.startswith(prefix) and p.grad is not None)
 
     assert grad_norm("aligner.") > 0 and grad_norm("head.") > 0
+
+
+def test_youtube_task_trains_evaluates_and_scores_through_the_cli(tmp_path):
+    """configs/mlvtg_youtube.yaml end to end on the UMT fixture: train, evaluate the checkpoint (HL-mAP of the val
+    video), and score the written predictions again with `vidmamba evaluate youtube --submission --gt`."""
+    from pathlib import Path
+
+    from vidmamba.cli import main
+
+    root = write_umt_youtube(tmp_path / "yt", match={**MATCH, "a2nj7XCo2Rk": [0, 1, 1, 0, -1]})
+    config = Path(__file__).resolve().parents[1] / "configs" / "mlvtg_youtube.yaml"
+    sets = [f"data.feature_root={root}", "model.hidden_dim=16", "model.num_layers=1", "train.epochs=2",
+            "train.eval_every=2", "train.batch_size=2", "train.progress=false", f"train.out_dir={tmp_path / 'run'}"]
+    args = [a for s in sets for a in ("--set", s)]
+    assert main(["train", str(config), *args]) == 0
+    log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log if r["split"] == "val"] == [2] and "HL-mAP" in log[-1]
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(config), "--ckpt", str(tmp_path / "run"), "--out", str(out), *args]) == 0
+    metrics = json.loads((out / "val_metrics.json").read_text())
+    assert list(metrics["per_video"]) == ["a2nj7XCo2Rk"] and 0 < metrics["brief"]["HL-mAP"] <= 100
+    gt = tmp_path / "gt.jsonl"
+    gt.write_text(json.dumps({"qid": "a2nj7XCo2Rk", "match": [0, 1, 1, 0, -1]}) + "\n")
+    rescored = tmp_path / "rescored.json"
+    assert main(["evaluate", "youtube", "--submission", str(out / "val_preds.jsonl"), "--gt", str(gt),
+                 "--out", str(rescored)]) == 0
+    assert json.loads(rescored.read_text())["brief"] == metrics["brief"]
