@@ -1,40 +1,52 @@
-"""TVSum highlight detection (top-5 mAP, UMT protocol) on the 10-domain split, one model per domain.
+"""TVSum highlight detection (top-5 mAP, UMT protocol), one model per domain, every video the val video once.
 
 Data: ``../shared/data/tvsum_umt`` (UMT layout: I3D rgb + flow 2048-d per 2-s clip, CLIP title tokens 512-d, 20
-annotator scores per clip). Split: ``tvsum_domain_splits.json``, 4 train / 1 val video per domain. Metric:
-:func:`vidmamba.metrics.highlight.tvsum_map` (each annotator binarised at its median, top-5 clips by predicted score,
-trapezoid AP, mean over annotators).
+annotator scores per clip). Split: ``tvsum_domain_splits.json`` gives 4 train / 1 val video per domain. Here each domain's
+5 videos are rotated: rotation r holds video r out as the val video and trains on the other 4 (rotation 0 is the
+standard split), so 50 val videos are scored instead of 10. Metric: :func:`vidmamba.metrics.highlight.tvsum_map`
+(each annotator binarised at its median, top-5 clips by predicted score, trapezoid AP, mean over annotators).
 
 Two protocols, both reported:
 
-* **honest** (headline): the val video is scored once. The epoch count and the clip score (one of ``SCORE_PARTS``) are
-  picked from ``--epochs`` by leave-one-video-out (LOVO) cross-validation over the 4 training videos only (train on
-  3, score the 4th, 4 folds per domain); the pick is the (score, grid epoch) with the best LOVO mAP averaged over all
-  folds of all 10 domains ("global"; a per-domain epoch pick is reported as a variant). Every other hyper-parameter is fixed in ``MODEL_CFG`` / ``TRAIN_CFG`` below. The final models
-  (one per domain and seed, trained on all 4 training videos) are scored on the val video at that epoch.
+* **honest** (headline): each val video is scored once. The epoch count and the clip score (one of ``SCORE_PARTS``) are
+  picked from ``--epochs`` by leave-one-video-out (LOVO) cross-validation over that rotation's 4 training videos only
+  (train on 3, score the 4th); the pick is the (score, grid epoch) with the best LOVO mAP averaged over the folds of
+  rotation r of all 10 domains (40 folds; a per-domain epoch pick is reported as a variant). A LOVO model trained on 3
+  of a domain's 5 videos serves both rotations whose val video is one of the 2 it did not see (scored on the other),
+  so a domain needs 10 LOVO models, not 20. Every other hyper-parameter is fixed in ``MODEL_CFG`` / ``TRAIN_CFG`` /
+  ``VARIANTS`` below. The final models (one per domain, rotation and seed, trained on the rotation's 4 training
+  videos) are scored on its val video at the picked epoch. LOVO models are trained with the first seed only.
 * **paper** (comparison only): the best epoch on the val video, as UMT, QD-DETR, UniVTG and MLVTG select.
 
-Rows: MLVTG ("mlvtg", MambaAligner), its transformer twin ("mlvtg-transformer"), a closed-form ridge regression from
-the clip features to the mean annotator score (lambda by LOVO on the training videos; paper protocol: lambda picked on
-the val video), a random ranking (honest: expectation over ``RANDOM_DRAWS`` permutations; paper: best of as many random
-rankings as the models have evaluated epochs, and best of 1000) and annotator agreement (for each annotator,
-the mean of the other 19 annotators as the prediction, scored by the metric against the held-out annotator).
+Rows (``VARIANTS``): MLVTG ("mlvtg", MambaAligner), its transformer twin ("mlvtg-transformer"), the per-clip model
+("mlvtg-perclip", no temporal context), each also with the aligned clips shaping the highlight score ("-post-reg":
+``post_saliency`` plus ``w_sal_reg``, a regression of the score to the per-video standardised mean annotator score),
+MLVTG with that target on the pre-aligner score only ("mlvtg-reg", the control) and with ``post_saliency`` plus the
+pairwise ranking loss ("mlvtg-post-rank", not in the default rows); a closed-form ridge regression
+from the clip features to the mean annotator score (lambda by LOVO on the training videos; paper protocol: lambda
+picked on the val video), a random ranking (honest: expectation over ``RANDOM_DRAWS`` permutations; paper: best of as
+many random rankings as the models have evaluated epochs, and best of 1000) and annotator agreement (for each
+annotator, the mean of the other 19 annotators as the prediction, scored by the metric against the held-out one).
 
-Training target (the model file is used as it is): ``saliency`` = mean annotator score (drives UniVTG's intra-video
-saliency InfoNCE, and the graded ranking loss when ``--set model.w_sal_rank=...``), ``foreground`` = clips whose mean
-score is above the video's median (drives the fg BCE of the TL branch); TVSum has no windows, so the span losses are
-weighted 0. Clips are ranked by the LOVO-picked score: ``model.scores`` ("add": fg probability + HD saliency,
-UniVTG's eval mode), the HD saliency alone, or the fg probability alone.
+Training target: ``saliency`` = mean annotator score (drives UniVTG's intra-video saliency InfoNCE, and the graded
+losses of the post-saliency rows), ``foreground`` = clips whose mean score is above the video's median (drives the fg
+BCE of the TL branch); TVSum has no windows, so the span losses are weighted 0. Clips are ranked by the LOVO-picked
+score: ``model.scores`` ("add": fg probability + HD saliency, UniVTG's eval mode), the HD saliency alone, or the fg
+probability alone.
 
-    python benchmarks/tvsum.py                          # full run, writes benchmarks/results_tvsum.json
-    python benchmarks/tvsum.py --quick                  # 3 domains, 1 seed, short grid: < 2 minutes
-    python benchmarks/tvsum.py --seeds 0 1 2 --epochs 10 20 40 --out /tmp/r.json
-    python benchmarks/tvsum.py --set model.post_saliency=true --set model.w_sal_rank=1.0   # graded ranking loss
+    python benchmarks/tvsum.py --workers 1              # full run, writes benchmarks/results_tvsum.json
+    python benchmarks/tvsum.py --quick                  # 3 domains, 1 seed, short grid
+    python benchmarks/tvsum.py --models mlvtg --seeds 0 --cache /tmp/jobs.jsonl --out /tmp/r.json
+    python benchmarks/tvsum.py --render benchmarks/results_tvsum.json   # the markdown table of a results file
+
+``--cache FILE`` appends every finished training job to FILE (JSON lines) and skips the jobs already there, so a run
+can be extended (more seeds, more rows) or resumed; a job is identified by everything that defines it.
 """
 from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -50,15 +62,30 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "tvsum_umt"
 DEFAULT_OUT = REPO / "benchmarks" / "results_tvsum.json"
 
-MODELS = ("mlvtg", "mlvtg-transformer")
 #: small CPU model (hidden 128, 2 aligner blocks); TVSum has no windows, so span / GIoU losses are off.
 MODEL_CFG = dict(video_dim=2048, text_dim=512, hidden_dim=128, num_layers=2, d_state=16, d_conv=4, expand=2,
                  dropout=0.1, input_dropout=0.5, drop_path=0.1, n_heads=8, mlp_ratio=4.0,
                  fg_loss="bce", bg_weight=1.0, w_fg=1.0, w_span=0.0, w_giou=0.0,
                  w_sal_intra=1.0, w_sal_inter=0.0, tau=0.07, score_mode="add")
+#: rows: name -> (registered model, MODEL_CFG overrides). "-post-reg": the aligned clips shape the highlight score
+#: (post_saliency) and the score regresses the standardised mean annotator score (w_sal_reg); "-reg": the same target
+#: on the pre-aligner HD score only (the control); "-post-rank": post_saliency with the pairwise ranking loss.
+POST_REG = {"post_saliency": True, "w_sal_reg": 1.0}
+VARIANTS = {
+    "mlvtg": ("mlvtg", {}),
+    "mlvtg-post-reg": ("mlvtg", POST_REG),
+    "mlvtg-reg": ("mlvtg", {"w_sal_reg": 1.0}),
+    "mlvtg-post-rank": ("mlvtg", {"post_saliency": True, "w_sal_rank": 1.0}),
+    "mlvtg-transformer": ("mlvtg-transformer", {}),
+    "mlvtg-transformer-post-reg": ("mlvtg-transformer", POST_REG),
+    "mlvtg-perclip": ("mlvtg-perclip", {}),
+    "mlvtg-perclip-post-reg": ("mlvtg-perclip", POST_REG),
+}
+DEFAULT_MODELS = ("mlvtg", "mlvtg-post-reg", "mlvtg-reg", "mlvtg-transformer", "mlvtg-transformer-post-reg",
+                  "mlvtg-perclip", "mlvtg-perclip-post-reg")
 #: optimisation, fixed beforehand: AdamW, constant lr, one video per step, every training video once per epoch.
 TRAIN_CFG = dict(lr=1e-3, weight_decay=1e-4, batch_size=1, grad_clip=1.0)
-DEFAULT_EPOCHS = (5, 10, 15, 20, 25, 30)
+DEFAULT_EPOCHS = (2, 4, 6, 8, 10)
 DEFAULT_SEEDS = (0, 1, 2)
 RIDGE_LAMBDAS = tuple(float(x) for x in np.logspace(-3, 3, 13))
 RANDOM_DRAWS = 1000
@@ -71,21 +98,19 @@ SCORE_PARTS = ("add", "saliency", "fg")
 # data
 # ---------------------------------------------------------------------------------------------------------------------
 def load_data(root, domains=None) -> dict:
-    """{domain: {"train": [item, ...], "val": [item]}}; an item is a TVSumUMTDataset sample (features L2-normalised per
-    stream; ``foreground``: mean score above the video's median)."""
+    """{domain: [item, ...]}: the domain's standard val video first, then its train videos; an item is a
+    TVSumUMTDataset sample (features L2-normalised per stream; ``foreground``: mean score above the video's median)."""
     from vidmamba.data.tvsum_umt import TVSumUMTDataset, read_tvsum_domain_splits
     splits = read_tvsum_domain_splits(root)
     out = {}
     for domain in (domains or sorted(splits)):
-        out[domain] = {}
-        for part in ("train", "val"):
+        out[domain] = []
+        for part in ("val", "train"):
             ds = TVSumUMTDataset(root, domain, part, normalize=True)
-            items = []
             for i in range(len(ds)):
                 it = ds[i]
                 it["video"] = it["video"].float()
-                items.append(it)
-            out[domain][part] = items
+                out[domain].append(it)
     return out
 
 
@@ -183,85 +208,105 @@ def _batch(items):
 
 
 def train_job(job: dict) -> dict:
-    """Train ``job["model"]`` on ``job["train"]`` videos of ``job["domain"]`` for ``max(epochs)`` epochs; after every
-    epoch score the ``job["eval"]`` videos (mAP of each of ``SCORE_PARTS``)."""
+    """Train variant ``job["model"]`` on videos ``job["train"]`` of ``job["domain"]`` for ``job["epochs"]`` epochs;
+    after every epoch score each video of ``job["eval"]`` (per-video mAP of each of ``SCORE_PARTS``)."""
     import torch
     from vidmamba.models import create_model
     t0 = time.time()
-    d = _DATA[job["domain"]]
-    train = [d["train"][i] for i in job["train"]]
-    evals = [d[part][i] for part, i in job["eval"]]
+    videos = _DATA[job["domain"]]
+    train = [videos[i] for i in job["train"]]
+    evals = [videos[i] for i in job["eval"]]
     torch.manual_seed(job["seed"])
     rng = np.random.default_rng(job["seed"])
-    model = create_model(job["model"], **job["cfg"])
+    model = create_model(VARIANTS[job["model"]][0], **job["cfg"])
     tc = job["train_cfg"]
     opt = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
     eval_batches = [_batch([it]) for it in evals]
     bs = tc["batch_size"]
-    curves = {"add": [], "saliency": [], "fg": [], "loss": []}
+    curves = {p: [[] for _ in evals] for p in SCORE_PARTS}        # part -> eval video -> per-epoch mAP
+    losses_per_epoch = []
     for _ in range(job["epochs"]):
         model.train()
         order = rng.permutation(len(train))
         losses = []
         for s in range(0, len(order), bs):
-            batch = _batch([train[i] for i in order[s:s + bs]])
-            out = model(batch)
+            out = model(_batch([train[i] for i in order[s:s + bs]]))
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             if tc["grad_clip"]:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc["grad_clip"])
             opt.step()
             losses.append(float(out["loss"].detach()))
-        curves["loss"].append(float(np.mean(losses)))
+        losses_per_epoch.append(float(np.mean(losses)))
         model.eval()
-        preds = {"add": [], "saliency": [], "fg": []}
         with torch.no_grad():
-            for b in eval_batches:
+            for v, (b, it) in enumerate(zip(eval_batches, evals)):
                 out = model.encode(b)
-                preds["add"].append(model.scores(out)[0].numpy())
-                preds["saliency"].append(out["saliency"][0].numpy())
-                preds["fg"].append(torch.sigmoid(out["logits"])[0].numpy())
-        for k in preds:
-            curves[k].append(score_map(preds[k], evals))
-    return {**{k: job[k] for k in ("domain", "model", "kind", "fold", "seed")}, "curves": curves,
-            "seconds": time.time() - t0}
+                preds = {"add": model.scores(out)[0], "saliency": out["saliency"][0],
+                         "fg": torch.sigmoid(out["logits"])[0]}
+                for p in SCORE_PARTS:
+                    curves[p][v].append(score_map([preds[p].numpy()], [it]))
+    return {**{k: job[k] for k in ("domain", "model", "kind", "train", "eval", "seed")}, "curves": curves,
+            "loss": losses_per_epoch, "seconds": time.time() - t0}
 
 
 def make_jobs(data, models, seeds, max_epoch, model_cfg=MODEL_CFG, train_cfg=TRAIN_CFG) -> list[dict]:
-    """LOVO jobs (fold k uses seed ``seeds[k % len(seeds)]``) and final jobs (all train videos, val scored) per seed."""
+    """Per domain and variant: LOVO jobs (every subset of n - 2 of the domain's n videos, seed ``seeds[0]``, scored on
+    the 2 others) and final jobs (every rotation: all videos but one, scored on that one; one per seed). Model-major
+    order, so that with ``--cache`` an interrupted run leaves whole rows done."""
     jobs = []
-    for domain, d in data.items():
-        n = len(d["train"])
-        for model in models:
-            base = dict(domain=domain, model=model, cfg=model_cfg, train_cfg=train_cfg, epochs=max_epoch)
-            for k, (tr, held) in enumerate(lovo_folds(n)):
-                jobs.append(dict(base, kind="cv", fold=k, seed=seeds[k % len(seeds)], train=tr,
-                                 eval=[("train", held)]))
+    for model in models:
+        for domain, videos in data.items():
+            n = len(videos)
+            base = dict(domain=domain, model=model, cfg={**model_cfg, **VARIANTS[model][1]}, train_cfg=train_cfg,
+                        epochs=max_epoch)
+            for train in itertools.combinations(range(n), n - 2):
+                jobs.append(dict(base, kind="cv", seed=seeds[0], train=list(train),
+                                 eval=[i for i in range(n) if i not in train]))
             for seed in seeds:
-                jobs.append(dict(base, kind="final", fold=None, seed=seed, train=list(range(n)),
-                                 eval=[("val", i) for i in range(len(d["val"]))]))
-    # mamba jobs are the slowest: start them first so the pool finishes evenly
-    jobs.sort(key=lambda j: (j["model"] != "mlvtg", j["kind"] != "final"))
+                for tr, val in lovo_folds(n):
+                    jobs.append(dict(base, kind="final", seed=seed, train=tr, eval=[val]))
     return jobs
 
 
-def run_jobs(jobs, data, workers, threads, log) -> list[dict]:
+def job_key(job: dict) -> str:
+    """Everything that defines a training job, as a string (the ``--cache`` key)."""
+    return json.dumps({k: job[k] for k in ("domain", "model", "cfg", "train_cfg", "epochs", "kind", "seed", "train",
+                                           "eval")}, sort_keys=True)
+
+
+def run_jobs(jobs, data, workers, threads, log, cache=None) -> list[dict]:
+    """Run ``jobs`` (``workers`` processes of ``threads`` torch threads); with ``cache`` (a JSON-lines path) reuse the
+    jobs found there and append each newly finished one."""
+    done = {}
+    if cache and Path(cache).is_file():
+        for line in Path(cache).read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                done[rec["key"]] = rec["result"]
+    results = [done[job_key(j)] for j in jobs if job_key(j) in done]
+    todo = [j for j in jobs if job_key(j) not in done]
+    log(f"{len(jobs)} training jobs, {len(results)} from the cache, {len(todo)} to run "
+        f"({workers} workers x {threads} threads)")
+
+    def finish(job, r):
+        results.append(r)
+        if cache:
+            with open(cache, "a") as f:
+                f.write(json.dumps({"key": job_key(job), "result": r}) + "\n")
+        log(f"[{len(results)}/{len(jobs)}] {r['model']} {r['domain']} {r['kind']} train {r['train']} seed {r['seed']}"
+            f" {r['seconds']:.1f}s")
+
     if workers <= 1:
         _worker_init(data, threads)
-        results = []
-        for i, j in enumerate(jobs):
-            results.append(train_job(j))
-            log(f"[{i + 1}/{len(jobs)}] {j['model']} {j['domain']} {j['kind']} seed {j['seed']} "
-                f"{results[-1]['seconds']:.1f}s")
+        for j in todo:
+            finish(j, train_job(j))
         return results
     ctx = mp.get_context("fork")
-    results = []
     with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(data, threads)) as ex:
-        futs = {ex.submit(train_job, j): j for j in jobs}
-        for i, f in enumerate(cf.as_completed(futs)):
-            r = f.result()
-            results.append(r)
-            log(f"[{i + 1}/{len(jobs)}] {r['model']} {r['domain']} {r['kind']} seed {r['seed']} {r['seconds']:.1f}s")
+        futs = {ex.submit(train_job, j): j for j in todo}
+        for f in cf.as_completed(futs):
+            finish(futs[f], f.result())
     return results
 
 
@@ -280,63 +325,75 @@ def pick_epoch(cv_curves: np.ndarray, grid) -> int:
     return int(grid[int(np.argmax(scores))])
 
 
-def summarise_model(results, model, domains, seeds, grid) -> dict:
-    """Honest pick of the clip score (one of SCORE_PARTS) and the epoch: the pair with the best mean LOVO mAP."""
-    rs = [r for r in results if r["model"] == model]
-    cv_parts = {p: {dom: np.array([r["curves"][p] for r in rs if r["domain"] == dom and r["kind"] == "cv"])
-                    for dom in domains} for p in SCORE_PARTS}
-    cv_best = {p: max(np.concatenate([cv_parts[p][d] for d in domains]).mean(0)[e - 1] for e in grid)
-               for p in SCORE_PARTS}
-    part = max(SCORE_PARTS, key=lambda p: cv_best[p])            # ties: the first listed ("add")
-    cv = cv_parts[part]
-    final = {(r["domain"], r["seed"]): r["curves"] for r in rs if r["kind"] == "final"}
-    all_cv = np.concatenate([cv[d] for d in domains])
-    global_epoch = pick_epoch(all_cv, grid)
-    per_domain_epoch = {d: pick_epoch(cv[d], grid) for d in domains}
+def rotation_cv(results, domain, val) -> dict:
+    """The LOVO curves of the rotation whose val video is ``val``: {part: (folds, epochs)}, from the CV jobs that did
+    not train on ``val``, each scored on its other held-out video."""
+    rs = [r for r in results if r["domain"] == domain and r["kind"] == "cv" and val in r["eval"]]
+    return {p: np.array([r["curves"][p][i] for r in rs for i, v in enumerate(r["eval"]) if v != val])
+            for p in SCORE_PARTS}
 
-    def table(pick):
-        per_seed = {s: {d: pick(d, s) for d in domains} for s in seeds}
-        return {"per_domain": {d: _mean_std([per_seed[s][d] for s in seeds]) for d in domains},
+
+def summarise_model(results, model, domains, n_videos, seeds, grid) -> dict:
+    """Honest pick per rotation r of the clip score (one of SCORE_PARTS) and the epoch: the pair with the best mean
+    LOVO mAP over rotation r's folds of all domains; each val video scored at its rotation's pick."""
+    rs = [r for r in results if r["model"] == model]
+    cv = {(d, v): rotation_cv(rs, d, v) for d in domains for v in range(n_videos)}
+    final = {(r["domain"], r["eval"][0], r["seed"]): r["curves"] for r in rs if r["kind"] == "final"}
+    picks = []
+    for v in range(n_videos):
+        folds = {p: np.concatenate([cv[(d, v)][p] for d in domains]) for p in SCORE_PARTS}
+        best = {p: max(folds[p].mean(0)[e - 1] for e in grid) for p in SCORE_PARTS}
+        part = max(SCORE_PARTS, key=lambda p: best[p])            # ties: the first listed ("add")
+        picks.append({"score": part, "epoch": pick_epoch(folds[part], grid),
+                      "cv_best_per_score": {p: float(x) for p, x in best.items()},
+                      "per_domain_epoch": {d: pick_epoch(cv[(d, v)][part], grid) for d in domains}})
+
+    def table(value, rotations=range(n_videos)):
+        """value(domain, video, seed) -> mAP; per-domain means over rotations and seeds, mean +- std over seeds of
+        the mean over all val videos."""
+        per_seed = {s: {d: [value(d, v, s) for v in rotations] for d in domains} for s in seeds}
+        return {"per_domain": {d: _mean_std([np.mean(per_seed[s][d]) for s in seeds]) for d in domains},
                 "per_seed_mean": {str(s): float(np.mean(list(per_seed[s].values()))) for s in seeds},
                 "mean": _mean_std([np.mean(list(per_seed[s].values())) for s in seeds])}
 
-    honest = table(lambda d, s: final[(d, s)][part][global_epoch - 1])
-    honest_pd = table(lambda d, s: final[(d, s)][part][per_domain_epoch[d] - 1])
-    paper = table(lambda d, s: max(final[(d, s)][part]))
-    last = table(lambda d, s: final[(d, s)][part][-1])
-    diag = {p: table(lambda d, s, p=p: final[(d, s)][p][global_epoch - 1])["mean"] for p in SCORE_PARTS}
+    def at(part_of, epoch_of):
+        return lambda d, v, s: final[(d, v, s)][part_of(v)][0][epoch_of(d, v) - 1]
+
+    honest_value = at(lambda v: picks[v]["score"], lambda d, v: picks[v]["epoch"])
     return {
-        "honest": honest, "honest_epoch": global_epoch, "honest_score": part,
-        "cv_best_per_score": {p: float(v) for p, v in cv_best.items()},
-        "honest_per_domain_epoch": {"table": honest_pd, "epochs": per_domain_epoch},
-        "paper": paper,
-        "paper_best_epochs": {d: [int(np.argmax(final[(d, s)][part])) + 1 for s in seeds] for d in domains},
-        "last_epoch": last,
-        "honest_score_parts": diag,
-        "cv_curve_mean": [float(x) for x in all_cv.mean(0)],
-        "val_curve_mean": [float(x) for x in np.mean([final[(d, s)][part] for d in domains for s in seeds], 0)],
+        "honest": table(honest_value),
+        "honest_per_video": {d: [float(np.mean([honest_value(d, v, s) for s in seeds])) for v in range(n_videos)]
+                             for d in domains},
+        "picks": picks,
+        "honest_standard_split": table(honest_value, rotations=[0])["mean"],
+        "honest_per_domain_epoch": table(at(lambda v: picks[v]["score"],
+                                            lambda d, v: picks[v]["per_domain_epoch"][d]))["mean"],
+        "honest_score_parts": {p: table(at(lambda v, p=p: p, lambda d, v: picks[v]["epoch"]))["mean"]
+                               for p in SCORE_PARTS},
+        "paper": table(lambda d, v, s: max(final[(d, v, s)][picks[v]["score"]][0])),
+        "last_epoch": table(lambda d, v, s: final[(d, v, s)][picks[v]["score"]][0][-1])["mean"],
+        "cv_curve_mean": {p: [float(x) for x in np.concatenate([cv[k][p] for k in cv]).mean(0)] for p in SCORE_PARTS},
+        "val_curve_mean": {p: [float(x) for x in np.mean([c[p][0] for c in final.values()], 0)] for p in SCORE_PARTS},
         "train_seconds": float(sum(r["seconds"] for r in rs)),
     }
 
 
 def render_markdown(result: dict) -> str:
-    """The per-domain table of a results JSON as markdown (honest and paper-protocol columns per row)."""
+    """The per-domain table of a results JSON as markdown (honest and paper-protocol rows per model)."""
     doms = result["config"]["domains"]
     pd, sm = result["per_domain"], result["summary"]
-    models = [m for m in MODELS if m in pd]
     n_eval = max(result["config"]["epoch_grid"])
     rows = []
-    for m in models:
-        ms = result["models"][m]
+    for m, ms in result["models"].items():
+        pick = ", ".join(f"{p['score']} {p['epoch']}" for p in ms["picks"])        # by rotation
         for proto in ("honest", "paper"):
             t = ms[proto]
-            cells = [f"{t['per_domain'][d]['mean']:.1f}" for d in doms]
-            pick = f", {ms.get('honest_score', 'add')}, epoch {ms['honest_epoch']}" if proto == "honest" else ""
-            rows.append((f"{m} ({proto}{pick})", cells,
-                         f"**{t['mean']['mean']:.1f} ± {t['mean']['std']:.1f}**" if proto == "honest"
-                         else f"{t['mean']['mean']:.1f} ± {t['mean']['std']:.1f}"))
+            mean = f"{t['mean']['mean']:.1f} ± {t['mean']['std']:.1f}"
+            rows.append((f"{m} ({proto}" + (f"; picks: {pick})" if proto == "honest" else ")"),
+                         [f"{t['per_domain'][d]['mean']:.1f}" for d in doms],
+                         f"**{mean}**" if proto == "honest" else mean))
     rows.append(("ridge (honest, λ by LOVO)", [f"{pd['ridge']['honest'][d]:.1f}" for d in doms],
-                 f"{sm['ridge']['honest']:.1f}"))
+                 f"**{sm['ridge']['honest']:.1f}**"))
     rows.append(("ridge (paper, λ on val)", [f"{pd['ridge']['paper'][d]:.1f}" for d in doms],
                  f"{sm['ridge']['paper']:.1f}"))
     rows.append(("random (expectation)", [f"{pd['random']['honest'][d]:.1f}" for d in doms],
@@ -345,10 +402,38 @@ def render_markdown(result: dict) -> str:
                  [f"{pd['random'][f'paper_best_of_{n_eval}'][d]:.1f}" for d in doms],
                  f"{sm['random'][f'paper_best_of_{n_eval}']:.1f}"))
     rows.append(("annotator agreement", [f"{pd['annotator_agreement'][d]:.1f}" for d in doms],
-                 f"{sm['annotator_agreement']['val_videos']:.1f}"))
+                 f"{sm['annotator_agreement']:.1f}"))
     out = ["| row | " + " | ".join(doms) + " | mean |", "|---|" + "---:|" * (len(doms) + 1)]
     out += [f"| {name} | " + " | ".join(cells) + f" | {mean} |" for name, cells, mean in rows]
     return "\n".join(out)
+
+
+def baselines(data, n_eval) -> dict:
+    """Closed-form rows per domain, each a mean over the domain's rotations (val videos): ridge (honest: lambda by
+    LOVO on the rotation's train videos; paper: lambda picked on the val video), random rankings, annotator
+    agreement."""
+    rng = np.random.default_rng(0)
+    out = {"ridge": {"honest": {}, "paper": {}, "cv": {}, "val": {}}, "random": {}, "annotator_agreement": {}}
+    rand = {}
+    for d, videos in data.items():
+        rot = [ridge_domain([videos[i] for i in tr], [videos[v]]) for tr, v in lovo_folds(len(videos))]
+        out["ridge"]["cv"][d], out["ridge"]["val"][d] = [r["cv"] for r in rot], [r["val"] for r in rot]
+        out["ridge"]["honest"][d] = float(np.mean([r["val"][int(np.argmax(r["cv"]))] for r in rot]))
+        out["ridge"]["paper"][d] = float(np.mean([max(r["val"]) for r in rot]))
+        rand[d] = np.array([random_domain([it], rng) for it in videos])           # (videos, draws)
+        out["annotator_agreement"][d] = annotator_agreement(videos)
+    domains = list(data)
+    draw_means = np.mean([rand[d].mean(0) for d in domains], 0)                  # (draws,) mean over all val videos
+
+    def best_of(d, k):
+        """Expected mean over the domain's videos when each keeps the best of k random rankings (k-draw blocks)."""
+        return float(np.mean([rand[d][:, b * k:(b + 1) * k].max(1).mean() for b in range(RANDOM_DRAWS // k)]))
+
+    out["random"] = {"honest": {d: float(rand[d].mean()) for d in domains},
+                     f"paper_best_of_{n_eval}": {d: best_of(d, n_eval) for d in domains},
+                     f"paper_best_of_{RANDOM_DRAWS}": {d: best_of(d, RANDOM_DRAWS) for d in domains},
+                     "honest_std_over_draws": float(draw_means.std())}
+    return out
 
 
 def main(argv=None):
@@ -358,11 +443,12 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, nargs="+", default=list(DEFAULT_EPOCHS),
                    help="epoch grid for the LOVO pick; models train to its maximum")
     p.add_argument("--domains", nargs="+", default=None)
-    p.add_argument("--models", nargs="+", default=list(MODELS))
-    p.add_argument("--quick", action="store_true", help="3 domains, 1 seed, epochs 5 10 (< 2 minutes)")
-    p.add_argument("--workers", type=int, default=2, help="training processes")
+    p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=list(VARIANTS))
+    p.add_argument("--quick", action="store_true", help="3 domains, 1 seed, epochs 2 4")
+    p.add_argument("--workers", type=int, default=1, help="training processes")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads per process (1 is far faster than 2 when the 2 cores are shared)")
+    p.add_argument("--cache", default=None, help="JSON-lines file of finished training jobs: reused and appended")
     p.add_argument("--out", default=None, help=f"JSON output path (default {DEFAULT_OUT}; none with --quick)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override MODEL_CFG / TRAIN_CFG, e.g. --set model.w_sal_rank=0.5 --set train.lr=3e-4")
@@ -373,7 +459,7 @@ def main(argv=None):
         return None
     if args.quick:
         args.domains = args.domains or ["BK", "GA", "VT"]
-        args.seeds, args.epochs = args.seeds[:1], [5, 10]
+        args.seeds, args.epochs = args.seeds[:1], [2, 4]
     grid = sorted(set(args.epochs))
     from vidmamba.config import apply_overrides
     cfgs = apply_overrides({"model": MODEL_CFG, "train": TRAIN_CFG}, args.set, "benchmarks/tvsum.py --set")
@@ -383,83 +469,68 @@ def main(argv=None):
         print(msg, file=sys.stderr, flush=True)
 
     t0 = time.time()
+    load_start = os.getloadavg()
     import torch
     torch.set_num_threads(args.threads)
     data = load_data(args.root, args.domains)
     domains = list(data)
+    n_videos = min(len(v) for v in data.values())
+    if any(len(v) != n_videos for v in data.values()):
+        raise ValueError(f"every domain needs the same number of videos, got { {d: len(v) for d, v in data.items()} }")
 
-    # closed-form rows
-    ridge = {d: ridge_domain(data[d]["train"], data[d]["val"]) for d in domains}
-    ridge_honest = {d: ridge[d]["val"][int(np.argmax(ridge[d]["cv"]))] for d in domains}
-    ridge_paper = {d: max(ridge[d]["val"]) for d in domains}
-    rng = np.random.default_rng(0)
-    rand = {d: random_domain(data[d]["val"], rng) for d in domains}
-    n_eval = max(grid)
-    rand_mean_draws = np.mean([rand[d] for d in domains], 0)            # (draws,) 10-domain mean per draw
-
-    def best_of(k):
-        """Expected 10-domain mean when each domain keeps the best of k random rankings (k-draw blocks)."""
-        blocks = RANDOM_DRAWS // k
-        return float(np.mean([np.mean([rand[d][b * k:(b + 1) * k].max() for d in domains]) for b in range(blocks)]))
-
-    agree_val = {d: annotator_agreement(data[d]["val"]) for d in domains}
-    agree_all = annotator_agreement([it for d in domains for part in ("train", "val") for it in data[d][part]])
-    log(f"baselines done in {time.time() - t0:.1f}s: ridge honest {np.mean(list(ridge_honest.values())):.2f}, "
-        f"random {rand_mean_draws.mean():.2f}, agreement (val videos) {np.mean(list(agree_val.values())):.2f}")
+    base = baselines(data, max(grid))
+    t_base = time.time() - t0
+    log(f"baselines done in {t_base:.1f}s: ridge honest {np.mean(list(base['ridge']['honest'].values())):.2f}")
 
     jobs = make_jobs(data, args.models, args.seeds, max(grid), cfgs["model"], cfgs["train"])
-    log(f"{len(jobs)} training jobs, {args.workers} workers x {args.threads} threads")
     t_train = time.time()
-    results = run_jobs(jobs, data, args.workers, args.threads, log)
+    results = run_jobs(jobs, data, args.workers, args.threads, log, args.cache)
     train_wall = time.time() - t_train
-    models = {m: summarise_model(results, m, domains, args.seeds, grid) for m in args.models}
+    models = {m: summarise_model(results, m, domains, n_videos, args.seeds, grid) for m in args.models}
 
-    summary = {}
-    for m, s in models.items():
-        summary[m] = {"honest": s["honest"]["mean"], "paper": s["paper"]["mean"],
-                      "honest_per_domain_epoch": s["honest_per_domain_epoch"]["table"]["mean"],
-                      "last_epoch": s["last_epoch"]["mean"], "honest_epoch": s["honest_epoch"]}
-    summary["ridge"] = {"honest": float(np.mean(list(ridge_honest.values()))),
-                        "paper": float(np.mean(list(ridge_paper.values())))}
-    summary["random"] = {"honest": float(rand_mean_draws.mean()), "honest_std_over_draws": float(rand_mean_draws.std()),
-                         f"paper_best_of_{n_eval}": best_of(n_eval), "paper_best_of_1000": best_of(RANDOM_DRAWS)}
-    summary["annotator_agreement"] = {"val_videos": float(np.mean(list(agree_val.values()))),
-                                      "all_50_videos": agree_all}
+    def dmean(x):
+        return float(np.mean(list(x.values())))
+
+    summary = {m: {k: s[k]["mean"] for k in ("honest", "paper")} | {
+        k: s[k] for k in ("honest_standard_split", "honest_per_domain_epoch", "last_epoch")} for m, s in models.items()}
+    summary["ridge"] = {k: dmean(base["ridge"][k]) for k in ("honest", "paper")}
+    summary["random"] = {k: (dmean(v) if isinstance(v, dict) else v) for k, v in base["random"].items()}
+    summary["annotator_agreement"] = dmean(base["annotator_agreement"])
     result = {
-        "benchmark": "tvsum_top5_map",
+        "benchmark": "tvsum_top5_map_rotations",
         "protocols": {
-            "honest": "epoch = grid epoch with the best leave-one-video-out mAP over the 4 train videos (mean over all "
-                      "folds of all domains); val video scored once; mean +- sample std over seeds of the domain mean",
-            "paper": "best epoch on the val video (per domain and seed), as UMT / QD-DETR / UniVTG / MLVTG select",
+            "honest": "per rotation (val video): score and epoch = the grid pair with the best leave-one-video-out mAP "
+                      "over that rotation's 4 train videos (mean over rotation r's folds of all domains); each val "
+                      "video scored once; mean +- sample std over seeds of the mean over all val videos",
+            "paper": "best epoch on the val video (per val video and seed), as UMT / QD-DETR / UniVTG / MLVTG select",
         },
         "summary": summary,
         "per_domain": {
-            **{m: {"honest": {d: s["honest"]["per_domain"][d]["mean"] for d in domains},
-                   "paper": {d: s["paper"]["per_domain"][d]["mean"] for d in domains}} for m, s in models.items()},
-            "ridge": {"honest": ridge_honest, "paper": ridge_paper},
-            "random": {"honest": {d: float(rand[d].mean()) for d in domains},
-                       f"paper_best_of_{n_eval}": {d: float(np.mean([rand[d][b * n_eval:(b + 1) * n_eval].max()
-                                                                    for b in range(RANDOM_DRAWS // n_eval)]))
-                                                   for d in domains}},
-            "annotator_agreement": agree_val,
+            **{m: {k: {d: s[k]["per_domain"][d]["mean"] for d in domains} for k in ("honest", "paper")}
+               for m, s in models.items()},
+            "ridge": {k: base["ridge"][k] for k in ("honest", "paper")},
+            "random": {k: v for k, v in base["random"].items() if isinstance(v, dict)},
+            "annotator_agreement": base["annotator_agreement"],
         },
         "models": models,
-        "ridge": ridge,
-        "config": {"model": cfgs["model"], "train": cfgs["train"], "epoch_grid": grid, "seeds": args.seeds,
-                   "domains": domains, "features": "I3D rgb+flow (2048-d, each stream L2-normalised), CLIP title "
-                   "tokens (key 'token', 512-d), 2-s clips", "score": "LOVO-picked among SCORE_PARTS (add = fg prob + HD saliency)",
-                   "random_draws": RANDOM_DRAWS, "ridge_lambdas": list(RIDGE_LAMBDAS),
+        "ridge": {k: base["ridge"][k] for k in ("cv", "val")},
+        "config": {"model": cfgs["model"], "train": cfgs["train"],
+                   "variants": {m: VARIANTS[m] for m in args.models}, "epoch_grid": grid, "seeds": args.seeds,
+                   "domains": domains, "videos": {d: [it["vid"] for it in v] for d, v in data.items()},
+                   "features": "I3D rgb+flow (2048-d, each stream L2-normalised), CLIP title tokens (key 'token', "
+                   "512-d), 2-s clips", "random_draws": RANDOM_DRAWS, "ridge_lambdas": list(RIDGE_LAMBDAS),
                    "workers": args.workers, "threads": args.threads, "quick": args.quick},
         "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-                    "platform": platform.platform()},
-        "seconds": {"total": time.time() - t0, "training_wall": train_wall,
-                    "training_cpu_sum": float(sum(r["seconds"] for r in results))},
+                    "platform": platform.platform(), "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
+        "seconds": {"total": time.time() - t0, "baselines": t_base, "training_wall": train_wall,
+                    "training_job_sum_with_cached": float(sum(r["seconds"] for r in results)),
+                    "jobs": len(jobs)},
         "command": "python benchmarks/tvsum.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     text = json.dumps(result, indent=1)
-    print(text)
     if out_path:
         Path(out_path).write_text(text + "\n")
+    print(render_markdown(result))
     return result
 
 

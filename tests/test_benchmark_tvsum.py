@@ -1,4 +1,5 @@
-"""Protocol helpers of benchmarks/tvsum.py: ridge closed form, LOVO folds, epoch pick, baselines on the real data."""
+"""Protocol helpers of benchmarks/tvsum.py: ridge closed form, LOVO folds, rotations, honest picks, baselines on the
+real data."""
 import importlib.util
 import pathlib
 
@@ -38,38 +39,68 @@ def test_pick_epoch_uses_grid_and_earliest_tie():
     assert tvsum.pick_epoch(curves, [1, 5]) == 5
 
 
-def test_summary_picks_score_and_epoch_on_cv_only():
+def test_jobs_cover_every_rotation_without_its_val_video():
+    """5 videos: 10 LOVO jobs (3 train, 2 held out) and 5 rotations per seed; no job used for rotation v trains on v,
+    and each rotation gets exactly the 4 LOVO folds of its 4 training videos."""
+    data = {"D": [object()] * 5}
+    jobs = tvsum.make_jobs(data, ["mlvtg"], [0, 1], 3)
+    cv = [j for j in jobs if j["kind"] == "cv"]
+    final = [j for j in jobs if j["kind"] == "final"]
+    assert len(cv) == 10 and all(len(j["train"]) == 3 and len(j["eval"]) == 2 and j["seed"] == 0 for j in cv)
+    assert len(final) == 10 and sorted(j["eval"][0] for j in final) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    for v in range(5):
+        folds = [(j["train"], [u for u in j["eval"] if u != v][0]) for j in cv if v in j["eval"]]
+        assert all(v not in tr for tr, _ in folds)
+        assert sorted(held for _, held in folds) == [u for u in range(5) if u != v]
+    assert len({tvsum.job_key(j) for j in jobs}) == len(jobs)
+
+
+def _fake_results(cv_curve, val_curve):
+    """Results of make_jobs' jobs for one domain of 5 videos: every LOVO held-out video gets ``cv_curve(part)``,
+    every val video ``val_curve(part, seed)``."""
+    out = []
+    for j in tvsum.make_jobs({"D": [None] * 5}, ["m"], [0, 1], 3, model_cfg={}):
+        curves = {p: [cv_curve(p) if j["kind"] == "cv" else val_curve(p, j["seed"]) for _ in j["eval"]]
+                  for p in tvsum.SCORE_PARTS}
+        out.append({**{k: j[k] for k in ("domain", "model", "kind", "train", "eval", "seed")}, "curves": curves,
+                    "seconds": 1.0})
+    return out
+
+
+def test_summary_picks_score_and_epoch_on_cv_only(monkeypatch):
     """The score part and epoch come from the LOVO curves; the val curves (which favour another pick) are not used."""
-    def res(kind, fold, seed, add, sal):
-        return {"domain": "D", "model": "m", "kind": kind, "fold": fold, "seed": seed,
-                "curves": {"add": add, "saliency": sal, "fg": [0.0, 0.0, 0.0], "loss": [1.0, 1.0, 1.0]},
-                "seconds": 1.0}
-    results = [res("cv", k, 0, [50.0, 60.0, 55.0], [40.0, 65.0, 70.0]) for k in range(2)]
-    results += [res("final", None, s, [90.0, 10.0, 10.0], [20.0, 30.0, 40.0 + s]) for s in (0, 1)]
-    out = tvsum.summarise_model(results, "m", ["D"], [0, 1], [1, 2, 3])
-    assert out["honest_score"] == "saliency" and out["honest_epoch"] == 3
-    assert out["cv_best_per_score"] == {"add": 60.0, "saliency": 70.0, "fg": 0.0}
+    monkeypatch.setitem(tvsum.VARIANTS, "m", ("mlvtg", {}))
+    cv = {"add": [50.0, 60.0, 55.0], "saliency": [40.0, 65.0, 70.0], "fg": [0.0, 0.0, 0.0]}
+    val = {"add": [90.0, 10.0, 10.0], "saliency": [20.0, 30.0, 40.0], "fg": [99.0, 99.0, 99.0]}
+    results = _fake_results(lambda p: cv[p], lambda p, s: [x + s for x in val[p]])
+    out = tvsum.summarise_model(results, "m", ["D"], 5, [0, 1], [1, 2, 3])
+    assert all(p["score"] == "saliency" and p["epoch"] == 3 for p in out["picks"])
+    assert out["picks"][0]["cv_best_per_score"] == {"add": 60.0, "saliency": 70.0, "fg": 0.0}
     assert out["honest"]["mean"]["mean"] == pytest.approx(40.5)
+    assert out["honest"]["per_seed_mean"] == {"0": 40.0, "1": 41.0}
+    assert out["honest_per_video"] == {"D": [40.5] * 5}
     assert out["paper"]["mean"]["mean"] == pytest.approx(40.5)     # best epoch of the picked score on val
+    assert out["honest_score_parts"]["add"]["mean"] == pytest.approx(10.5)
 
 
-def test_real_data_split_and_baselines(shared_data):
+def test_real_data_rotations_and_baselines(shared_data):
     root = shared_data / "tvsum_umt"
     if not root.is_dir():
         pytest.skip("tvsum_umt not in shared data")
-    data = tvsum.load_data(root, ["BK"])
-    train, val = data["BK"]["train"], data["BK"]["val"]
-    assert len(train) == 4 and len(val) == 1
-    assert not {it["vid"] for it in train} & {it["vid"] for it in val}
-    for it in train + val:
+    videos = tvsum.load_data(root, ["BK"])["BK"]
+    from vidmamba.data.tvsum_umt import read_tvsum_domain_splits
+    split = read_tvsum_domain_splits(root)["BK"]
+    assert [it["vid"] for it in videos] == split["val"] + split["train"]     # rotation 0 = the standard split
+    for it in videos:
         assert it["video"].shape == (it["saliency"].shape[0], 2048)
         assert it["text"].shape[1] == 512
         assert it["foreground"].shape == it["saliency"].shape
     # ridge: one CV and one val score per lambda, all valid percentages
-    r = tvsum.ridge_domain(train, val, lambdas=(0.1, 10.0))
+    r = tvsum.ridge_domain(videos[1:], videos[:1], lambdas=(0.1, 10.0))
     assert len(r["cv"]) == 2 and len(r["val"]) == 2
     assert all(0.0 <= x <= 100.0 for x in r["cv"] + r["val"])
     # a perfect ranking by the mean score beats random, which sits well below agreement
+    val = videos[:1]
     perfect = tvsum.score_map([it["saliency"].numpy() for it in val], val)
     rand = tvsum.random_domain(val, np.random.default_rng(0), n_draws=50).mean()
     agree = tvsum.annotator_agreement(val)

@@ -166,6 +166,22 @@ def test_eval_every_and_default_evaluation(tmp_path):
     assert set(result["eval"]) == {"loss", "mae"} and set(result["train"]) == {"loss", "mae", "grad_norm"}
 
 
+def test_how_often_val_is_scored_does_not_change_training(tmp_path):
+    """Evaluation that draws random numbers (a dropout model scored in train mode would; here evaluate_fn itself)
+    leaves the training stream untouched: the same final weights whether val is scored every epoch or once."""
+    def noisy_evaluate(model, loader):
+        torch.rand(7)
+        return evaluate_mse(model, loader)
+
+    data = dict(train_data=Regression(48, seed=1), val_data=Regression(16, seed=2), evaluate_fn=noisy_evaluate)
+    every = Trainer(make_model(0, dropout=0.2), run_config(tmp_path / "a", eval_every=1), **data)
+    every.fit()
+    last = Trainer(make_model(0, dropout=0.2), run_config(tmp_path / "b", eval_every=4), **data)
+    last.fit()
+    for name, value in every.model.state_dict().items():
+        assert torch.equal(value, last.model.state_dict()[name]), name
+
+
 def test_resume_errors(tmp_path):
     data = (Regression(16), Regression(8))
     with pytest.raises(FileNotFoundError, match="missing"):

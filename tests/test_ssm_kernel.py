@@ -87,6 +87,24 @@ def test_kernel_channels_not_a_multiple_of_the_block():
 
 
 @needs_numba
+def test_kernel_threads_give_identical_results():
+    """Blocks split over 3 threads (the pool path) give bit-identical outputs and gradients to one thread."""
+    kw = inputs(b=3, d=2 * 70, n=2, L=33, g=2, dtype=torch.float32)
+    w = torch.randn(kw["u"].shape)
+    wl = torch.randn(3, 140, 2)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for t in (1, 3):
+            torch.set_num_threads(t)
+            results.append(forward_and_grads(kw, "kernel", w, wl, mask=mixed_mask(3, 33)))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+@needs_numba
 @pytest.mark.parametrize("g", [None, 2])
 def test_kernel_gradcheck_fp64(g, monkeypatch):
     monkeypatch.setattr(kernel_mod, "CHUNK", 4)

@@ -124,27 +124,29 @@ def _cut(kw, tdim, i=None, start=0, length=None, flip=False):
     return out
 
 
-@pytest.mark.parametrize("which", ["m1", "m2"])
+@pytest.mark.parametrize("which", ["m1", "m2", "m1-kernel"])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_padded_batch_equals_each_sample_alone(which, reverse):
     lengths, L = [37, 20, 1], 37
-    if which == "m1":
+    impl = "kernel" if which == "m1-kernel" else "fast"
+    if which.startswith("m1"):
         fn, kw, tdim = m1, m1_inputs(b=3, L=L, g=2), -1
     else:
         fn, kw, tdim = m2, m2_inputs(b=3, L=L, g=2), 1
     kw = {k: v.requires_grad_() for k, v in kw.items()}
     mask = ragged_mask(lengths, L)
-    y, h = fn(kw, mask=mask, reverse=reverse, impl="fast")
+    y, h = fn(kw, mask=mask, reverse=reverse, impl=impl)
     y_t = y if tdim == 1 else y.transpose(1, 2)                      # (b, l, ...)
     assert torch.all(y_t[~mask] == 0)                                # outputs at pads are exactly 0
-    w = torch.randn_like(y)
-    g_batch = torch.autograd.grad((y * w).sum() + h.sum(), [kw["u" if which == "m1" else "x"]])[0]
+    w = torch.randn(y.shape)
+    x_name = "x" if which == "m2" else "u"
+    g_batch = torch.autograd.grad((y * w).sum() + h.sum(), [kw[x_name]])[0]
     for i, n in enumerate(lengths):
-        yi, hi = fn(_cut(kw, tdim, i, 0, n), reverse=reverse, impl="fast")
+        yi, hi = fn(_cut(kw, tdim, i, 0, n), reverse=reverse, impl=impl)
         wi = w[i:i + 1].narrow(tdim, 0, n)
         close(yi, y[i:i + 1].narrow(tdim, 0, n))
         close(hi, h[i:i + 1])
-        gi = torch.autograd.grad((yi * wi).sum() + hi.sum(), [kw["u" if which == "m1" else "x"]])[0]
+        gi = torch.autograd.grad((yi * wi).sum() + hi.sum(), [kw[x_name]])[0]
         close(gi[i:i + 1].narrow(tdim, 0, n), g_batch[i:i + 1].narrow(tdim, 0, n))
         assert torch.all(g_batch[i:i + 1].narrow(tdim, n, L - n) == 0)  # no gradient flows into pads
 
@@ -156,7 +158,7 @@ def test_reverse_equals_forward_of_reversed(which):
         kw, fn, tdim = m1_inputs(b=1, L=L), m1, -1
     else:
         kw, fn, tdim = m2_inputs(b=1, L=L), m2, 1
-    for impl in ("fast", "ref"):
+    for impl in ("fast", "ref") + (("kernel",) if which == "m1" else ()):
         y_rev, h_rev = fn(kw, reverse=True, impl=impl)
         y_fwd, h_fwd = fn(_cut(kw, tdim, flip=True), impl=impl)
         close(y_rev, y_fwd.flip(tdim))
@@ -215,30 +217,32 @@ def test_gradcheck_ssd_fast():
 
 # ----------------------------------------------------------------------------------------------- long / extreme
 @pytest.mark.parametrize("autocast", [False, True])
-def test_long_sequence_finite(autocast):
+@pytest.mark.parametrize("m1_impl", ["fast", "kernel"])
+def test_long_sequence_finite(autocast, m1_impl):
     L = 100_000
     kw1 = m1_inputs(b=1, d=2, n=2, L=L)
     kw2 = m2_inputs(b=1, L=L, h=1, p=2, n=2)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        y1, h1 = m1(kw1, impl="fast")
+        y1, h1 = m1(kw1, impl=m1_impl)
         y2, h2 = m2(kw2, impl="fast")
     for t in (y1, h1, y2, h2):
         assert torch.isfinite(t).all()
     assert y1.shape == (1, 2, L) and y2.shape == (1, L, 1, 2)
 
 
-def test_large_decay_finite_and_matches_ref():
+@pytest.mark.parametrize("m1_impl", ["fast", "kernel"])
+def test_large_decay_finite_and_matches_ref(m1_impl):
     kw1 = m1_inputs(L=150, big=True)
     kw2 = m2_inputs(L=150, big=True)
-    for fn, kw in ((m1, kw1), (m2, kw2)):
+    for fn, kw, impl in ((m1, kw1, m1_impl), (m2, kw2, "fast")):
         y_ref, h_ref = fn(kw, softplus=False, impl="ref")
-        y, h = fn(kw, softplus=False, impl="fast")
+        y, h = fn(kw, softplus=False, impl=impl)
         assert torch.isfinite(y).all() and torch.isfinite(h).all()
         close(y, y_ref)
         close(h, h_ref)
     # gradients stay finite too
     kw1 = {k: v.requires_grad_() for k, v in kw1.items()}
-    y, h = m1(kw1, softplus=False, impl="fast")
+    y, h = m1(kw1, softplus=False, impl=m1_impl)
     grads = torch.autograd.grad(y.sum() + h.sum(), list(kw1.values()))
     assert all(torch.isfinite(gr).all() for gr in grads)
 
@@ -248,20 +252,23 @@ def test_large_decay_finite_and_matches_ref():
 @given(st.text(max_size=8))
 def test_impl_is_validated(impl):
     kw1, kw2 = m1_inputs(b=1, L=3), m2_inputs(b=1, L=3)
-    if impl in ("auto", "ref", "fast"):
+    if impl in ("auto", "ref", "fast", "kernel"):
         m1(kw1, impl=impl)
-        m2(kw2, impl=impl)
     else:
         with pytest.raises(ValueError, match="impl"):
             m1(kw1, impl=impl)
+    if impl in ("auto", "ref", "fast"):
+        m2(kw2, impl=impl)
+    else:
         with pytest.raises(ValueError, match="impl"):
             m2(kw2, impl=impl)
 
 
-def test_group_count_must_divide():
+@pytest.mark.parametrize("m1_impl", ["fast", "kernel"])
+def test_group_count_must_divide(m1_impl):
     kw = m1_inputs(d=4, g=3)
     with pytest.raises(ValueError, match="groups"):
-        m1(kw, impl="fast")
+        m1(kw, impl=m1_impl)
     kw2 = m2_inputs(h=4, g=3)
     with pytest.raises(ValueError, match="groups"):
         m2(kw2, impl="fast")

@@ -111,3 +111,33 @@ def test_training_videos_have_their_own_lengths_and_query_count(tmp_path):
 def test_bad_split_parameters_are_named(tmp_path, bad, match):
     with pytest.raises(ValueError, match=match):
         generate_long_benchmark(tmp_path / "b", **{**SMALL, **bad})
+
+
+def _bench_module():
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "long_synthetic.py"
+    spec = importlib.util.spec_from_file_location("bench_long_synthetic", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_protocol_helpers():
+    """benchmarks/long_synthetic.py: the curve keeps every epoch's loss and the val points, seeds are summarised as
+    mean / sample std and the tables render."""
+    bench = _bench_module()
+    log = [{"split": "train", "epoch": 1, "step": 5, "loss": 2.0},
+           {"split": "train", "epoch": 2, "step": 10, "loss": 1.0},
+           {"split": "val", "epoch": 2, "step": 10, **{k: 10.0 for k in bench.KEYS}},
+           {"split": "train", "epoch": 3, "step": 15, "loss": 0.5},
+           {"split": "val", "epoch": 3, "step": 15, **{k: 20.0 for k in bench.KEYS}}]
+    curve = bench.learning_curve(log)
+    assert [c["epoch"] for c in curve] == [1, 2, 3] and "R1@0.5" not in curve[0] and curve[2]["R1@0.5"] == 20.0
+    rows = [{"model": "hieramamba", "seed": s, "params": 3, "eval_window": None, "train_s": 1.0, "eval_s": 2.0,
+             "metrics": {k: v for k in bench.KEYS}, "curve": curve} for s, v in ((0, 10.0), (1, 20.0))]
+    rows.append({"model": "random", "draws": 2, "metrics": {k: 1.0 for k in bench.KEYS}})
+    (group,) = bench.summarise(rows)
+    assert group["seeds"] == [0, 1] and group["mean_std"]["R1@0.5"] == (15.0, pytest.approx(7.07, abs=0.01))
+    text = bench.render({"rows": rows, "summary": [group]})
+    assert "15.00 ± 7.07" in text and "Learning curve, hieramamba seed 1" in text

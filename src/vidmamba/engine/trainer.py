@@ -368,8 +368,11 @@ class Trainer:
         model, was_training = self.model, self.model.training
         model.eval()
         swap = self.ema.applied(model) if self.ema is not None else contextlib.nullcontext()
+        # evaluation draws from torch's generator (the val loader's base seed, evaluate_fn's own sampling): forked,
+        # so how often val is scored never changes the training that follows (and ranks stay in step under DDP)
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
         try:
-            with swap, torch.no_grad(), self.autocast():
+            with swap, torch.random.fork_rng(devices=cuda), torch.no_grad(), self.autocast():
                 metrics = self.evaluate_fn(model, self.val_loader)
         finally:
             model.train(was_training)

@@ -12,7 +12,8 @@ There is no public code; the paper follows UniVTG for encoders, heads, losses an
    the video part: a foreground logit and sigmoid (left, right) distances around the clip's normalised centre;
 4. losses (UniVTG): weighted BCE (or focal) foreground, smooth-L1 + GIoU on spans of foreground clips, saliency
    intra/inter InfoNCE, and (``w_sal_rank``) a pairwise margin ranking loss on graded saliency (TVSum's mean of 20
-   annotators; moment_detr's hinge over all ordered clip pairs); decoding: score = fg prob + saliency, sort, temporal NMS 0.7, at most 10 windows.
+   annotators; moment_detr's hinge over all ordered clip pairs) and (``w_sal_reg``) a regression of ``saliency`` to the
+   per-video standardised graded score; decoding: score = fg prob + saliency, sort, temporal NMS 0.7, at most 10 windows.
 
 The aligner is pluggable (``MLVTGConfig.aligner``): "mamba" (MLVTG), "transformer" and "perclip" (the baselines in
 :mod:`vidmamba.models.aligners`). Choices where the paper is silent are listed in :class:`MLVTGConfig`.
@@ -65,6 +66,9 @@ class MLVTGConfig(ModelConfig):
     w_sal_rank, rank_margin, rank_min_gap, rank_max_clips: weight, hinge margin, minimum target gap of a counted pair
         and clip cap per video of :func:`~vidmamba.nn.losses.saliency_rank_loss` on ``saliency`` against the graded
         ``batch["saliency"]`` (0 = off, the default: UniVTG uses only the top-1 positive).
+    w_sal_reg: weight of :func:`saliency_regression_loss`, the mean squared error between ``saliency`` (HD cosine, plus
+        the post head with ``post_saliency``) and the graded ``batch["saliency"]`` standardised per video (0 = off, the
+        default). A dense target for every clip: the one the ridge baseline of ``benchmarks/tvsum.py`` fits.
     score_mode: "add" (fg prob + saliency, UniVTG eval_mode add) or "fg" (fg prob only).
     nms_threshold, max_windows, max_before_nms: decoding (UniVTG 0.7 / 10 / 1000).
     llm_refiner: None (off) or keyword arguments of :class:`~vidmamba.models.llm_refiner.LLMRefiner` other than
@@ -106,6 +110,7 @@ class MLVTGConfig(ModelConfig):
     rank_margin: float = 0.2
     rank_min_gap: float = 0.0
     rank_max_clips: int = 512
+    w_sal_reg: float = 0.0
     score_mode: str = "add"
     nms_threshold: float = 0.7
     max_windows: int = 10
@@ -165,6 +170,21 @@ def span_targets(windows: Tensor, windows_mask: Tensor, num_clips: Tensor, clip_
     best = overlap.argmax(-1)                                                             # (b, lv)
     target = torch.gather(windows, 1, best.unsqueeze(-1).expand(-1, -1, 2))
     return target / (num_clips.to(windows.dtype) * clip_length)[:, None, None]
+
+
+def saliency_regression_loss(scores: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
+    """Mean squared error between ``scores`` (b, l) and ``targets`` (b, l) standardised over each video's valid clips
+    (``mask`` (b, l) bool): zero mean, unit std. Mean over the valid clips of a video, then over the videos whose
+    target is not constant (0 with the graph when none)."""
+    mask = mask.bool()
+    n = mask.sum(1, keepdim=True).clamp(min=1).to(scores.dtype)
+    t = targets.to(scores.dtype).masked_fill(~mask, 0)
+    mean = t.sum(1, keepdim=True) / n
+    std = (((t - mean) ** 2).masked_fill(~mask, 0).sum(1, keepdim=True) / n).sqrt()
+    graded = std.squeeze(1) > 1e-6
+    z = (t - mean) / std.clamp(min=1e-6)
+    per_video = ((scores - z) ** 2).masked_fill(~mask, 0).sum(1) / n.squeeze(1)
+    return per_video[graded].mean() if bool(graded.any()) else scores.sum() * 0
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -283,6 +303,8 @@ class MLVTG(nn.Module):
                 terms["loss_sal_rank"] = cfg.w_sal_rank * saliency_rank_loss(
                     out["saliency"], sal.masked_fill(~vmask, 0), vmask, cfg.rank_margin, cfg.rank_min_gap,
                     cfg.rank_max_clips)
+            if cfg.w_sal_reg:
+                terms["loss_sal_reg"] = cfg.w_sal_reg * saliency_regression_loss(out["saliency"], sal, vmask)
         if terms:
             terms["loss"] = torch.stack(list(terms.values())).sum()
         return terms

@@ -1,4 +1,4 @@
-"""Selective state-space core: scans (reference + fast) and mixers."""
+"""Selective state-space core: scans (reference, fast pure PyTorch, compiled CPU kernel) and mixers."""
 from vidmamba.ssm.selective_scan import selective_scan, selective_scan_ref
 from vidmamba.ssm.ssd import ssd_scan, ssd_scan_ref
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 IMPLS = ("auto", "ref", "fast")
 
 
-def check_impl(impl: str) -> str:
-    """Validate ``impl`` and resolve "auto" (the fast pure-PyTorch path runs on CPU and GPU)."""
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
-    return "fast" if impl == "auto" else impl
+def check_impl(impl: str, impls=IMPLS) -> str:
+    """Validate ``impl`` against ``impls``; returns it unchanged (each scan resolves "auto" itself)."""
+    if impl not in impls:
+        raise ValueError(f"impl must be one of {impls}, got {impl!r}")
+    return impl
 
 
 def flip_time(tensors, dims):

@@ -71,7 +71,8 @@ class Mamba1(nn.Module):
     ``out_proj(y)``. Outputs at padded steps are exactly 0 and padded steps never change valid outputs.
 
     ``own_a_log=False``: the module has no A_log; ``forward`` needs the caller's ``A_log`` (d_inner, d_state),
-    e.g. from a ``SharedALog`` (MambaVL's shared A). ``impl`` is passed to the scan ("auto", "ref", "fast").
+    e.g. from a ``SharedALog`` (MambaVL's shared A). ``impl`` is passed to the scan ("auto", "ref", "fast",
+    "kernel").
     """
 
     def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2, dt_rank="auto",

@@ -13,7 +13,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vidmamba.ssm.common import check_impl, flip_time, expand_groups
+from vidmamba.ssm.common import IMPLS, check_impl, expand_groups, flip_time
+from vidmamba.ssm.scan_kernel import kernel_available, selective_scan_kernel
+
+SCAN_IMPLS = IMPLS + ("kernel",)
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -23,9 +26,15 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     Shapes: u, delta, z (b, d, l); A (d, n); B, C (b, n, l) or (b, g, n, l) with g dividing d; D, delta_bias (d,);
     mask (b, l) bool, True = valid. Returns y (b, d, l) in u's dtype, and with ``return_last_state`` also the final
     state (b, d, n) in float32 or wider (for ``reverse``, the state after the first valid step).
-    ``impl``: "ref" (sequential loop, the test oracle), "fast" (chunked, custom backward) or "auto" (= "fast").
+    ``impl``: "ref" (sequential loop, the test oracle), "fast" (chunked pure PyTorch, custom backward), "kernel"
+    (fused numba CPU kernel, ``scan_kernel.py``) or "auto" ("kernel" for CPU tensors when numba imports, else "fast").
     """
-    impl = check_impl(impl)
+    impl = check_impl(impl, SCAN_IMPLS)
+    if impl == "auto":
+        impl = "kernel" if u.device.type == "cpu" and kernel_available() else "fast"
+    if impl == "kernel":
+        y, last = selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, mask, reverse)
+        return (y, last) if return_last_state else y
     if reverse:
         u, delta, B, C, z, mask = flip_time([u, delta, B, C, z, mask], dims=[-1, -1, -1, -1, -1, -1])
     fn = selective_scan_ref if impl == "ref" else _selective_scan_fast

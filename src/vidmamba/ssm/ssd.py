@@ -24,7 +24,7 @@ def ssd_scan(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, re
     ``return_last_state`` also the final state (b, h, p, n) in float32 or wider.
     ``impl``: "ref" (sequential loop, the test oracle), "fast" (chunked SSD with ``chunk_size``) or "auto" (= "fast").
     """
-    impl = check_impl(impl)
+    impl = "fast" if check_impl(impl) == "auto" else impl
     if reverse:
         x, dt, B, C, z, mask = flip_time([x, dt, B, C, z, mask], dims=[1] * 6)
     if impl == "ref":

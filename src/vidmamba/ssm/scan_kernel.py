@@ -1,0 +1,145 @@
+"""The compiled CPU selective scan (numba), wrapped as a torch autograd op.
+
+``kernel_available()`` says whether numba imports (checked once, lazily: importing this module never imports
+numba). ``selective_scan_kernel`` has the semantics of ``selective_scan_ref`` (mask and reverse handled inside the
+kernel, no flipped copies); the kernels themselves are in ``_scan_numba.py``, run over ranges of (batch, channel
+block) pairs on ``torch.get_num_threads()`` threads. First-call JIT compilation is cached on disk by numba
+(``cache=True``: next to the module, or under NUMBA_CACHE_DIR / the user cache when that is not writable).
+"""
+from __future__ import annotations
+
+import importlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+CHUNK = 64          # steps between saved states: the backward recomputes at most this many states per block
+_kernels = None     # the imported _scan_numba module once loaded; False if numba cannot be imported
+_pool, _pool_size, _pool_lock = None, 0, threading.Lock()
+
+
+def _load():
+    global _kernels
+    if _kernels is None:
+        try:
+            import vidmamba.ssm._scan_numba as _scan_numba  # imports numba: only on first use
+
+            _kernels = _scan_numba
+        except ImportError:
+            _kernels = False
+    return _kernels
+
+
+def kernel_available() -> bool:
+    """True when the numba kernels can be used (numba importable)."""
+    return bool(_load())
+
+
+def _np(t):
+    return t.detach().numpy()
+
+
+def _run_blocks(fn, args, nblocks):
+    """``fn(*args, blk0, blk1)`` over blocks [0, nblocks) split into ``torch.get_num_threads()`` contiguous ranges: the
+    calling thread runs the first, a thread pool the others (the kernels release the GIL).
+
+    Plain threads rather than numba's parallel backends: numba's OpenMP layer shares torch's libgomp and made an MLVTG
+    training step 5-10x slower on a loaded 2-core machine (idle threads spinning), and its workqueue layer is not safe
+    for concurrent callers."""
+    global _pool, _pool_size
+    threads = max(1, min(torch.get_num_threads(), nblocks))
+    bounds = [nblocks * i // threads for i in range(threads + 1)]
+    futures = []
+    if threads > 1:
+        with _pool_lock:
+            if _pool_size < threads - 1:
+                if _pool is not None:
+                    _pool.shutdown(wait=False)
+                _pool, _pool_size = ThreadPoolExecutor(threads - 1, thread_name_prefix="vidmamba-scan"), threads - 1
+            pool = _pool
+        futures = [pool.submit(fn, *args, bounds[i], bounds[i + 1]) for i in range(1, threads)]
+    fn(*args, bounds[0], bounds[1])
+    for f in futures:
+        f.result()
+
+
+def _num_blocks(d, g):
+    """Blocks per call and per sample: g groups of ceil(d / g / BLOCK) blocks."""
+    return g * -(-(d // g) // _load().BLOCK)
+
+
+def selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, mask, reverse):
+    """Fused scan on CPU tensors. u, delta, z (b, d, l); A (d, n); B, C (b, n, l) or (b, g, n, l); D, delta_bias (d,);
+    mask (b, l) bool. Returns y (b, d, l) in u's dtype (a transposed view of a (b, l, d) tensor) and the last state
+    (b, d, n) in float32 or float64. Inputs whose memory is already (b, l, d) (the mixers' projections) are not copied.
+    """
+    if not kernel_available():
+        raise ImportError("impl='kernel' needs numba (pip install numba)")
+    if u.device.type != "cpu":
+        raise ValueError(f"impl='kernel' runs on CPU tensors, got {u.device}")
+    ctype = torch.promote_types(u.dtype, torch.float32)
+    d = u.shape[1]
+    B, C = (M if M.dim() == 4 else M.unsqueeze(1) for M in (B, C))
+    if B.shape[1] != C.shape[1] or d % B.shape[1]:
+        raise ValueError(f"number of groups {B.shape[1]} must divide the number of channels {d}")
+    with torch.autocast(device_type="cpu", enabled=False):
+        time_major = [None if t is None else t.transpose(1, 2).to(ctype).contiguous() for t in (u, delta, z)]
+        Bt, Ct = (M.permute(0, 3, 1, 2).to(ctype).contiguous() for M in (B, C))        # (b, l, g, n)
+        params = [None if t is None else t.to(ctype).contiguous() for t in (A, D, delta_bias)]
+        y, last = _KernelScan.apply(time_major[0], time_major[1], params[0], Bt, Ct, params[1], time_major[2],
+                                    params[2], mask, bool(delta_softplus), bool(reverse))
+    return y.to(u.dtype).transpose(1, 2), last
+
+
+class _KernelScan(torch.autograd.Function):
+    """y, last = scan(u, delta, A, B, C, D, z, delta_bias; mask, softplus, reverse) on contiguous time-major inputs:
+    u, delta, z (b, l, d); A (d, n); B, C (b, l, g, n); D, delta_bias (d,) or None. Returns y (b, l, d) and
+    last (b, d, n). Saves the inputs and the state at every ``CHUNK``-th step (b, l / CHUNK, n, d), not the states.
+    """
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, mask, softplus, reverse):
+        bsz, length, d = u.shape
+        n = B.shape[3]
+        save = any(ctx.needs_input_grad[:8])
+        y = u.new_empty(bsz, length, d)
+        last = u.new_empty(bsz, d, n)
+        starts = u.new_empty((bsz, -(-length // CHUNK), n, d) if save else (1, 1, 1, 1))
+        args = _kernel_args(u, delta, A, B, C, D, z, delta_bias, mask, softplus, reverse)
+        nblocks = bsz * _num_blocks(d, B.shape[2])
+        _run_blocks(_load().scan_fwd, (*args, save, _np(y), _np(last), _np(starts)), nblocks)
+        if save:
+            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, mask, starts)
+            ctx.flags = softplus, reverse
+        return y, last
+
+    @staticmethod
+    def backward(ctx, dy, dlast):
+        u, delta, A, B, C, D, z, delta_bias, mask, starts = ctx.saved_tensors
+        bsz, length, d = u.shape
+        g, n = B.shape[2], B.shape[3]
+        nbg = _num_blocks(d, g) // g
+        dy = u.new_zeros(u.shape) if dy is None else dy.to(u.dtype).contiguous()
+        dlast = u.new_zeros(bsz, d, n) if dlast is None else dlast.to(u.dtype).contiguous()
+        du, ddelta = torch.empty_like(u), torch.empty_like(u)
+        dz = u.new_empty(1, 1, 1) if z is None else torch.empty_like(u)
+        dB_part, dC_part = (u.new_empty(bsz, nbg, length, g, n) for _ in range(2))
+        dA_part = u.new_empty(bsz, n, d)
+        dD_part, dbias_part = u.new_zeros(bsz, d), u.new_zeros(bsz, d)
+        args = _kernel_args(u, delta, A, B, C, D, z, delta_bias, mask, *ctx.flags)
+        outs = [_np(t) for t in (du, ddelta, dz, dB_part, dC_part, dA_part, dD_part, dbias_part)]
+        _run_blocks(_load().scan_bwd, (*args, _np(starts), _np(dy), _np(dlast), *outs), bsz * g * nbg)
+        return (du, ddelta, dA_part.sum(0).t(), dB_part.sum(1), dC_part.sum(1),
+                None if D is None else dD_part.sum(0), None if z is None else dz,
+                None if delta_bias is None else dbias_part.sum(0), None, None, None)
+
+
+def _kernel_args(u, delta, A, B, C, D, z, delta_bias, mask, softplus, reverse):
+    """The leading arguments of ``scan_fwd`` / ``scan_bwd``: numpy views, placeholders for absent inputs."""
+    d, g = u.shape[2], B.shape[2]
+    zeros_d = u.new_zeros(d)
+    return [_np(u), _np(delta), _np(A.t().contiguous()), _np(B), _np(C), _np(zeros_d if D is None else D),
+            _np(u.new_zeros(1, 1, 1) if z is None else z), _np(zeros_d if delta_bias is None else delta_bias),
+            _np(torch.zeros(1, 1, dtype=torch.uint8) if mask is None else mask.to(torch.uint8).contiguous()),
+            _np(torch.full((g,), int(reverse), dtype=torch.uint8)), softplus, z is not None, mask is not None, CHUNK]
