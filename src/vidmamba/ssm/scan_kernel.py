@@ -8,7 +8,6 @@ block) pairs on ``torch.get_num_threads()`` threads. First-call JIT compilation 
 """
 from __future__ import annotations
 
-import importlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
