@@ -144,8 +144,8 @@ def test_predictor_loads_once_and_serves_many_videos(pipeline, tmp_path, monkeyp
     from vidmamba.serve import make_predictor
 
     tmp, clip, _, videos = pipeline
-    real, loads = video_predict.load_trained, []
-    monkeypatch.setattr(video_predict, "load_trained", lambda ckpt: loads.append(ckpt) or real(ckpt))
+    real, loads = video_predict.load_moment_model, []
+    monkeypatch.setattr(video_predict, "load_moment_model", lambda ckpt: loads.append(ckpt) or real(ckpt))
     predict_fn = make_predictor(tmp / "run", clip, cache_dir=tmp_path)
     answers = [predict_fn(v, ["a dark band on top", "a white band"]) for v in videos[5:8]]
     assert loads == [tmp / "run"]  # one load for three videos

@@ -170,11 +170,18 @@ SNAG_EXTS = (".npy", ".pt", ".npz")
 NPZ_KEYS = {"video": "features", "text": "last_hidden_state"}  # the arrays of `vidmamba extract`'s npz files
 
 
-def load_snag_feature(directory, stem: str, kind: str, *, dim: int | None = None, item: str) -> np.ndarray:
-    """``<directory>/<stem>`` with the first of :data:`SNAG_EXTS` that exists, a (T, C) ``kind`` ("video" / "text")
-    feature array."""
+def load_snag_file(path, kind: str, *, dim: int | None = None, item: str) -> np.ndarray:
+    """The (T, C) ``kind`` ("video" / "text") feature array of one ``.npy`` / ``.pt`` / ``.npz`` file (an ``.npz``:
+    its :data:`NPZ_KEYS` array)."""
+    return load_feature_array(path, key=NPZ_KEYS[kind] if Path(path).suffix == ".npz" else None, dim=dim, item=item)
+
+
+def load_snag_feature(directory, stem: str, kind: str, *, dim: int | None = None,
+                      item: str) -> tuple[np.ndarray, Path]:
+    """(array, path) of ``<directory>/<stem>`` with the first of :data:`SNAG_EXTS` that exists
+    (:func:`load_snag_file`)."""
     path = find_feature_file(directory, stem, SNAG_EXTS, item=item, expected=f"a (T, D) {kind} feature file")
-    return load_feature_array(path, key=NPZ_KEYS[kind] if path.suffix == ".npz" else None, dim=dim, item=item), path
+    return load_snag_file(path, kind, dim=dim, item=item), path
 
 
 def load_snag_video_features(video_dirs: Sequence, vid: str, *, dims: Sequence[int | None] | None = None,

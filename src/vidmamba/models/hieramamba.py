@@ -525,6 +525,18 @@ class EncodedBatch(NamedTuple):
     rows: Tensor
 
 
+def grid_timing(batch: dict) -> tuple[list[float], list[float], list[float]]:
+    """Per video of a SnAG batch: (seconds per grid step, seconds of grid point 0, duration) from the optional batch
+    lists ``clip_length`` / ``clip_offset`` / ``duration`` (defaults 1 / 0 / no end: grid units)."""
+    n_videos = batch["video"].shape[0]
+
+    def per_video(key, default):
+        values = batch.get(key)
+        return [float(v) for v in values] if values is not None else [default] * n_videos
+
+    return per_video("clip_length", 1.0), per_video("clip_offset", 0.0), per_video("duration", float("inf"))
+
+
 class HieraMamba(nn.Module):
     """HieraMamba video grounding model (official ``HieraMamba``, models.md §1.1), per-sample masks throughout.
 
@@ -700,14 +712,7 @@ class HieraMamba(nn.Module):
         docstring). Call ``model.eval()`` first."""
         enc = self.encode(batch)
         qidx = batch["query_index"].tolist()
-        n_videos = batch["video"].shape[0]
-
-        def per_video(key, default):
-            values = batch.get(key)
-            return [float(v) for v in values] if values is not None else [default] * n_videos
-
-        length, offset = per_video("clip_length", 1.0), per_video("clip_offset", 0.0)
-        duration = per_video("duration", float("inf"))
+        length, offset, duration = grid_timing(batch)
         saliency = (torch.sigmoid(enc.logits[0].float()) * enc.masks[0]).cpu()
         rows = []
         for q, (det, v) in enumerate(zip(self._decode(enc), qidx)):

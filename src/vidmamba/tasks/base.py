@@ -199,14 +199,21 @@ def load_trained(ckpt) -> tuple[nn.Module, dict, Task]:
     return model.eval(), config, task
 
 
-def predict_features(ckpt, video_files, query_file, query: str = "", **timing) -> dict:
-    """Moments and saliency for one video and one query from feature files, prepared exactly as in training (the
-    checkpoint's task reads them: ``read_feature_files``; ``timing``: ``fps`` / ``duration`` for nlq checkpoints).
-    Returns ``{"query", "windows": [[start_s, end_s, score], ...], "saliency": [...], "clip_length", "duration"}``."""
+def load_moment_model(ckpt) -> tuple[nn.Module, dict, Task]:
+    """:func:`load_trained` for a checkpoint that finds moments (its task has ``predict_clips``: the grounding and nlq
+    tasks); an action checkpoint is a :class:`TaskMismatchError` naming it."""
     model, config, task = load_trained(ckpt)
     if not hasattr(task, "predict_clips"):
         raise TaskMismatchError(f"{ckpt}: a checkpoint of task {task.name!r} ({config['model'].get('name')}) does not "
                                 "find moments; score its data with vidmamba evaluate CONFIG --ckpt")
+    return model, config, task
+
+
+def predict_features(ckpt, video_files, query_file, query: str = "", **timing) -> dict:
+    """Moments and saliency for one video and one query from feature files, prepared exactly as in training (the
+    checkpoint's task reads them: ``read_feature_files``; ``timing``: ``fps`` / ``duration`` for nlq checkpoints).
+    Returns ``{"query", "windows": [[start_s, end_s, score], ...], "saliency": [...], "clip_length", "duration"}``."""
+    model, config, task = load_moment_model(ckpt)
     files = list(video_files) if isinstance(video_files, (list, tuple)) else [video_files]
     video, texts, found = task.read_feature_files(config, files, query_file, **timing)
     answer = task.predict_clips(model, config, video, texts, **found)[0]
@@ -244,4 +251,5 @@ def write_evaluation(out_dir, split: str, rows: list[dict], metrics: dict) -> No
 
 
 __all__ = ["DEFAULT_TASK", "EXPERIMENT_KEY", "TASKS", "Task", "TaskMismatchError", "experiment_of", "export_pretrained",
-           "get_task", "load_trained", "predict_features", "register", "task_of", "write_evaluation"]
+           "get_task", "load_moment_model", "load_trained", "predict_features", "register", "task_of",
+           "write_evaluation"]

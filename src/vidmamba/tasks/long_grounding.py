@@ -20,24 +20,24 @@ Config sections (see ``configs/hieramamba_*.yaml``):
   (the Ego4D-NLQ average of R1@0.3, R1@0.5, R5@0.3, R5@0.5).
 
 Grid coordinates map to seconds as :func:`~vidmamba.data.snag.grid_to_seconds` does (the batch's ``clip_length`` /
-``clip_offset``, :func:`timing`); predictions are scored by the ``nlq`` protocol of :func:`vidmamba.metrics.evaluate.evaluate_predictions` (R@{1,5,10,50} x IoU {0.1,0.3,0.5} + avg).
+``clip_offset``, :func:`timing`); predictions are scored by the ``nlq`` protocol of
+:func:`vidmamba.metrics.evaluate.evaluate_predictions` (R@{1,5,10,50} x IoU {0.1,0.3,0.5} + avg).
 """
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from vidmamba.data.features import align_lengths, load_feature_array
+from vidmamba.data.features import align_lengths
 from vidmamba.data.lighthouse import windows_to_foreground
-from vidmamba.data.snag import NPZ_KEYS, SnagDataset, SnagTrainDataset, load_snag_feature
+from vidmamba.data.snag import SnagDataset, SnagTrainDataset, load_snag_feature, load_snag_file
 from vidmamba.data.synthetic_long import SNAG_GRID, ensure_long_benchmark
 from vidmamba.engine.config import check_data_keys, set_from_data
 from vidmamba.engine.trainer import to_device
 from vidmamba.metrics.evaluate import evaluate_predictions
 from vidmamba.models import MLVTG, create_model
+from vidmamba.models.hieramamba import grid_timing
 from vidmamba.nn.nms import nms_1d
 from vidmamba.tasks.base import Task, register
 
@@ -133,15 +133,14 @@ class PerQueryMomentAdapter(nn.Module):
 
     @torch.no_grad()
     def predict(self, batch: dict) -> list[dict]:
-        qidx = batch["query_index"].tolist()
+        length, offset, end = grid_timing(batch)
         rows = []
-        for p, v in zip(self.model.predict(moment_batch(batch)), qidx):
-            length = float(batch["clip_length"][v]) if "clip_length" in batch else 1.0
-            offset = float(batch["clip_offset"][v]) if "clip_offset" in batch else 0.0
-            end = float(batch["duration"][v]) if "duration" in batch else float("inf")
-            to_time = lambda t: min(max((t - 0.5) * length + offset, 0.0), end)  # noqa: E731  (clip units: grid + 0.5)
-            rows.append({"pred_relevant_windows": [[to_time(s), to_time(e), c] for s, e, c in p["pred_relevant_windows"]],
-                         "pred_saliency_scores": p["pred_saliency_scores"]})
+        for p, v in zip(self.model.predict(moment_batch(batch)), batch["query_index"].tolist()):
+            def to_time(t):  # clip units (grid + 0.5) -> seconds of video v
+                return min(max((t - 0.5) * length[v] + offset[v], 0.0), end[v])
+
+            windows = [[to_time(s), to_time(e), c] for s, e, c in p["pred_relevant_windows"]]
+            rows.append({"pred_relevant_windows": windows, "pred_saliency_scores": p["pred_saliency_scores"]})
         return rows
 
 
@@ -175,7 +174,7 @@ def predict_windowed(model: nn.Module, batch: dict, window: int, vid_stride: int
     n = batch["video"].shape[1]
     if n <= window:
         return model.predict(batch)
-    length = float(batch["clip_length"][0]) if "clip_length" in batch else 1.0
+    (length,), _, (end,) = grid_timing(batch)
     step = max(vid_stride, window // 2 // vid_stride * vid_stride)
     starts = list(range(0, n - window, step)) + [-(-(n - window) // vid_stride) * vid_stride]  # last: to the end
     queries = batch["text"].shape[0]
@@ -193,7 +192,6 @@ def predict_windowed(model: nn.Module, batch: dict, window: int, vid_stride: int
             sal = torch.tensor(p["pred_saliency_scores"], dtype=torch.float64)
             sal_sum[q, g0:g0 + len(sal)] += sal
         sal_count[g0:g0 + len(sal)] += 1
-    end = float(batch["duration"][0]) if "duration" in batch else float("inf")
     out = []
     for parts, sal in zip(pooled, sal_sum / sal_count.clamp(min=1)):
         keep = max(len(p) for p in parts)
@@ -323,8 +321,9 @@ class NLQTask(Task):
 
     def read_feature_files(self, config: dict, video_files, query_file, *, fps: float | None = None,
                            duration: float | None = None) -> tuple:
-        """(video (T, D), [text (L, D)], {"duration": s, "fps"}) from SnAG feature files: one ``.npy``/``.pt`` (T, C_i) per
-        feature folder of the checkpoint, in its order, and the query's (L, D) text features. ``fps`` (frames per
+        """(video (T, D), [text (L, D)], {"duration": s, "fps"}) from SnAG feature files: one ``.npy`` / ``.pt`` /
+        ``.npz`` (T, C_i) per feature folder of the checkpoint, in its order, and the query's (L, D) text features
+        (``.npz``: the ``features`` / ``last_hidden_state`` arrays). ``fps`` (frames per
         second of the video the features came from) maps the grid to seconds; ``duration`` defaults to the span
         the features cover."""
         if fps is None or not fps > 0:
@@ -335,11 +334,9 @@ class NLQTask(Task):
         if len(files) != len(data["video_dims"]):
             raise ValueError(f"the checkpoint reads {len(data['video_dims'])} video feature file(s) per video "
                              f"(widths {data['video_dims']}), got {len(files)}: {[str(f) for f in files]}")
-        npz = lambda f, kind: NPZ_KEYS[kind] if Path(f).suffix == ".npz" else None  # noqa: E731
-        arrays = [load_feature_array(f, key=npz(f, "video"), dim=d, item="video features")
-                  for f, d in zip(files, data["video_dims"])]
+        arrays = [load_snag_file(f, "video", dim=d, item="video features") for f, d in zip(files, data["video_dims"])]
         video = np.concatenate(align_lengths(arrays, files, mode="pad_last", item="video features"), axis=1)
-        text = load_feature_array(query_file, key=npz(query_file, "text"), dim=data["text_dim"], item="query features")
+        text = load_snag_file(query_file, "text", dim=data["text_dim"], item="query features")
         video, texts = self.prepare_inputs(config, video, [text])
         if duration is None:
             stride = data["clip_stride"] * data.get("downsample", 1)

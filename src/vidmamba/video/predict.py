@@ -14,12 +14,9 @@ from pathlib import Path
 from typing import Sequence
 
 from vidmamba.data.cache import default_cache_dir
-from vidmamba.tasks import TaskMismatchError, load_trained
+from vidmamba.tasks.base import load_moment_model
 from vidmamba.video.encoders import ClipEncoder
 from vidmamba.video.extract import VIDEO_FEATURES, cache_key, features_for, file_digest_checked
-
-GROUNDING_FAMILIES = ("grounding", "nlq")
-
 
 def check_encoder_matches(ckpt, data: dict, encoder: ClipEncoder) -> None:
     """The checkpoint must take exactly one video feature type of the encoder's image width and text of its text
@@ -40,7 +37,7 @@ class VideoPredictor:
 
     Args:
         ckpt: a run / checkpoint / pretrained folder of a grounding or nlq task, or a hub id
-            (:func:`vidmamba.tasks.load_trained`).
+            (:func:`vidmamba.tasks.base.load_moment_model`).
         encoder: a :class:`ClipEncoder`, or its folder / hub id.
         cache_dir: feature cache folder (default :func:`default_cache_dir`).
         frames_per_clip: frames averaged per clip.
@@ -48,10 +45,7 @@ class VideoPredictor:
 
     def __init__(self, ckpt, encoder: ClipEncoder | str | Path, *, cache_dir=None, frames_per_clip: int = 1,
                  device: str = "cpu"):
-        self.model, self.config, self.task = load_trained(ckpt)
-        if self.task.family not in GROUNDING_FAMILIES:
-            raise TaskMismatchError(f"{ckpt}: a checkpoint of task {self.task.name!r} "
-                                    f"({self.config['model'].get('name')}) does not find moments in a video")
+        self.model, self.config, self.task = load_moment_model(ckpt)
         self.encoder = encoder if isinstance(encoder, ClipEncoder) else ClipEncoder(encoder, device=device)
         check_encoder_matches(ckpt, self.config["data"], self.encoder)
         self.clip_length = self.task.conventions(self.config)[0]
