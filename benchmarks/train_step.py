@@ -2,7 +2,7 @@
 
 The demo's model and batch (``vidmamba.demo``: hidden 64, 2 layers, batch 32, AdamW) on random features of the
 synthetic benchmark's widths (video 128, text 64) and lengths (32-150 clips in batches of similar length, as the
-demo's length-pooled sampler makes them; 5-12 query words). A step = forward + loss + backward + optimiser step,
+demo's length-pooled sampler makes them; 5-12 query words), the trainer's AdamW. A step = forward + loss + backward + optimiser step,
 train mode. Each (model, scan impl) runs in a fresh process; the processes alternate, ``--rounds`` times, so that load
 changes hit every model alike. Per process: one warm-up pass over the batches, then ``--steps`` timed steps.
 
@@ -55,6 +55,7 @@ def measure(variant, threads, steps, batch_size):
     import torch
 
     from vidmamba.demo import DEMO_MODEL, DEMO_TRAIN
+    from vidmamba.engine.optim import build_optimizer
     from vidmamba.models import create_model
 
     torch.set_num_threads(threads)
@@ -65,7 +66,7 @@ def measure(variant, threads, steps, batch_size):
         for m in model.modules():
             if hasattr(m, "impl"):
                 m.impl = impl
-    opt = torch.optim.AdamW(model.parameters(), lr=DEMO_TRAIN["lr"], weight_decay=DEMO_TRAIN["weight_decay"])
+    opt = build_optimizer(model, lr=DEMO_TRAIN["lr"], weight_decay=DEMO_TRAIN["weight_decay"])     # the trainer's
     batches = _batches(torch, batch_size)
     model.train()
 

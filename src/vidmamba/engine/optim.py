@@ -50,10 +50,12 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.999), eps=1e-8):
+    """AdamW over ``param_groups``. ``foreach=True`` on every device (PyTorch picks it only for CUDA): one fused call
+    per group instead of ~8 small ops per parameter, which at the demo's scale is several ms of a ~0.1 s CPU step."""
     groups = param_groups(model, weight_decay)
     if not groups:
         raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, foreach=True)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ Per step t and channel c (ZOH for A, Euler for B, as mamba_ssm; padded steps are
     dt = softplus(delta + bias) * mask ;  h_n = exp(dt A_cn) h_n + dt u B_n ;  y = (sum_n C_n h_n + D u) silu(z) mask
 
 A block is at most ``BLOCK`` channels of one group; its state (n, BLOCK) stays in L1 and the inner loop runs over
-channels (SIMD). The kernels are serial and release the GIL: ``scan_kernel.py`` runs ranges of blocks on threads.
+channels (SIMD). The kernels are serial and release the GIL; ``scan_fwd_parallel`` / ``scan_bwd_parallel`` run
+contiguous ranges of blocks on numba's threads (``scan_kernel.py`` picks them or its own thread pool).
 The forward saves the state at the start of every chunk of ``chunk`` steps; the backward recomputes a chunk's decays
 and states from it (buffers of (chunk + 1, n, BLOCK)) and walks it backwards.
 """
@@ -20,7 +21,7 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
 BLOCK = 64          # channels per thread block (measured, b=1 l=16k d=512 n=16: 16 -> 0.18 s, 32 -> 0.12, 64 -> 0.08)
@@ -264,3 +265,17 @@ def scan_bwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
         for i in range(w):
             for k in range(n):
                 dA_part[bi, k, c0 + i] = dA_acc[k, i]
+
+
+@njit(parallel=True, **_JIT)
+def scan_fwd_parallel(args, nblocks, nthreads):
+    """``scan_fwd(*args, lo, hi)`` over ``nthreads`` contiguous ranges of blocks [0, nblocks), one per numba thread."""
+    for i in prange(nthreads):
+        scan_fwd(*args, nblocks * i // nthreads, nblocks * (i + 1) // nthreads)
+
+
+@njit(parallel=True, **_JIT)
+def scan_bwd_parallel(args, nblocks, nthreads):
+    """``scan_bwd(*args, lo, hi)`` over ``nthreads`` contiguous ranges of blocks [0, nblocks)."""
+    for i in prange(nthreads):
+        scan_bwd(*args, nblocks * i // nthreads, nblocks * (i + 1) // nthreads)

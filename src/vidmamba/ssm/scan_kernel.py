@@ -3,11 +3,12 @@
 ``kernel_available()`` says whether numba imports (checked once, lazily: importing this module never imports
 numba). ``selective_scan_kernel`` has the semantics of ``selective_scan_ref`` (mask and reverse handled inside the
 kernel, no flipped copies); the kernels themselves are in ``_scan_numba.py``, run over ranges of (batch, channel
-block) pairs on ``torch.get_num_threads()`` threads. First-call JIT compilation is cached on disk by numba
+block) pairs on ``torch.get_num_threads()`` threads (torch's own OpenMP threads where numba can share them). First-call JIT compilation is cached on disk by numba
 (``cache=True``: next to the module, or under NUMBA_CACHE_DIR / the user cache when that is not writable).
 """
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,6 +17,7 @@ import torch
 CHUNK = 64          # steps between saved states: the backward recomputes at most this many states per block
 _kernels = None     # the imported _scan_numba module once loaded; False if numba cannot be imported
 _pool, _pool_size, _pool_lock = None, 0, threading.Lock()
+_openmp = None     # whether the kernels run on numba's OpenMP threads (None: not decided yet)
 
 
 def _load():
@@ -39,15 +41,54 @@ def _np(t):
     return t.detach().numpy()
 
 
-def _run_blocks(fn, args, nblocks):
-    """``fn(*args, blk0, blk1)`` over blocks [0, nblocks) split into ``torch.get_num_threads()`` contiguous ranges: the
-    calling thread runs the first, a thread pool the others (the kernels release the GIL).
+def _numba_openmp() -> bool:
+    """Whether the kernels run on numba's threads: only when numba's threading layer is OpenMP in this process.
 
-    Plain threads rather than numba's parallel backends: numba's OpenMP layer shares torch's libgomp and made an MLVTG
-    training step 5-10x slower on a loaded 2-core machine (idle threads spinning), and its workqueue layer is not safe
-    for concurrent callers."""
+    numba's OpenMP layer loads the same libgomp as torch, so its parallel regions reuse torch's OpenMP threads. Any
+    other pool competes with them: after each torch op, libgomp's idle threads spin before sleeping (GOMP_SPINCOUNT),
+    which on 2 cores made a scan at the training scale 1.8x slower than on the shared threads (7.1 vs 3.6 ms). The layer
+    is preferred, not forced: ``NUMBA_THREADING_LAYER`` / ``_PRIORITY`` set by the user win, and on another layer (tbb,
+    workqueue) or in a forked child (GNU OpenMP is not fork-safe) the plain thread pool is used."""
+    global _openmp
+    if _openmp is None:
+        import numba
+        from numba.np.ufunc.parallel import _launch_threads
+
+        if numba.config.THREADING_LAYER == "default" and "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
+            numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
+        try:
+            _launch_threads()
+            _openmp = numba.threading_layer() == "omp"
+        except ValueError:                   # no threading layer could be loaded
+            _openmp = False
+    return _openmp
+
+
+def _after_fork_in_child():
+    """A forked child has neither the parent's pool threads nor a usable OpenMP runtime: plain threads, a new pool."""
+    global _openmp, _pool, _pool_size, _pool_lock
+    _openmp, _pool, _pool_size, _pool_lock = False, None, 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):          # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _run_blocks(name, args, nblocks):
+    """The kernel ``name`` ("scan_fwd" / "scan_bwd") over blocks [0, nblocks) in ``torch.get_num_threads()``
+    contiguous ranges: on numba's OpenMP threads (shared with torch, see ``_numba_openmp``), otherwise the calling
+    thread runs the first range and a thread pool the others (the kernels release the GIL)."""
     global _pool, _pool_size
+    kernels = _load()
     threads = max(1, min(torch.get_num_threads(), nblocks))
+    if threads > 1 and _numba_openmp():
+        import numba
+
+        threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+        numba.set_num_threads(threads)
+        getattr(kernels, name + "_parallel")(tuple(args), nblocks, threads)
+        return
+    fn = getattr(kernels, name)
     bounds = [nblocks * i // threads for i in range(threads + 1)]
     futures = []
     if threads > 1:
@@ -70,7 +111,7 @@ def _num_blocks(d, g):
 
 def selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, mask, reverse):
     """Fused scan on CPU tensors. u, delta, z (b, d, l); A (d, n); B, C (b, n, l) or (b, g, n, l); D, delta_bias (d,);
-    mask (b, l) bool. Returns y (b, d, l) in u's dtype (a transposed view of a (b, l, d) tensor) and the last state
+    mask (b, l) bool; reverse a tuple of one bool per group. Returns y (b, d, l) in u's dtype (a transposed view of a (b, l, d) tensor) and the last state
     (b, d, n) in float32 or float64. Inputs whose memory is already (b, l, d) (the mixers' projections) are not copied.
     """
     if not kernel_available():
@@ -87,13 +128,13 @@ def selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, m
         Bt, Ct = (M.permute(0, 3, 1, 2).to(ctype).contiguous() for M in (B, C))        # (b, l, g, n)
         params = [None if t is None else t.to(ctype).contiguous() for t in (A, D, delta_bias)]
         y, last = _KernelScan.apply(time_major[0], time_major[1], params[0], Bt, Ct, params[1], time_major[2],
-                                    params[2], mask, bool(delta_softplus), bool(reverse))
+                                    params[2], mask, bool(delta_softplus), tuple(reverse))
     return y.to(u.dtype).transpose(1, 2), last
 
 
 class _KernelScan(torch.autograd.Function):
     """y, last = scan(u, delta, A, B, C, D, z, delta_bias; mask, softplus, reverse) on contiguous time-major inputs:
-    u, delta, z (b, l, d); A (d, n); B, C (b, l, g, n); D, delta_bias (d,) or None. Returns y (b, l, d) and
+    u, delta, z (b, l, d); A (d, n); B, C (b, l, g, n); D, delta_bias (d,) or None; reverse one bool per group. Returns y (b, l, d) and
     last (b, d, n). Saves the inputs and the state at every ``CHUNK``-th step (b, l / CHUNK, n, d), not the states.
     """
 
@@ -107,7 +148,7 @@ class _KernelScan(torch.autograd.Function):
         starts = u.new_empty((bsz, -(-length // CHUNK), n, d) if save else (1, 1, 1, 1))
         args = _kernel_args(u, delta, A, B, C, D, z, delta_bias, mask, softplus, reverse)
         nblocks = bsz * _num_blocks(d, B.shape[2])
-        _run_blocks(_load().scan_fwd, (*args, save, _np(y), _np(last), _np(starts)), nblocks)
+        _run_blocks("scan_fwd", (*args, save, _np(y), _np(last), _np(starts)), nblocks)
         if save:
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, mask, starts)
             ctx.flags = softplus, reverse
@@ -128,7 +169,7 @@ class _KernelScan(torch.autograd.Function):
         dD_part, dbias_part = u.new_zeros(bsz, d), u.new_zeros(bsz, d)
         args = _kernel_args(u, delta, A, B, C, D, z, delta_bias, mask, *ctx.flags)
         outs = [_np(t) for t in (du, ddelta, dz, dB_part, dC_part, dA_part, dD_part, dbias_part)]
-        _run_blocks(_load().scan_bwd, (*args, _np(starts), _np(dy), _np(dlast), *outs), bsz * g * nbg)
+        _run_blocks("scan_bwd", (*args, _np(starts), _np(dy), _np(dlast), *outs), bsz * g * nbg)
         return (du, ddelta, dA_part.sum(0).t(), dB_part.sum(1), dC_part.sum(1),
                 None if D is None else dD_part.sum(0), None if z is None else dz,
                 None if delta_bias is None else dbias_part.sum(0), None, None, None)
@@ -141,4 +182,4 @@ def _kernel_args(u, delta, A, B, C, D, z, delta_bias, mask, softplus, reverse):
     return [_np(u), _np(delta), _np(A.t().contiguous()), _np(B), _np(C), _np(zeros_d if D is None else D),
             _np(u.new_zeros(1, 1, 1) if z is None else z), _np(zeros_d if delta_bias is None else delta_bias),
             _np(torch.zeros(1, 1, dtype=torch.uint8) if mask is None else mask.to(torch.uint8).contiguous()),
-            _np(torch.full((g,), int(reverse), dtype=torch.uint8)), softplus, z is not None, mask is not None, CHUNK]
+            _np(torch.tensor(reverse, dtype=torch.uint8)), softplus, z is not None, mask is not None, CHUNK]
