@@ -104,44 +104,6 @@ def test_kernel_threads_give_identical_results():
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("impl", ["ref", "fast", "kernel"])
-def test_reverse_per_group_equals_one_call_per_direction(impl):
-    """reverse=(False, True) on 2 groups = the first half of the channels scanned forward and the second half scanned
-    on the time-flipped inputs (each half alone, the reference loop): outputs, last states and gradients."""
-    if impl == "kernel" and not kernel_mod.kernel_available():
-        pytest.skip("numba not importable")
-    kw = inputs(b=3, d=8, n=3, L=13, g=2)
-    mask = mixed_mask(3, 13)
-    w, wl = torch.randn(3, 8, 13, dtype=torch.float64), torch.randn(3, 8, 3, dtype=torch.float64)
-    got = forward_and_grads(kw, impl, w, wl, mask=mask, reverse=(False, True))
-
-    def direction(i, flip):
-        part = {k: v[:, 4 * i:4 * i + 4] if v.dim() == 3 else v[4 * i:4 * i + 4] for k, v in kw.items()
-                if k not in "BC"}
-        part.update(B=kw["B"][:, i], C=kw["C"][:, i])
-        t = (lambda v: v.flip(-1)) if flip else (lambda v: v)
-        leaves = {k: v.detach().clone().requires_grad_() for k, v in part.items()}
-        y, last = scan({k: t(v) if v.dim() == 3 else v for k, v in leaves.items()}, "ref", mask=t(mask))
-        return t(y), last, leaves
-
-    y0, last0, l0 = direction(0, False)
-    y1, last1, l1 = direction(1, True)
-    loss = (torch.cat([y0, y1], 1) * w).sum() + (torch.cat([last0, last1], 1) * wl).sum()
-    loss.backward()
-    expected = [torch.cat([y0, y1], 1), torch.cat([last0, last1], 1)]
-    for k in NAMES:                       # gradients in the order forward_and_grads returns them
-        a, b = l0[k].grad, l1[k].grad
-        expected.append(torch.stack([a, b], 1) if k in "BC" else torch.cat([a, b], 1 if a.dim() == 3 else 0))
-    for a, e in zip(got, expected):
-        assert_rel(a.detach(), e, 1e-10)
-
-
-def test_reverse_per_group_needs_one_entry_per_group():
-    kw = inputs(g=2)
-    with pytest.raises(ValueError, match="reverse has 3 entries for 2 groups"):
-        scan(kw, "ref", reverse=(False, True, False))
-
-
 @needs_numba
 def test_kernel_thread_pool_path_matches_openmp_path(monkeypatch):
     """The fallback thread pool (used after fork or on another numba threading layer) gives the same bits as the

@@ -7,9 +7,8 @@ here where the paper is silent (models.md §2.1 item 4):
 - Per-direction parameters as Vim "v2": each direction has its own depthwise conv, x_proj, dt_proj, A_log and D
   (names ``conv1d, x_proj, dt_proj, A_log, D`` and ``conv1d_b, x_proj_b, dt_proj_b, A_b_log, D_b``); ``in_proj`` and
   ``out_proj`` are shared.
-- Each direction's conv is causal in its own direction (the backward one, ``conv1d_b``, is "anticausal": it looks at
-  the current and next steps, weight[-1] on the current one, as a causal conv on the reversed sequence), followed by
-  SiLU, as in Mamba/Vim.
+- Each direction's conv is causal in its own direction (the backward one looks at the current and next steps),
+  followed by SiLU, as in Mamba/Vim.
 - Each branch output is ``C.h + D*x`` (Mamba's skip term kept); the branches are not gated by ``silu(z)``: the
   ``sigmoid(g)`` blend replaces Vim's ``silu(z)`` gate.
 - Defaults d_state=16, d_conv=4, expand=2, dt_rank=ceil(d_model/16) and the dt/A initialisation are Mamba-1's.
@@ -19,11 +18,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from vidmamba.ssm.layers import masked_fill_pads, no_weight_decay, s4d_real_a_log, upcast
-from vidmamba.ssm.mamba1 import make_selective_branch, resolve_dt_rank
-from vidmamba.ssm.selective_scan import selective_scan
+from vidmamba.ssm.layers import masked_fill_pads, no_weight_decay, s4d_real_a_log
+from vidmamba.ssm.mamba1 import make_selective_branch, resolve_dt_rank, selective_branch
 
 
 class BiMambaGated(nn.Module):
@@ -32,8 +29,6 @@ class BiMambaGated(nn.Module):
     ``x, g = in_proj(x)`` (each d_inner); ``y_f`` = forward Mamba-1 scan path on x; ``y_b`` = the backward path
     (own parameters) on each sample reversed within its valid length, reversed back;
     ``out = out_proj(sigmoid(g) * y_f + (1 - sigmoid(g)) * y_b)``, exactly 0 at padded steps.
-    Both directions run as one scan over 2 * d_inner stacked channels (group 0 forward, group 1 reversed): no
-    flipped copies, one kernel call.
     """
 
     def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2, dt_rank="auto",
@@ -47,29 +42,31 @@ class BiMambaGated(nn.Module):
         self.dt_rank = resolve_dt_rank(dt_rank, d_model)
         self.impl = impl
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias, **factory)
-        branch_args = (self.d_inner, d_state, d_conv, self.dt_rank, conv_bias)
-        init_args = (dt_init, dt_scale, dt_min, dt_max, dt_init_floor, factory)
-        self.conv1d, self.x_proj, self.dt_proj, self.D = make_selective_branch(*branch_args, "causal", *init_args)
-        self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.D_b = make_selective_branch(*branch_args, "anticausal",
-                                                                                      *init_args)
+        branch_args = (self.d_inner, d_state, d_conv, self.dt_rank, conv_bias, "causal", dt_init, dt_scale,
+                       dt_min, dt_max, dt_init_floor, factory)
+        self.conv1d, self.x_proj, self.dt_proj, self.D = make_selective_branch(*branch_args)
+        self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.D_b = make_selective_branch(*branch_args)
         self.A_log = no_weight_decay(nn.Parameter(s4d_real_a_log(self.d_inner, d_state, device=device)))
         self.A_b_log = no_weight_decay(nn.Parameter(s4d_real_a_log(self.d_inner, d_state, device=device)))
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory)
 
+    def branch(self, xs: torch.Tensor, mask: torch.Tensor | None, backward: bool) -> torch.Tensor:
+        """One direction. xs (b, d_inner, l) pre-conv -> y (b, d_inner, l), zero at pads.
+
+        The backward direction runs the causal path on the whole padded tensor flipped in time, which reverses
+        each sample within its valid length (leading pads are zeroed conv inputs and identity scan steps).
+        """
+        if not backward:
+            return selective_branch(xs, mask, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D,
+                                    impl=self.impl)
+        mask_r = None if mask is None else mask.flip(1)
+        y = selective_branch(xs.flip(-1), mask_r, self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log,
+                             self.D_b, impl=self.impl)
+        return y.flip(-1)
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x (b, l, d_model), mask (b, l) bool or None -> (b, l, d_model)."""
-        d, n = self.d_inner, self.d_state
-        xs, g = self.in_proj(x).chunk(2, dim=-1)                                       # (b, l, d_inner) each
-        xs = masked_fill_pads(xs, mask, 1).transpose(1, 2)
-        u = F.silu(torch.cat([self.conv1d(xs).transpose(1, 2), self.conv1d_b(xs).transpose(1, 2)], -1))  # (b, l, 2d)
-        dt, B, C = zip(*(proj(half).split([self.dt_rank, n, n], dim=-1)
-                         for proj, half in ((self.x_proj, u[..., :d]), (self.x_proj_b, u[..., d:]))))
-        delta = torch.cat([F.linear(dt[0], self.dt_proj.weight), F.linear(dt[1], self.dt_proj_b.weight)], -1)
-        B, C = (torch.stack(M, dim=2).permute(0, 2, 3, 1) for M in (B, C))             # (b, 2, n, l)
-        A = -torch.exp(upcast(torch.cat([self.A_log, self.A_b_log])))                  # (2d, n)
-        D, bias = (upcast(torch.cat(p)) for p in ((self.D, self.D_b), (self.dt_proj.bias, self.dt_proj_b.bias)))
-        y = selective_scan(u.transpose(1, 2), delta.transpose(1, 2), A, B, C, D=D, delta_bias=bias,
-                           delta_softplus=True, mask=mask, reverse=(False, True), impl=self.impl).transpose(1, 2)
+        xs, g = self.in_proj(x).transpose(1, 2).chunk(2, dim=1)                         # (b, d_inner, l) each
         gate = torch.sigmoid(g)
-        mixed = gate * y[..., :d] + (1 - gate) * y[..., d:]
-        return masked_fill_pads(self.out_proj(mixed), mask, 1)
+        y = gate * self.branch(xs, mask, backward=False) + (1 - gate) * self.branch(xs, mask, backward=True)
+        return masked_fill_pads(self.out_proj(y.transpose(1, 2)), mask, 1)

@@ -111,7 +111,7 @@ def _num_blocks(d, g):
 
 def selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, mask, reverse):
     """Fused scan on CPU tensors. u, delta, z (b, d, l); A (d, n); B, C (b, n, l) or (b, g, n, l); D, delta_bias (d,);
-    mask (b, l) bool; reverse a tuple of one bool per group. Returns y (b, d, l) in u's dtype (a transposed view of a (b, l, d) tensor) and the last state
+    mask (b, l) bool. Returns y (b, d, l) in u's dtype (a transposed view of a (b, l, d) tensor) and the last state
     (b, d, n) in float32 or float64. Inputs whose memory is already (b, l, d) (the mixers' projections) are not copied.
     """
     if not kernel_available():
@@ -128,13 +128,13 @@ def selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, m
         Bt, Ct = (M.permute(0, 3, 1, 2).to(ctype).contiguous() for M in (B, C))        # (b, l, g, n)
         params = [None if t is None else t.to(ctype).contiguous() for t in (A, D, delta_bias)]
         y, last = _KernelScan.apply(time_major[0], time_major[1], params[0], Bt, Ct, params[1], time_major[2],
-                                    params[2], mask, bool(delta_softplus), tuple(reverse))
+                                    params[2], mask, bool(delta_softplus), bool(reverse))
     return y.to(u.dtype).transpose(1, 2), last
 
 
 class _KernelScan(torch.autograd.Function):
     """y, last = scan(u, delta, A, B, C, D, z, delta_bias; mask, softplus, reverse) on contiguous time-major inputs:
-    u, delta, z (b, l, d); A (d, n); B, C (b, l, g, n); D, delta_bias (d,) or None; reverse one bool per group. Returns y (b, l, d) and
+    u, delta, z (b, l, d); A (d, n); B, C (b, l, g, n); D, delta_bias (d,) or None. Returns y (b, l, d) and
     last (b, d, n). Saves the inputs and the state at every ``CHUNK``-th step (b, l / CHUNK, n, d), not the states.
     """
 
@@ -182,4 +182,4 @@ def _kernel_args(u, delta, A, B, C, D, z, delta_bias, mask, softplus, reverse):
     return [_np(u), _np(delta), _np(A.t().contiguous()), _np(B), _np(C), _np(zeros_d if D is None else D),
             _np(u.new_zeros(1, 1, 1) if z is None else z), _np(zeros_d if delta_bias is None else delta_bias),
             _np(torch.zeros(1, 1, dtype=torch.uint8) if mask is None else mask.to(torch.uint8).contiguous()),
-            _np(torch.tensor(reverse, dtype=torch.uint8)), softplus, z is not None, mask is not None, CHUNK]
+            _np(torch.full((g,), int(reverse), dtype=torch.uint8)), softplus, z is not None, mask is not None, CHUNK]

@@ -24,47 +24,24 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     """Selective scan with mamba_ssm's ``selective_scan_fn`` semantics plus ``mask`` and ``reverse``.
 
     Shapes: u, delta, z (b, d, l); A (d, n); B, C (b, n, l) or (b, g, n, l) with g dividing d; D, delta_bias (d,);
-    mask (b, l) bool, True = valid. ``reverse``: one bool for all channels, or one per group (group i = channels
-    i*d/g .. (i+1)*d/g - 1), e.g. ``(False, True)`` scans two stacked directions in one call. Returns y (b, d, l) in
-    u's dtype, and with ``return_last_state`` also the final state (b, d, n) in float32 or wider (for a reversed
-    channel, the state after the first valid step).
+    mask (b, l) bool, True = valid. Returns y (b, d, l) in u's dtype, and with ``return_last_state`` also the final
+    state (b, d, n) in float32 or wider (for ``reverse``, the state after the first valid step).
     ``impl``: "ref" (sequential loop, the test oracle), "fast" (chunked pure PyTorch, custom backward), "kernel"
     (fused numba CPU kernel, ``scan_kernel.py``) or "auto" ("kernel" for CPU tensors when numba imports, else "fast").
     """
     impl = check_impl(impl, SCAN_IMPLS)
     if impl == "auto":
         impl = "kernel" if u.device.type == "cpu" and kernel_available() else "fast"
-    groups = B.shape[1] if B.dim() == 4 else 1
-    rev = tuple(bool(r) for r in reverse) if isinstance(reverse, (tuple, list)) else (bool(reverse),) * groups
-    if len(rev) != groups:
-        raise ValueError(f"reverse has {len(rev)} entries for {groups} groups of B / C")
     if impl == "kernel":
-        y, last = selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, mask, rev)
-    elif len(set(rev)) > 1:
-        y, last = _scan_each_group(u, delta, A, B, C, D, z, delta_bias, delta_softplus, mask, rev, impl)
-    else:
-        if rev[0]:
-            u, delta, B, C, z, mask = flip_time([u, delta, B, C, z, mask], dims=[-1, -1, -1, -1, -1, -1])
-        fn = selective_scan_ref if impl == "ref" else _selective_scan_fast
-        y, last = fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, mask)
-        if rev[0]:
-            y = y.flip(-1)
+        y, last = selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, mask, reverse)
+        return (y, last) if return_last_state else y
+    if reverse:
+        u, delta, B, C, z, mask = flip_time([u, delta, B, C, z, mask], dims=[-1, -1, -1, -1, -1, -1])
+    fn = selective_scan_ref if impl == "ref" else _selective_scan_fast
+    y, last = fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, mask)
+    if reverse:
+        y = y.flip(-1)
     return (y, last) if return_last_state else y
-
-
-def _scan_each_group(u, delta, A, B, C, D, z, delta_bias, delta_softplus, mask, rev, impl):
-    """Groups scanned in different directions (ref / fast paths): one ``selective_scan`` per group, concatenated."""
-    dg = u.shape[1] // B.shape[1]
-    ys, lasts = [], []
-    for i, reverse in enumerate(rev):
-        channels = slice(i * dg, (i + 1) * dg)
-        part = [None if t is None else t[:, channels] if t.dim() == 3 else t[channels]
-                for t in (u, delta, A, D, z, delta_bias)]
-        y, last = selective_scan(part[0], part[1], part[2], B[:, i], C[:, i], part[3], part[4], part[5],
-                                 delta_softplus, True, mask=mask, reverse=reverse, impl=impl)
-        ys.append(y)
-        lasts.append(last)
-    return torch.cat(ys, 1), torch.cat(lasts, 1)
 
 
 def _prepare(u, delta, A, B, C, delta_bias, delta_softplus, mask):
