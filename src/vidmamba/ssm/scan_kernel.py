@@ -81,7 +81,7 @@ def _run_blocks(name, args, nblocks):
     global _pool, _pool_size
     kernels = _load()
     threads = max(1, min(torch.get_num_threads(), nblocks))
-    if threads > 1 and _numba_openmp():
+    if _numba_openmp():                      # at every thread count: results do not depend on it
         import numba
 
         threads = min(threads, numba.config.NUMBA_NUM_THREADS)
