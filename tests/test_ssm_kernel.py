@@ -1,5 +1,6 @@
 """The compiled CPU selective scan (impl="kernel", numba) against the sequential reference and a closed form."""
 import importlib
+import subprocess
 import sys
 
 import numpy as np
@@ -111,6 +112,17 @@ def test_kernel_threads_give_identical_results(path, monkeypatch):
         monkeypatch.undo()
         for a, b in zip(results[0], forward_and_grads(kw, "kernel", w, wl, mask=mixed_mask(3, 33))):
             assert_rel(a, b, 1e-6)
+
+
+@needs_numba
+def test_kernel_keeps_torchs_thread_count():
+    """Starting numba's OpenMP layer (first kernel call of a process) must not change torch's thread count (they share
+    one OpenMP runtime). Fresh process: the layer starts once per process."""
+    code = ("import torch; torch.set_num_threads(1); from vidmamba.ssm import selective_scan; "
+            "x = torch.randn(1, 128, 9); A = -torch.ones(128, 2); B = torch.randn(1, 2, 9); "
+            "selective_scan(x, x.abs(), A, B, B, impl='kernel'); print(torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1"]
 
 
 @needs_numba

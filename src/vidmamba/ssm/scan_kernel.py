@@ -56,11 +56,13 @@ def _numba_openmp() -> bool:
 
         if numba.config.THREADING_LAYER == "default" and "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
             numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
+        threads = torch.get_num_threads()
         try:
-            _launch_threads()
+            _launch_threads()                # the OpenMP layer sets the shared runtime's thread count: restore torch's
             _openmp = numba.threading_layer() == "omp"
         except ValueError:                   # no threading layer could be loaded
             _openmp = False
+        torch.set_num_threads(threads)
     return _openmp
 
 
