@@ -1,9 +1,9 @@
 """Seconds per training step at the demo's scale: MLVTG (Mamba aligner) against its transformer twin.
 
-The demo's model and batch (``vidmamba.demo``: hidden 64, 2 layers, batch 32, AdamW) on random features of the
-synthetic benchmark's widths (video 128, text 64) and lengths (32-150 clips in batches of similar length, as the
-demo's length-pooled sampler makes them; 5-12 query words), the trainer's AdamW. A step = forward + loss + backward + optimiser step,
-train mode. Each (model, scan impl) runs in a fresh process; the processes alternate, ``--rounds`` times, so that load
+The demo's model and batch (``vidmamba.demo``: hidden 64, 2 layers, batch 32, the trainer's AdamW) on random
+features of the synthetic benchmark's widths (video 128, text 64) and lengths (32-150 clips in batches of similar
+length, as the demo's length-pooled sampler makes them; 5-12 query words). A step = forward + loss + backward +
+optimiser step, train mode. Each (model, scan impl) runs in a fresh process; the processes alternate, ``--rounds`` times, so that load
 changes hit every model alike. Per process: one warm-up pass over the batches, then ``--steps`` timed steps.
 
     python benchmarks/train_step.py                                  # mlvtg (auto = numba kernel), mlvtg with the

@@ -445,6 +445,24 @@ def test_masked_conv_matches_plain_conv(k):
         torch.testing.assert_close(out[:1], conv(x[:1]))
 
 
+def test_anticausal_conv_is_causal_conv_on_the_reversed_sequence():
+    """"anticausal" = F.conv1d (causal padding) on each sample reversed in time, reversed back: values, gradients, and
+    pads (NaN junk after a short sample's end) never reach valid steps."""
+    torch.manual_seed(0)
+    conv = MaskedDepthwiseConv1d(5, 4, mode="anticausal").double()
+    x = torch.randn(2, 5, 9, dtype=torch.float64, requires_grad=True)
+    ref = F.conv1d(x.flip(-1), conv.weight, conv.bias, padding=3, groups=5)[..., :9].flip(-1)
+    out = conv(x)
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(out, (x, conv.weight, conv.bias), g),
+                    torch.autograd.grad(ref, (x, conv.weight, conv.bias), g)):
+        torch.testing.assert_close(a, b)
+    mask = torch.arange(9)[None] < torch.tensor([[9], [4]])
+    junk = torch.where(mask[:, None], x.detach(), torch.full_like(x.detach(), float("nan")))
+    torch.testing.assert_close(conv(junk, mask)[1:, :, :4], conv(x.detach()[1:, :, :4]))
+
+
 @pytest.mark.parametrize("mode", ["causal", "same"])
 def test_masked_conv_without_bias_gradients_match_plain_conv(mode):
     """The shifted multiply-add conv gives F.conv1d's values and gradients (input, weight) without a bias too."""

@@ -7,8 +7,9 @@ here where the paper is silent (models.md §2.1 item 4):
 - Per-direction parameters as Vim "v2": each direction has its own depthwise conv, x_proj, dt_proj, A_log and D
   (names ``conv1d, x_proj, dt_proj, A_log, D`` and ``conv1d_b, x_proj_b, dt_proj_b, A_b_log, D_b``); ``in_proj`` and
   ``out_proj`` are shared.
-- Each direction's conv is causal in its own direction (the backward one looks at the current and next steps),
-  followed by SiLU, as in Mamba/Vim.
+- Each direction's conv is causal in its own direction (the backward one, ``conv1d_b``, is "anticausal": it looks at
+  the current and next steps, weight[-1] on the current one, i.e. a causal conv on the reversed sequence), followed by
+  SiLU, as in Mamba/Vim.
 - Each branch output is ``C.h + D*x`` (Mamba's skip term kept); the branches are not gated by ``silu(z)``: the
   ``sigmoid(g)`` blend replaces Vim's ``silu(z)`` gate.
 - Defaults d_state=16, d_conv=4, expand=2, dt_rank=ceil(d_model/16) and the dt/A initialisation are Mamba-1's.
@@ -42,10 +43,11 @@ class BiMambaGated(nn.Module):
         self.dt_rank = resolve_dt_rank(dt_rank, d_model)
         self.impl = impl
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias, **factory)
-        branch_args = (self.d_inner, d_state, d_conv, self.dt_rank, conv_bias, "causal", dt_init, dt_scale,
-                       dt_min, dt_max, dt_init_floor, factory)
-        self.conv1d, self.x_proj, self.dt_proj, self.D = make_selective_branch(*branch_args)
-        self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.D_b = make_selective_branch(*branch_args)
+        branch_args = (self.d_inner, d_state, d_conv, self.dt_rank, conv_bias)
+        init_args = (dt_init, dt_scale, dt_min, dt_max, dt_init_floor, factory)
+        self.conv1d, self.x_proj, self.dt_proj, self.D = make_selective_branch(*branch_args, "causal", *init_args)
+        self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.D_b = make_selective_branch(*branch_args, "anticausal",
+                                                                                      *init_args)
         self.A_log = no_weight_decay(nn.Parameter(s4d_real_a_log(self.d_inner, d_state, device=device)))
         self.A_b_log = no_weight_decay(nn.Parameter(s4d_real_a_log(self.d_inner, d_state, device=device)))
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory)
@@ -53,20 +55,18 @@ class BiMambaGated(nn.Module):
     def branch(self, xs: torch.Tensor, mask: torch.Tensor | None, backward: bool) -> torch.Tensor:
         """One direction. xs (b, d_inner, l) pre-conv -> y (b, d_inner, l), zero at pads.
 
-        The backward direction runs the causal path on the whole padded tensor flipped in time, which reverses
-        each sample within its valid length (leading pads are zeroed conv inputs and identity scan steps).
-        """
+        The backward direction is the forward path on each sample reversed within its valid length, computed without
+        reversed copies: an anticausal conv and a scan from the last valid step down (pads are zeroed conv inputs and
+        identity scan steps, so a short sample's backward scan starts at its own last step)."""
         if not backward:
             return selective_branch(xs, mask, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D,
                                     impl=self.impl)
-        mask_r = None if mask is None else mask.flip(1)
-        y = selective_branch(xs.flip(-1), mask_r, self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log,
-                             self.D_b, impl=self.impl)
-        return y.flip(-1)
+        return selective_branch(xs, mask, self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b,
+                                impl=self.impl, reverse=True)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x (b, l, d_model), mask (b, l) bool or None -> (b, l, d_model)."""
         xs, g = self.in_proj(x).transpose(1, 2).chunk(2, dim=1)                         # (b, d_inner, l) each
-        gate = torch.sigmoid(g)
-        y = gate * self.branch(xs, mask, backward=False) + (1 - gate) * self.branch(xs, mask, backward=True)
+        y_f, y_b = self.branch(xs, mask, backward=False), self.branch(xs, mask, backward=True)
+        y = torch.lerp(y_b, y_f, torch.sigmoid(g))                   # sigmoid(g) * y_f + (1 - sigmoid(g)) * y_b
         return masked_fill_pads(self.out_proj(y.transpose(1, 2)), mask, 1)

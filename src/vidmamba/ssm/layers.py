@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-CONV_MODES = ("causal", "same")
+CONV_MODES = ("causal", "same", "anticausal")
 
 
 def masked_fill_pads(x: torch.Tensor, mask: torch.Tensor | None, time_dim: int) -> torch.Tensor:
@@ -29,14 +29,16 @@ def masked_fill_pads(x: torch.Tensor, mask: torch.Tensor | None, time_dim: int) 
 
 
 class MaskedDepthwiseConv1d(nn.Conv1d):
-    """Depthwise Conv1d over time with "causal" or "same" padding that zeroes its input at padded steps.
+    """Depthwise Conv1d over time ("causal", "same" or "anticausal" padding) that zeroes its input at padded steps.
 
     Input x (b, c, l), mask (b, l) bool or None -> output (b, c, l). The parameters are those of
     ``nn.Conv1d(c, c, k, groups=c)`` (weight (c, 1, k), bias (c,)), named as in mamba_ssm's ``conv1d``.
     "causal": output t sees x[t-k+1 .. t] (weight[-1] multiplies the current step, as mamba_ssm).
     "same": left pad (k-1)//2, right pad k//2 (PyTorch's ``padding="same"``; symmetric for odd k).
+    "anticausal": the causal conv run on each sample reversed in time, reversed back (output t sees x[t .. t+k-1],
+    weight[-1] multiplies the current step, weight[0] step t+k-1); the same sums in the same order as flipping.
     Because the input is zeroed at pads, a valid output of a right-padded sample equals the output of the sample
-    run alone (its conv sees the same zero padding), in both modes.
+    run alone (its conv sees the same zero padding), in every mode.
     """
 
     def __init__(self, channels: int, kernel_size: int, bias: bool = True, mode: str = "causal", **factory):
@@ -51,13 +53,15 @@ class MaskedDepthwiseConv1d(nn.Conv1d):
         Computed as k shifted multiply-adds over channels-last slices (same sums as ``F.conv1d``; on CPU about 1.5-2x
         faster than its depthwise kernel, and free of transposes for the channels-last callers)."""
         k = self.kernel_size[0]
-        left = k - 1 if self.mode == "causal" else (k - 1) // 2
+        left = {"causal": k - 1, "same": (k - 1) // 2, "anticausal": 0}[self.mode]
         length = x.shape[-1]
         xl = F.pad(masked_fill_pads(x, mask, -1).transpose(1, 2), (0, 0, left, k - 1 - left))   # (b, l + k - 1, c)
         w = self.weight[:, 0].t()                                                               # (k, c)
-        y = xl[:, :length] * w[0] if self.bias is None else torch.addcmul(self.bias, xl[:, :length], w[0])
+        shifts = list(range(k))[::-1] if self.mode == "anticausal" else list(range(k))  # the step weight[i] sees
+        x0 = xl[:, shifts[0]:shifts[0] + length]
+        y = x0 * w[0] if self.bias is None else torch.addcmul(self.bias, x0, w[0])
         for i in range(1, k):
-            y = y.addcmul_(xl[:, i:i + length], w[i])
+            y = y.addcmul_(xl[:, shifts[i]:shifts[i] + length], w[i])
         return y.transpose(1, 2)
 
     def extra_repr(self) -> str:

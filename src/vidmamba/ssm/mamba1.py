@@ -33,10 +33,11 @@ def make_selective_branch(d_inner: int, d_state: int, d_conv: int, dt_rank: int,
     return conv1d, x_proj, dt_proj, D
 
 
-def selective_branch(xs, mask, conv1d, x_proj, dt_proj, A_log, D, z=None, impl="auto"):
+def selective_branch(xs, mask, conv1d, x_proj, dt_proj, A_log, D, z=None, impl="auto", reverse=False):
     """One Mamba-1 scan path: ``scan(silu(conv(xs)))`` with dt, B, C from the conv output.
 
     xs (b, d, l) (pre-conv), mask (b, l) or None, A_log (d, n), z (b, d, l) or None (gate ``silu(z)``).
+    ``reverse``: the scan runs from each sample's last valid step to its first (pair it with an "anticausal" conv).
     Returns y (b, d, l) = (C.h + D*x) [* silu(z)], zero at pads.
     """
     d_state = A_log.shape[-1]
@@ -46,7 +47,8 @@ def selective_branch(xs, mask, conv1d, x_proj, dt_proj, A_log, D, z=None, impl="
     delta = F.linear(dt, dt_proj.weight).transpose(1, 2)                               # (b, d, l); bias in the scan
     A = -torch.exp(upcast(A_log))
     return selective_scan(xs, delta, A, B.transpose(1, 2), C.transpose(1, 2), D=upcast(D), z=z,
-                          delta_bias=upcast(dt_proj.bias), delta_softplus=True, mask=mask, impl=impl)
+                          delta_bias=upcast(dt_proj.bias), delta_softplus=True, mask=mask, reverse=reverse,
+                          impl=impl)
 
 
 class SharedALog(nn.Module):
