@@ -190,6 +190,12 @@ def test_truncation_window_keeps_spans(T, length, align, data):
         assert a - 0.5 <= start and end <= a + length - 0.5
 
 
+def test_truncation_window_span_past_the_last_aligned_start():
+    """A span at the very end of the video that no aligned window can reach (found by hypothesis: T 202, window 9,
+    align 2, span [200.5, 201]): the last aligned window, not None."""
+    assert truncation_window(202, np.array([[200.5, 201.0]]), 9, torch.Generator().manual_seed(0), align=2) == 192
+
+
 def test_truncation_window_is_uniform_over_feasible_starts():
     # span [10, 14] in a 100-clip video, window 8: starts 7..10 keep it (b - .5 <= 10, 14 <= b + 7.5)
     gen = torch.Generator().manual_seed(0)

@@ -299,7 +299,8 @@ def truncation_window(num_clips: int, spans: np.ndarray, length: int, generator:
     inside the window: ``a`` is uniform over the multiples of ``align`` in ``[end + 0.5 - length, start + 0.5]``
     (all spans) within ``[0, num_clips - length]``. When no such window exists (the spans are further apart than
     ``length``), ``a`` is uniform over the windows that overlap every span's centre (or, failing that, the first
-    span's centre), so each span keeps a non-empty part. ``length >= num_clips`` returns 0.
+    span's centre, within the video's aligned starts), so each span keeps a non-empty part where alignment allows.
+    ``length >= num_clips`` returns 0.
     """
     if length >= num_clips:
         return 0
@@ -320,9 +321,9 @@ def truncation_window(num_clips: int, spans: np.ndarray, length: int, generator:
     if start is None:
         centres = spans.mean(1)
         start = pick(centres.max() + 0.5 - length, centres.min() + 0.5)
-    if start is None:
+    if start is None:  # the first span's centre, the window clamped to the video (aligned starts stop at ``last``)
         c = float(spans[0].mean())
-        start = pick(c + 0.5 - length, c + 0.5)
+        start = pick(min(max(c + 0.5 - length, 0), last), max(min(c + 0.5, last), 0))
     return start
 
 
