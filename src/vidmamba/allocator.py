@@ -6,9 +6,6 @@ faults in freshly zeroed pages: HieraMamba inference on 65,536 clips took 11.6 M
 out of 99 s, and the faults grow faster than the length (the 64k/16k time ratio was 5.0 for 4x the clips).
 :func:`keep_freed_memory` makes malloc serve every block from its heap and keep up to 2 GiB of free memory at the
 heap's top, so freed activations are reused: 1.7 M faults and 6 s of system time at 65,536 clips (see BENCHMARKS.md).
-When more than that is freed at once (MLVTG over 65,536 clips frees several 0.5-1 GiB activations per block), the heap
-is trimmed, but to 2 GiB rather than to nothing (``M_TOP_PAD``): 1.9 M instead of 3.6 M faults and 37.5 instead of
-40.2 s for that query, peak 7.7 instead of 6.9 GiB.
 The price: memory freed below the top of the heap stays with the process until it ends, so fragmentation adds to
 the peak (one HieraMamba query over 36k clips: 3.96 instead of 3.70 GiB; MLVTG over 65,536 clips: 10.45 instead of
 8.36 GiB).
@@ -24,18 +21,15 @@ import os
 import platform
 
 M_TRIM_THRESHOLD = -1  # glibc <malloc.h> parameter numbers
-M_TOP_PAD = -2
 M_MMAP_MAX = -4
-TRIM_THRESHOLD = 2**31 - 1  # the largest value mallopt takes (an int); also the top pad kept after a trim
+TRIM_THRESHOLD = 2**31 - 1  # the largest value mallopt takes (an int)
 ENV_SWITCH = "VIDMAMBA_KEEP_FREED_MEMORY"
 
 
 def keep_freed_memory() -> bool:
-    """Set glibc malloc to never mmap, to trim only above 2 GiB of free heap top and to keep 2 GiB when it trims.
-    Returns True when applied; False (and nothing changed) without glibc or with ``VIDMAMBA_KEEP_FREED_MEMORY=0`` in
-    the environment."""
+    """Set glibc malloc to never mmap and to trim only above 2 GiB of free heap top. Returns True when applied;
+    False (and nothing changed) without glibc or with ``VIDMAMBA_KEEP_FREED_MEMORY=0`` in the environment."""
     if os.environ.get(ENV_SWITCH, "1") == "0" or platform.libc_ver()[0] != "glibc":
         return False
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    return all(libc.mallopt(param, value) for param, value in
-               ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_TOP_PAD, TRIM_THRESHOLD)))
+    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
