@@ -125,6 +125,13 @@ def test_kernel_keeps_torchs_thread_count():
     assert out.stdout.split() == ["1"]
 
 
+def test_openmp_layer_only_on_linux(monkeypatch):
+    """Off Linux torch's OpenMP runtime is not the libgomp numba's layer loads: the kernels use the plain pool."""
+    monkeypatch.setattr(kernel_mod, "_openmp", None)
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert kernel_mod._numba_openmp() is False
+
+
 @needs_numba
 @pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
 def test_kernel_runs_in_a_forked_child_after_the_parent_used_threads():

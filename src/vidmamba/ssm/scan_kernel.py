@@ -10,6 +10,7 @@ the user cache when that is not writable).
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -49,8 +50,11 @@ def _numba_openmp() -> bool:
     other pool competes with them: after each torch op, libgomp's idle threads spin before sleeping (GOMP_SPINCOUNT),
     which on 2 cores made a scan at the training scale 1.8x slower than on the shared threads (7.1 vs 3.6 ms). The layer
     is preferred, not forced: ``NUMBA_THREADING_LAYER`` / ``_PRIORITY`` set by the user win, and on another layer (tbb,
-    workqueue) or in a forked child (GNU OpenMP is not fork-safe) the plain thread pool is used."""
+    workqueue), in a forked child (GNU OpenMP is not fork-safe) or off Linux (where torch ships its own OpenMP
+    runtime, which numba's layer would not share) the plain thread pool is used."""
     global _openmp
+    if _openmp is None and not sys.platform.startswith("linux"):
+        _openmp = False                      # elsewhere numba's OpenMP is not torch's: two runtimes in one process
     if _openmp is None:
         import numba
         from numba.np.ufunc.parallel import _launch_threads
