@@ -321,11 +321,12 @@ def main(argv=None):
         rows=rows,
         wall_s=round(time.time() - t_start, 1),
     )
+    from vidmamba.utils import atomic_write_text
+
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+        atomic_write_text(args.out, text + "\n")
 
 
 if __name__ == "__main__":

@@ -527,9 +527,10 @@ def main(argv=None):
                     "jobs": len(jobs)},
         "command": "python benchmarks/tvsum.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
-    text = json.dumps(result, indent=1)
     if out_path:
-        Path(out_path).write_text(text + "\n")
+        from vidmamba.utils import atomic_write_text
+
+        atomic_write_text(out_path, json.dumps(result, indent=1) + "\n")
     print(render_markdown(result))
     return result
 

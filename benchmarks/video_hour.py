@@ -169,8 +169,10 @@ def main(argv=None) -> int:
         result["phases"][name] = json.loads(proc.stdout.strip().splitlines()[-1])
         print(name, result["phases"][name], file=sys.stderr)
     result["machine"]["loadavg_end"] = os.getloadavg()
+    from vidmamba.utils import atomic_write_text
+
     text = json.dumps(result, indent=2)
-    args.out.write_text(text + "\n")
+    atomic_write_text(args.out, text + "\n")
     print(text)
     return 0
 

@@ -105,11 +105,16 @@ def _clip_scores(sub, gt, labels, submission_path) -> list[np.ndarray]:
     return preds
 
 
-def _eval_youtube(submission, ground_truth, submission_path, gt_path):
+def _labelled_scores(submission, ground_truth, submission_path, gt_path, read_labels):
+    """(GT rows by qid, qids, per-clip labels by ``read_labels(row, gt_path)``, the submitted scores cut to them)."""
     sub, gt = match_rows(submission, ground_truth, submission_path, gt_path)
     qids = list(gt)
-    labels = [_youtube_labels(gt[q], gt_path) for q in qids]
-    preds = _clip_scores(sub, gt, labels, submission_path)
+    labels = [read_labels(gt[q], gt_path) for q in qids]
+    return gt, qids, labels, _clip_scores(sub, gt, labels, submission_path)
+
+
+def _eval_youtube(submission, ground_truth, submission_path, gt_path):
+    gt, qids, labels, preds = _labelled_scores(submission, ground_truth, submission_path, gt_path, _youtube_labels)
     per_video = np.array([youtube_highlights_map([p], [lab]) for p, lab in zip(preds, labels)])
     out = OrderedDict(brief={"HL-mAP": round_percent(np.mean(per_video))})
     domains = [gt[q].get("domain") for q in qids]
@@ -121,10 +126,7 @@ def _eval_youtube(submission, ground_truth, submission_path, gt_path):
 
 
 def _eval_tvsum(submission, ground_truth, submission_path, gt_path):
-    sub, gt = match_rows(submission, ground_truth, submission_path, gt_path)
-    qids = list(gt)
-    labels = [_tvsum_labels(gt[q], gt_path) for q in qids]
-    preds = _clip_scores(sub, gt, labels, submission_path)
+    _, qids, labels, preds = _labelled_scores(submission, ground_truth, submission_path, gt_path, _tvsum_labels)
     mean_ap, per_video = tvsum_map(preds, labels, top_k=5)
     return OrderedDict(brief={"HL-top5-mAP": round_percent(mean_ap)}, per_video={
         str(q): round_percent(v) for q, v in zip(qids, per_video)})

@@ -58,11 +58,9 @@ class BiMambaGated(nn.Module):
         The backward direction is the forward path on each sample reversed within its valid length, computed without
         reversed copies: an anticausal conv and a scan from the last valid step down (pads are zeroed conv inputs and
         identity scan steps, so a short sample's backward scan starts at its own last step)."""
-        if not backward:
-            return selective_branch(xs, mask, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D,
-                                    impl=self.impl)
-        return selective_branch(xs, mask, self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b,
-                                impl=self.impl, reverse=True)
+        parts = ((self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b) if backward else
+                 (self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D))
+        return selective_branch(xs, mask, *parts, impl=self.impl, reverse=backward)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x (b, l, d_model), mask (b, l) bool or None -> (b, l, d_model)."""
