@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vidmamba.ssm import selective_scan
 
@@ -244,7 +245,7 @@ def test_auto_uses_kernel_on_cpu(monkeypatch):
 def test_fallback_when_numba_cannot_be_imported(monkeypatch):
     """numba missing: "auto" runs the pure-PyTorch path (same results as the reference); "kernel" says why not."""
     monkeypatch.setitem(sys.modules, "numba", None)                  # makes `import numba` raise ImportError
-    monkeypatch.delitem(sys.modules, "vidmamba.ssm._scan_numba", raising=False)
+    monkeypatch.delitem(sys.modules, "vidmamba.ssm._numba_kernels", raising=False)
     monkeypatch.setattr(kernel_mod, "_kernels", None)
     assert not kernel_mod.kernel_available()
     kw = inputs(L=12)
@@ -253,3 +254,115 @@ def test_fallback_when_numba_cannot_be_imported(monkeypatch):
         assert_rel(a, e, 1e-10)
     with pytest.raises(ImportError, match="numba"):
         scan(kw, "kernel")
+
+
+# --------------------------------------------------------------------------------------------- depthwise conv kernel
+def conv_oracle(x, weight, bias, mask, mode, silu):
+    """F.conv1d on the input zeroed at pads, padded for ``mode``; "anticausal" as the causal conv of the reversed
+    sequence. x (b, c, l) -> (b, c, l)."""
+    k = weight.shape[-1]
+    xm = x if mask is None else x.masked_fill(~mask[:, None], 0)
+    if mode == "anticausal":
+        y = F.conv1d(F.pad(xm.flip(-1), (k - 1, 0)), weight, bias, groups=x.shape[1]).flip(-1)
+    else:
+        left = k - 1 if mode == "causal" else (k - 1) // 2
+        y = F.conv1d(F.pad(xm, (left, k - 1 - left)), weight, bias, groups=x.shape[1])
+    return F.silu(y) if silu else y
+
+
+def conv_outputs(conv, x, mask, g):
+    """Output and the gradients of sum(g y) w.r.t. x, weight and bias (if any)."""
+    x = x.detach().clone().requires_grad_()
+    y = conv(x, mask)
+    params = [x, conv.weight] + ([] if conv.bias is None else [conv.bias])
+    return [y, *torch.autograd.grad((y * g).sum(), params)]
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("mode", ["causal", "same", "anticausal"])
+@pytest.mark.parametrize("silu", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_kernel_matches_conv1d_and_the_torch_path(dtype, mode, silu, bias):
+    """Kernel vs F.conv1d (oracle) and vs the pure-PyTorch path: values and gradients of x, weight, bias; 70 channels
+    (a full and a partial block of 64), odd k, mixed lengths with NaN junk at pads (which must not reach anything)."""
+    from vidmamba.ssm import MaskedDepthwiseConv1d
+
+    torch.manual_seed(0)
+    act = "silu" if silu else None
+    kernel = MaskedDepthwiseConv1d(70, 5, bias=bias, mode=mode, activation=act, impl="kernel").to(dtype)
+    torch_path = MaskedDepthwiseConv1d(70, 5, bias=bias, mode=mode, activation=act, impl="fast").to(dtype)
+    torch_path.load_state_dict(kernel.state_dict())
+    x = torch.randn(3, 70, 13, dtype=dtype)
+    g = torch.randn(3, 70, 13, dtype=dtype)
+    mask = mixed_mask(3, 13)
+    junk = torch.where(mask[:, None], x, torch.full_like(x, float("nan")))
+    for m in (None, mask):
+        got = conv_outputs(kernel, x if m is None else junk, m, g)
+        for a, e in zip(got, conv_outputs(torch_path, x if m is None else junk, m, g)):
+            assert_rel(a, e, REL[dtype])
+        expected = conv_oracle(x, kernel.weight, kernel.bias, m, mode, silu)
+        assert_rel(got[0], expected.detach(), REL[dtype])
+    assert torch.isfinite(got[1]).all()                            # pads: zero input gradient, no NaN anywhere
+    assert torch.all(got[1].transpose(1, 2)[~mask] == 0)
+
+
+@needs_numba
+def test_conv_kernel_gradcheck_fp64():
+    from vidmamba.ssm.conv_kernel import depthwise_conv_kernel
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 1, 4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    mask = mixed_mask(2, 8)
+    assert torch.autograd.gradcheck(lambda *a: depthwise_conv_kernel(*a, mask, [-1, 0, 1, 2], True), (x, w, b))
+
+
+@needs_numba
+def test_conv_kernel_threads_give_identical_results():
+    from vidmamba.ssm import MaskedDepthwiseConv1d
+
+    torch.manual_seed(0)
+    conv = MaskedDepthwiseConv1d(140, 4, activation="silu", impl="kernel")
+    x, g = torch.randn(3, 140, 33), torch.randn(3, 140, 33)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for t in (1, 2, 3):
+            torch.set_num_threads(t)
+            results.append(conv_outputs(conv, x, mixed_mask(3, 33), g))
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
+
+
+@needs_numba
+def test_conv_kernel_bf16_input():
+    """bf16 input (as under autocast): computed in float32, returned in bf16; gradients in the inputs' dtypes."""
+    from vidmamba.ssm import MaskedDepthwiseConv1d
+
+    torch.manual_seed(0)
+    conv = MaskedDepthwiseConv1d(8, 4, activation="silu", impl="kernel")
+    x = torch.randn(2, 8, 10).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, dx, dw, db = conv_outputs(conv, x, None, torch.ones(2, 8, 10))
+    assert y.dtype == dx.dtype == torch.bfloat16 and dw.dtype == db.dtype == torch.float32
+    assert_rel(y.float(), conv_oracle(x.float(), conv.weight.detach(), conv.bias.detach(), None, "causal", True), 1e-2)
+
+
+def test_conv_falls_back_to_torch_when_numba_cannot_be_imported(monkeypatch):
+    from vidmamba.ssm import MaskedDepthwiseConv1d
+
+    monkeypatch.setitem(sys.modules, "numba", None)
+    monkeypatch.delitem(sys.modules, "vidmamba.ssm._numba_kernels", raising=False)
+    monkeypatch.setattr(kernel_mod, "_kernels", None)
+    torch.manual_seed(0)
+    conv = MaskedDepthwiseConv1d(6, 4, activation="silu").double()
+    x = torch.randn(2, 6, 9, dtype=torch.float64)
+    assert_rel(conv(x), conv_oracle(x, conv.weight, conv.bias, None, "causal", True).detach(), 1e-12)
+    conv.impl = "kernel"
+    with pytest.raises(ImportError, match="numba"):
+        conv(x)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from vidmamba.ssm import (BiMambaGated, GatedRMSNorm, Hydra, Mamba1, Mamba2, MaskedDepthwiseConv1d, RMSNorm,
                           SharedALog, selective_scan, ssd_scan)
+from vidmamba.ssm.scan_kernel import kernel_available
 
 D_MODEL = 8
 TOL = dict(rtol=1e-9, atol=1e-10)
@@ -428,14 +429,18 @@ def test_mixers_reject_bad_configuration():
 # layers
 
 
+CONV_IMPLS = ["fast", pytest.param("kernel", marks=pytest.mark.skipif(not kernel_available(), reason="numba"))]
+
+
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 @pytest.mark.parametrize("k", [3, 4])
-def test_masked_conv_matches_plain_conv(k):
+@pytest.mark.parametrize("impl", CONV_IMPLS)
+def test_masked_conv_matches_plain_conv(k, impl):
     torch.manual_seed(0)
     x = torch.randn(2, 5, 9, dtype=torch.float64)
-    causal = MaskedDepthwiseConv1d(5, k).double()
+    causal = MaskedDepthwiseConv1d(5, k, impl=impl).double()
     torch.testing.assert_close(causal(x), F.conv1d(x, causal.weight, causal.bias, padding=k - 1, groups=5)[..., :9])
-    same = MaskedDepthwiseConv1d(5, k, mode="same").double()
+    same = MaskedDepthwiseConv1d(5, k, mode="same", impl=impl).double()
     torch.testing.assert_close(same(x), F.conv1d(x, same.weight, same.bias, padding="same", groups=5))
     mask = torch.arange(9)[None] < torch.tensor([[9], [4]])
     junk = torch.where(mask[:, None], x, torch.full_like(x, float("nan")))
@@ -445,11 +450,12 @@ def test_masked_conv_matches_plain_conv(k):
         torch.testing.assert_close(out[:1], conv(x[:1]))
 
 
-def test_anticausal_conv_is_causal_conv_on_the_reversed_sequence():
+@pytest.mark.parametrize("impl", CONV_IMPLS)
+def test_anticausal_conv_is_causal_conv_on_the_reversed_sequence(impl):
     """"anticausal" = F.conv1d (causal padding) on each sample reversed in time, reversed back: values, gradients, and
     pads (NaN junk after a short sample's end) never reach valid steps."""
     torch.manual_seed(0)
-    conv = MaskedDepthwiseConv1d(5, 4, mode="anticausal").double()
+    conv = MaskedDepthwiseConv1d(5, 4, mode="anticausal", impl=impl).double()
     x = torch.randn(2, 5, 9, dtype=torch.float64, requires_grad=True)
     ref = F.conv1d(x.flip(-1), conv.weight, conv.bias, padding=3, groups=5)[..., :9].flip(-1)
     out = conv(x)
@@ -464,10 +470,11 @@ def test_anticausal_conv_is_causal_conv_on_the_reversed_sequence():
 
 
 @pytest.mark.parametrize("mode", ["causal", "same"])
-def test_masked_conv_without_bias_gradients_match_plain_conv(mode):
-    """The shifted multiply-add conv gives F.conv1d's values and gradients (input, weight) without a bias too."""
+@pytest.mark.parametrize("impl", CONV_IMPLS)
+def test_masked_conv_without_bias_gradients_match_plain_conv(mode, impl):
+    """Both convs (shifted multiply-adds, kernel) give F.conv1d's values and gradients (input, weight) without a bias."""
     torch.manual_seed(0)
-    conv = MaskedDepthwiseConv1d(6, 5, bias=False, mode=mode).double()
+    conv = MaskedDepthwiseConv1d(6, 5, bias=False, mode=mode, impl=impl).double()
     x = torch.randn(2, 6, 11, dtype=torch.float64, requires_grad=True)
     left = 4 if mode == "causal" else 2
     ref = F.conv1d(F.pad(x, (left, 4 - left)), conv.weight, groups=6)

@@ -44,7 +44,7 @@ class BiMambaGated(nn.Module):
         self.impl = impl
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias, **factory)
         branch_args = (self.d_inner, d_state, d_conv, self.dt_rank, conv_bias)
-        init_args = (dt_init, dt_scale, dt_min, dt_max, dt_init_floor, factory)
+        init_args = (dt_init, dt_scale, dt_min, dt_max, dt_init_floor, factory, impl)
         self.conv1d, self.x_proj, self.dt_proj, self.D = make_selective_branch(*branch_args, "causal", *init_args)
         self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.D_b = make_selective_branch(*branch_args, "anticausal",
                                                                                       *init_args)

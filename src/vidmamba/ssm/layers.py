@@ -11,6 +11,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vidmamba.ssm.common import IMPLS, check_impl
+from vidmamba.ssm.conv_kernel import depthwise_conv_kernel
+from vidmamba.ssm.scan_kernel import kernel_available
+
 CONV_MODES = ("causal", "same", "anticausal")
 
 
@@ -39,33 +43,42 @@ class MaskedDepthwiseConv1d(nn.Conv1d):
     weight[-1] multiplies the current step, weight[0] step t+k-1); the same sums in the same order as flipping.
     Because the input is zeroed at pads, a valid output of a right-padded sample equals the output of the sample
     run alone (its conv sees the same zero padding), in every mode.
+    ``activation="silu"`` applies SiLU to the output (fused into the kernel). ``impl``: "kernel" (the numba CPU kernel,
+    ``conv_kernel.py``), "ref" / "fast" (pure PyTorch: k shifted multiply-adds), "auto" ("kernel" for CPU tensors when
+    numba imports, else pure PyTorch); the mixers pass their own ``impl``.
     """
 
-    def __init__(self, channels: int, kernel_size: int, bias: bool = True, mode: str = "causal", **factory):
+    def __init__(self, channels: int, kernel_size: int, bias: bool = True, mode: str = "causal",
+                 activation: str | None = None, impl: str = "auto", **factory):
         if mode not in CONV_MODES:
             raise ValueError(f"conv mode must be one of {CONV_MODES}, got {mode!r}")
+        if activation not in (None, "silu"):
+            raise ValueError(f"conv activation must be None or 'silu', got {activation!r}")
         super().__init__(channels, channels, kernel_size, groups=channels, bias=bias, padding=0, **factory)
-        self.mode = mode
+        self.mode, self.activation, self.impl = mode, activation, check_impl(impl, IMPLS + ("kernel",))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x (b, c, l) -> (b, c, l), returned as a transposed view of a channels-last (b, l, c) tensor.
 
         Computed as k shifted multiply-adds over channels-last slices (same sums as ``F.conv1d``; on CPU about 1.5-2x
-        faster than its depthwise kernel, and free of transposes for the channels-last callers)."""
+        faster than its depthwise kernel, and free of transposes for the channels-last callers), or by the kernel."""
         k = self.kernel_size[0]
         left = {"causal": k - 1, "same": (k - 1) // 2, "anticausal": 0}[self.mode]
+        shifts = list(range(k))[::-1] if self.mode == "anticausal" else list(range(k))  # the step weight[i] sees
+        silu = self.activation == "silu"
+        if self.impl == "kernel" or (self.impl == "auto" and x.device.type == "cpu" and kernel_available()):
+            return depthwise_conv_kernel(x, self.weight, self.bias, mask, [s - left for s in shifts], silu)
         length = x.shape[-1]
         xl = F.pad(masked_fill_pads(x, mask, -1).transpose(1, 2), (0, 0, left, k - 1 - left))   # (b, l + k - 1, c)
         w = self.weight[:, 0].t()                                                               # (k, c)
-        shifts = list(range(k))[::-1] if self.mode == "anticausal" else list(range(k))  # the step weight[i] sees
         x0 = xl[:, shifts[0]:shifts[0] + length]
         y = x0 * w[0] if self.bias is None else torch.addcmul(self.bias, x0, w[0])
         for i in range(1, k):
             y = y.addcmul_(xl[:, shifts[i]:shifts[i] + length], w[i])
-        return y.transpose(1, 2)
+        return (F.silu(y) if silu else y).transpose(1, 2)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", mode={self.mode}"
+        return super().extra_repr() + f", mode={self.mode}, activation={self.activation}"
 
 
 def _rms(x: torch.Tensor, eps: float) -> torch.Tensor:

@@ -23,9 +23,9 @@ def resolve_dt_rank(dt_rank, d_model: int) -> int:
 
 def make_selective_branch(d_inner: int, d_state: int, d_conv: int, dt_rank: int, conv_bias: bool, conv: str,
                           dt_init: str, dt_scale: float, dt_min: float, dt_max: float, dt_init_floor: float,
-                          factory: dict):
-    """The per-direction pieces of a Mamba-1 scan path: (conv1d, x_proj, dt_proj, D), mamba_ssm init."""
-    conv1d = MaskedDepthwiseConv1d(d_inner, d_conv, bias=conv_bias, mode=conv, **factory)
+                          factory: dict, impl: str = "auto"):
+    """The per-direction pieces of a Mamba-1 scan path: (conv1d (with SiLU), x_proj, dt_proj, D), mamba_ssm init."""
+    conv1d = MaskedDepthwiseConv1d(d_inner, d_conv, bias=conv_bias, mode=conv, activation="silu", impl=impl, **factory)
     x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False, **factory)
     dt_proj = nn.Linear(dt_rank, d_inner, bias=True, **factory)
     init_dt_proj(dt_proj, dt_rank, dt_init, dt_scale, dt_min, dt_max, dt_init_floor)
@@ -42,7 +42,7 @@ def selective_branch(xs, mask, conv1d, x_proj, dt_proj, A_log, D, z=None, impl="
     """
     d_state = A_log.shape[-1]
     dt_rank = dt_proj.in_features
-    xs = F.silu(conv1d(xs, mask))
+    xs = conv1d(xs, mask)                                                  # SiLU(conv(xs))
     dt, B, C = x_proj(xs.transpose(1, 2)).split([dt_rank, d_state, d_state], dim=-1)   # (b, l, .)
     delta = F.linear(dt, dt_proj.weight).transpose(1, 2)                               # (b, d, l); bias in the scan
     A = -torch.exp(upcast(A_log))
@@ -90,7 +90,7 @@ class Mamba1(nn.Module):
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias, **factory)
         self.conv1d, self.x_proj, self.dt_proj, self.D = make_selective_branch(
             self.d_inner, d_state, d_conv, self.dt_rank, conv_bias, conv, dt_init, dt_scale, dt_min, dt_max,
-            dt_init_floor, factory)
+            dt_init_floor, factory, impl)
         if own_a_log:
             self.A_log = no_weight_decay(nn.Parameter(s4d_real_a_log(self.d_inner, d_state, device=device)))
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from vidmamba.ssm.layers import (GatedRMSNorm, MaskedDepthwiseConv1d, dt_bias_init, masked_fill_pads, no_weight_decay,
                                  upcast)
@@ -15,8 +14,9 @@ from vidmamba.ssm.ssd import ssd_scan
 
 
 def conv_act(conv1d: MaskedDepthwiseConv1d, xbc: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """SiLU(depthwise conv) over time of a channels-last tensor: (b, l, c) -> (b, l, c); pads zeroed first."""
-    return F.silu(conv1d(xbc.transpose(1, 2), mask)).transpose(1, 2)
+    """SiLU(depthwise conv) over time of a channels-last tensor: (b, l, c) -> (b, l, c); pads zeroed first (the conv
+    is built with ``activation="silu"``)."""
+    return conv1d(xbc.transpose(1, 2), mask).transpose(1, 2)
 
 
 def init_ssd_mixer(m: nn.Module, d_model, d_state, expand, headdim, ngroups, chunk_size, impl, directions, d_conv,
@@ -36,7 +36,8 @@ def init_ssd_mixer(m: nn.Module, d_model, d_state, expand, headdim, ngroups, chu
     m.chunk_size, m.impl = chunk_size, impl
     conv_dim = m.d_inner + directions * 2 * ngroups * d_state
     m.in_proj = nn.Linear(d_model, m.d_inner + conv_dim + directions * m.nheads, bias=bias, **factory)
-    m.conv1d = MaskedDepthwiseConv1d(conv_dim, d_conv, bias=conv_bias, mode=conv, **factory)
+    m.conv1d = MaskedDepthwiseConv1d(conv_dim, d_conv, bias=conv_bias, mode=conv, activation="silu", impl=impl,
+                                     **factory)
     device = factory.get("device")
     m.dt_bias = no_weight_decay(nn.Parameter(dt_bias_init(m.nheads, dt_min, dt_max, dt_init_floor, device=device)))
     m.D = no_weight_decay(nn.Parameter(torch.ones(m.nheads, device=device)))

@@ -2,7 +2,7 @@
 
 ``kernel_available()`` says whether numba imports (checked once, lazily: importing this module never imports
 numba). ``selective_scan_kernel`` has the semantics of ``selective_scan_ref`` (mask and reverse handled inside the
-kernel, no flipped copies); the kernels themselves are in ``_scan_numba.py``, run over ranges of (batch, channel
+kernel, no flipped copies); the kernels themselves are in ``_numba_kernels.py``, run over ranges of (batch, channel
 block) pairs on ``torch.get_num_threads()`` threads (torch's own OpenMP threads where numba can share them).
 First-call JIT compilation is cached on disk by numba (``cache=True``: next to the module, or under NUMBA_CACHE_DIR /
 the user cache when that is not writable).
@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 CHUNK = 64          # steps between saved states: the backward recomputes at most this many states per block
-_kernels = None     # the imported _scan_numba module once loaded; False if numba cannot be imported
+_kernels = None     # the imported _numba_kernels module once loaded; False if numba cannot be imported
 _pool, _pool_size, _pool_lock = None, 0, threading.Lock()
 _openmp = None     # whether the kernels run on numba's OpenMP threads (None: not decided yet)
 
@@ -26,9 +26,9 @@ def _load():
     global _kernels
     if _kernels is None:
         try:
-            import vidmamba.ssm._scan_numba as _scan_numba  # imports numba: only on first use
+            import vidmamba.ssm._numba_kernels as _numba_kernels  # imports numba: only on first use
 
-            _kernels = _scan_numba
+            _kernels = _numba_kernels
         except ImportError:
             _kernels = False
     return _kernels

@@ -1,19 +1,24 @@
-"""numba CPU kernels of the Mamba-1 selective scan: one fused pass per (batch, block of channels).
+"""numba CPU kernels: the Mamba-1 selective scan and the masked depthwise conv, each one fused pass per (batch, block
+of channels), forward and backward.
 
 Imported lazily by ``scan_kernel.py`` (numba is optional at run time). Arrays are time-major within a sample and
 contiguous: u, delta, z, y (b, l, d); A_t (n, d) (A transposed); B, C (b, l, g, n); D, delta_bias (d,); mask (b, l)
 uint8; rev (g,) uint8 (1 = that group's channels scan from l-1 down to 0). Absent z / mask are (1, 1, 1) / (1, 1)
 placeholders with ``has_z`` / ``has_mask`` False, so each dtype has one compiled forward and one backward.
 
-Per step t and channel c (ZOH for A, Euler for B, as mamba_ssm; padded steps are identity steps):
+Scan, per step t and channel c (ZOH for A, Euler for B, as mamba_ssm; padded steps are identity steps):
 
     dt = softplus(delta + bias) * mask ;  h_n = exp(dt A_cn) h_n + dt u B_n ;  y = (sum_n C_n h_n + D u) silu(z) mask
 
 A block is at most ``BLOCK`` channels of one group; its state (n, BLOCK) stays in L1 and the inner loop runs over
-channels (SIMD). The kernels are serial and release the GIL; ``scan_fwd_parallel`` / ``scan_bwd_parallel`` run
-contiguous ranges of blocks on numba's threads (``scan_kernel.py`` picks them or its own thread pool).
+channels (SIMD). The kernels are serial and release the GIL; the ``*_parallel`` wrappers run contiguous ranges of
+blocks on numba's threads (``scan_kernel.py`` picks them or its own thread pool).
 The forward saves the state at the start of every chunk of ``chunk`` steps; the backward recomputes a chunk's decays
 and states from it (buffers of (chunk + 1, n, BLOCK)) and walks it backwards.
+
+Depthwise conv (``MaskedDepthwiseConv1d``), per step t and channel c, with x zero outside [0, l) and at pads:
+
+    y[t, c] = act(bias[c] + sum_j w[j, c] x[t + offsets[j], c]),  act = identity or SiLU
 """
 from __future__ import annotations
 
@@ -25,7 +30,8 @@ from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
 BLOCK = 64          # channels per thread block (measured, b=1 l=16k d=512 n=16: 16 -> 0.18 s, 32 -> 0.12, 64 -> 0.08)
-_JIT = dict(cache=True, fastmath=True, nogil=True)
+# error_model="numpy": divisions without Python's zero-division check, whose branch kept them from vectorising
+_JIT = dict(cache=True, fastmath=True, nogil=True, error_model="numpy")
 _F = np.float32
 
 
@@ -42,7 +48,7 @@ def _exp(x):
     return math.exp(x)
 
 
-@overload(_exp, jit_options=dict(fastmath=True))
+@overload(_exp, jit_options=dict(fastmath=True, error_model="numpy"))
 def _exp_overload(x):
     if x != types.float32:
         return lambda x: math.exp(x)
@@ -70,7 +76,7 @@ def _softplus(x):
     return math.log1p(math.exp(x)) if x <= 20.0 else x
 
 
-@overload(_softplus, jit_options=dict(fastmath=True))
+@overload(_softplus, jit_options=dict(fastmath=True, error_model="numpy"))
 def _softplus_overload(x):
     if x != types.float32:
         return lambda x: math.log1p(math.exp(x)) if x <= 20.0 else x
@@ -279,3 +285,107 @@ def scan_bwd_parallel(args, nblocks, nthreads):
     """``scan_bwd(*args, lo, hi)`` over ``nthreads`` contiguous ranges of blocks [0, nblocks)."""
     for i in prange(nthreads):
         scan_bwd(*args, nblocks * i // nthreads, nblocks * (i + 1) // nthreads)
+
+
+@njit(inline="always", **_JIT)
+def _conv_at(xb, wb, bb, mask, offsets, has_mask, bi, t, acc):
+    """acc[i] = bb[i] + sum_j wb[j, i] xb[t + offsets[j], i]: the pre-activation at step t of one block's channels
+    (xb (l, w), wb (k, w), bb (w,) views of the block)."""
+    length, wd = xb.shape
+    for i in range(wd):
+        acc[i] = bb[i]
+    for j in range(wb.shape[0]):
+        s = t + offsets[j]
+        if 0 <= s < length and (not has_mask or mask[bi, s] != 0):
+            for i in range(wd):
+                acc[i] += wb[j, i] * xb[s, i]
+
+
+@njit(inline="always", **_JIT)
+def _conv_block(blk, c):
+    """Flat block index -> (batch, first channel, number of channels)."""
+    nb = -(-c // BLOCK)
+    bi, c0 = blk // nb, (blk % nb) * BLOCK
+    return bi, c0, min(BLOCK, c - c0)
+
+
+@njit(**_JIT)
+def conv_fwd(x, w, bias, mask, offsets, has_mask, silu, y, blk0, blk1):
+    """Forward of the depthwise conv for blocks blk0 .. blk1 - 1 (of b * ceil(c / BLOCK)). x, y (b, l, c); w (k, c);
+    bias (c,); offsets (k,) int64: output t reads input t + offsets[j] with weight w[j].
+    (Each block works on views of its channels, indexed from 0: indexing the full arrays at c0 + i kept LLVM from
+    vectorising, as numba cannot tell that c0 + i is not a negative index.)"""
+    length, c = x.shape[1], x.shape[2]
+    one = x.dtype.type(1.0)
+    acc = np.empty(BLOCK, x.dtype)
+    for blk in range(blk0, blk1):
+        bi, c0, wd = _conv_block(blk, c)
+        xb, wb, bb, yb = x[bi, :, c0:c0 + wd], w[:, c0:c0 + wd], bias[c0:c0 + wd], y[bi, :, c0:c0 + wd]
+        for t in range(length):
+            _conv_at(xb, wb, bb, mask, offsets, has_mask, bi, t, acc)
+            if silu:
+                for i in range(wd):
+                    acc[i] = acc[i] / (one + _exp(-acc[i]))
+            for i in range(wd):
+                yb[t, i] = acc[i]
+
+
+@njit(**_JIT)
+def conv_bwd(x, w, bias, mask, offsets, has_mask, silu, dy, dpre, dx, dw_part, dbias_part, blk0, blk1):
+    """Backward of ``conv_fwd`` for blocks blk0 .. blk1 - 1, given dy (b, l, c). With ``silu``, dpre (b, l, c) is
+    scratch for the gradient w.r.t. the pre-activation (recomputed from x); without, pass dy as dpre (only read).
+    Writes dx (b, l, c) and the per-sample partial sums dw_part (b, k, c), dbias_part (b, c); the caller sums them."""
+    length, c = x.shape[1], x.shape[2]
+    k = w.shape[0]
+    zero, one = x.dtype.type(0.0), x.dtype.type(1.0)
+    acc = np.empty(BLOCK, x.dtype)
+    dw = np.empty((k, BLOCK), x.dtype)
+    db = np.empty(BLOCK, x.dtype)
+    for blk in range(blk0, blk1):
+        bi, c0, wd = _conv_block(blk, c)
+        xb, wb, bb = x[bi, :, c0:c0 + wd], w[:, c0:c0 + wd], bias[c0:c0 + wd]
+        dyb, dpb, dxb = dy[bi, :, c0:c0 + wd], dpre[bi, :, c0:c0 + wd], dx[bi, :, c0:c0 + wd]
+        dw[:, :] = zero
+        db[:] = zero
+        for t in range(length):                     # gradient w.r.t. the pre-activation; weight and bias sums
+            if silu:
+                _conv_at(xb, wb, bb, mask, offsets, has_mask, bi, t, acc)
+                for i in range(wd):
+                    sig = one / (one + _exp(-acc[i]))
+                    acc[i] = sig * (one + acc[i] * (one - sig))
+                for i in range(wd):
+                    dpb[t, i] = dyb[t, i] * acc[i]
+            for i in range(wd):
+                db[i] += dpb[t, i]
+            for j in range(k):
+                s = t + offsets[j]
+                if 0 <= s < length and (not has_mask or mask[bi, s] != 0):
+                    for i in range(wd):
+                        dw[j, i] += dpb[t, i] * xb[s, i]
+        for s in range(length):                     # input gradient: the transposed conv, zero at pads
+            for i in range(wd):
+                acc[i] = zero
+            if not has_mask or mask[bi, s] != 0:
+                for j in range(k):
+                    t = s - offsets[j]
+                    if 0 <= t < length:
+                        for i in range(wd):
+                            acc[i] += wb[j, i] * dpb[t, i]
+            for i in range(wd):
+                dxb[s, i] = acc[i]
+        dbias_part[bi, c0:c0 + wd] = db[:wd]
+        dw_part[bi, :, c0:c0 + wd] = dw[:, :wd]
+
+
+@njit(parallel=True, **_JIT)
+def conv_fwd_parallel(args, nblocks, nthreads):
+    """``conv_fwd(*args, lo, hi)`` over ``nthreads`` contiguous ranges of blocks [0, nblocks)."""
+    for i in prange(nthreads):
+        conv_fwd(*args, nblocks * i // nthreads, nblocks * (i + 1) // nthreads)
+
+
+@njit(parallel=True, **_JIT)
+def conv_bwd_parallel(args, nblocks, nthreads):
+    """``conv_bwd(*args, lo, hi)`` over ``nthreads`` contiguous ranges of blocks [0, nblocks)."""
+    for i in prange(nthreads):
+        conv_bwd(*args, nblocks * i // nthreads, nblocks * (i + 1) // nthreads)

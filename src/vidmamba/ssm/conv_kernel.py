@@ -1,0 +1,63 @@
+"""The compiled CPU depthwise conv of ``MaskedDepthwiseConv1d`` (numba), wrapped as a torch autograd op.
+
+Same sums as the module's pure-PyTorch path, in one pass per (batch, block of channels) instead of k shifted
+multiply-adds, slices, pads and a masked copy (forward) and their autograd graph (backward):
+y (b, l, c) = act(bias + sum_j w[j] x[t + offsets[j]]), x zero outside the sequence and at padded steps; act is the
+identity or SiLU (fused: the backward recomputes the pre-activation instead of saving it). Runs on the scan kernel's
+threads (``scan_kernel._run_blocks``); the kernels are in ``_numba_kernels.py``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from vidmamba.ssm.scan_kernel import _load, _np, _run_blocks, kernel_available
+
+
+def depthwise_conv_kernel(x, weight, bias, mask, offsets, silu):
+    """x (b, c, l) (any strides), weight (c, 1, k), bias (c,) or None, mask (b, l) bool or None, offsets: k ints
+    (output t reads input t + offsets[j] with weight[:, 0, j]), silu: apply SiLU. Returns (b, c, l) in x's dtype, a
+    transposed view of a contiguous (b, l, c) tensor (computed in float32, or float64 for float64 inputs)."""
+    if not kernel_available():
+        raise ImportError("the conv kernel needs numba (pip install numba)")
+    if x.device.type != "cpu":
+        raise ValueError(f"the conv kernel runs on CPU tensors, got {x.device}")
+    ctype = torch.promote_types(x.dtype, torch.float32)
+    with torch.autocast(device_type="cpu", enabled=False):
+        xt = x.transpose(1, 2).to(ctype).contiguous()                               # (b, l, c)
+        w = weight[:, 0].t().to(ctype).contiguous()                                 # (k, c)
+        b = x.new_zeros(x.shape[1], dtype=ctype) if bias is None else bias.to(ctype).contiguous()
+        y = _KernelConv.apply(xt, w, b, mask, np.asarray(offsets, dtype=np.int64), bool(silu))
+    return y.to(x.dtype).transpose(1, 2)
+
+
+class _KernelConv(torch.autograd.Function):
+    """y = conv(x; w, bias, mask, offsets, silu) on contiguous x, y (b, l, c), w (k, c), bias (c,)."""
+
+    @staticmethod
+    def forward(ctx, x, w, bias, mask, offsets, silu):
+        mask_u8 = torch.zeros(1, 1, dtype=torch.uint8) if mask is None else mask.to(torch.uint8).contiguous()
+        y = torch.empty_like(x)
+        head = (_np(x), _np(w), _np(bias), _np(mask_u8), offsets, mask is not None, silu)
+        _run_blocks("conv_fwd", (*head, _np(y)), _num_blocks(x))
+        ctx.save_for_backward(x, w, bias, mask_u8)
+        ctx.flags = offsets, mask is not None, silu
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, w, bias, mask_u8 = ctx.saved_tensors
+        offsets, has_mask, silu = ctx.flags
+        dy = dy.to(x.dtype).contiguous()
+        dx = torch.empty_like(x)
+        dpre = torch.empty_like(x) if silu else dy
+        dw_part, dbias_part = x.new_empty(x.shape[0], w.shape[0], x.shape[2]), x.new_empty(x.shape[0], x.shape[2])
+        head = (_np(x), _np(w), _np(bias), _np(mask_u8), offsets, has_mask, silu)
+        outs = (_np(dy), _np(dpre), _np(dx), _np(dw_part), _np(dbias_part))
+        _run_blocks("conv_bwd", (*head, *outs), _num_blocks(x))
+        return dx, dw_part.sum(0), dbias_part.sum(0), None, None, None
+
+
+def _num_blocks(x):
+    """Blocks per call: b samples x ceil(c / BLOCK) channel blocks."""
+    return x.shape[0] * -(-x.shape[2] // _load().BLOCK)
