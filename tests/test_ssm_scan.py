@@ -89,6 +89,51 @@ def test_ssd_fast_matches_ref(L, g, extras):
             close(h, h_ref)
 
 
+needs_numba = pytest.mark.skipif(not importlib.import_module("vidmamba.ssm.scan_kernel").kernel_available(),
+                                 reason="numba not importable")
+
+
+@needs_numba
+@pytest.mark.parametrize("L", [1, 7, 65])
+@pytest.mark.parametrize("g", [1, 2])
+@pytest.mark.parametrize("extras", ["all", "plain", "per-channel D"])
+def test_ssd_kernel_matches_ref(L, g, extras):
+    """impl="kernel" (the SSD recurrence run as a per-channel Mamba-1 scan) vs the sequential SSD reference, float64:
+    outputs, last state and the gradients of every input, with and without a ragged mask, both directions."""
+    kw = {k: v.double() for k, v in m2_inputs(L=L, g=g).items()}
+    if extras == "plain":
+        kw = drop(kw, "D", "z", "dt_bias")
+    if extras == "per-channel D":
+        kw["D"] = torch.randn(4, 3, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(1)
+    wy, wh = torch.randn(2, L, 4, 3, generator=gen, dtype=torch.float64), torch.randn(2, 4, 3, 5, generator=gen,
+                                                                                      dtype=torch.float64)
+    for mask in (None, ragged_mask([L, max(1, L // 2)], L)):
+        for reverse in (False, True):
+            results = []
+            for impl in ("kernel", "ref"):
+                leaves = {k: v.clone().requires_grad_() for k, v in kw.items()}
+                y, h = m2(leaves, softplus=extras != "plain", mask=mask, reverse=reverse, impl=impl)
+                grads = torch.autograd.grad((y * wy).sum() + (h * wh).sum(), list(leaves.values()))
+                results.append([y, h, *grads])
+            for a, e in zip(*results):
+                close(a, e, rtol=1e-10, atol=1e-12)
+
+
+@needs_numba
+def test_ssd_auto_uses_the_kernel_for_small_states_on_cpu(monkeypatch):
+    ssd_mod = importlib.import_module("vidmamba.ssm.ssd")
+    calls = []
+    real = ssd_mod._ssd_as_selective_scan
+    monkeypatch.setattr(ssd_mod, "_ssd_as_selective_scan", lambda *a: calls.append(a[3].shape[-1]) or real(*a))
+    for n in (ssd_mod.KERNEL_MAX_STATE, ssd_mod.KERNEL_MAX_STATE + 1):
+        m2(m2_inputs(L=5, n=n), impl="auto")
+    assert calls == [ssd_mod.KERNEL_MAX_STATE]
+    monkeypatch.setattr(ssd_mod, "kernel_available", lambda: False)        # numba missing: the chunked SSD
+    m2(m2_inputs(L=5, n=2), impl="auto")
+    assert calls == [ssd_mod.KERNEL_MAX_STATE]
+
+
 def test_ssd_per_channel_D():
     kw = m2_inputs(L=30)
     kw["D"] = torch.randn(4, 3)
@@ -251,17 +296,12 @@ def test_large_decay_finite_and_matches_ref(m1_impl):
 @settings(max_examples=15, deadline=None)
 @given(st.text(max_size=8))
 def test_impl_is_validated(impl):
-    kw1, kw2 = m1_inputs(b=1, L=3), m2_inputs(b=1, L=3)
-    if impl in ("auto", "ref", "fast", "kernel"):
-        m1(kw1, impl=impl)
-    else:
-        with pytest.raises(ValueError, match="impl"):
-            m1(kw1, impl=impl)
-    if impl in ("auto", "ref", "fast"):
-        m2(kw2, impl=impl)
-    else:
-        with pytest.raises(ValueError, match="impl"):
-            m2(kw2, impl=impl)
+    for fn, kw in ((m1, m1_inputs(b=1, L=3)), (m2, m2_inputs(b=1, L=3))):
+        if impl in ("auto", "ref", "fast", "kernel"):
+            fn(kw, impl=impl)
+        else:
+            with pytest.raises(ValueError, match="impl"):
+                fn(kw, impl=impl)
 
 
 @pytest.mark.parametrize("m1_impl", ["fast", "kernel"])
