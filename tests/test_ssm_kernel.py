@@ -366,3 +366,94 @@ def test_conv_falls_back_to_torch_when_numba_cannot_be_imported(monkeypatch):
     conv.impl = "kernel"
     with pytest.raises(ImportError, match="numba"):
         conv(x)
+
+
+# --------------------------------------------------------------------------------------------- CUDA extension route
+def plain_selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                            return_last_state=False):
+    """mamba_ssm's ``selective_scan_fn`` contract (no masks), written out as a loop: a stand-in on machines without
+    CUDA, to test how ``impl="mamba_ssm"`` maps masks and reverse scans onto it."""
+    delta = delta + (0 if delta_bias is None else delta_bias[:, None])
+    delta = F.softplus(delta) if delta_softplus else delta
+    B, C = (M if M.dim() == 4 else M.unsqueeze(1) for M in (B, C))
+    B, C = (M.repeat_interleave(u.shape[1] // M.shape[1], dim=1) for M in (B, C))     # (b, d, n, l)
+    h = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
+    ys = []
+    for t in range(u.shape[-1]):
+        h = torch.exp(delta[..., t, None] * A) * h + (delta[..., t] * u[..., t])[..., None] * B[..., t]
+        ys.append((h * C[..., t]).sum(-1) + (0 if D is None else D * u[..., t]))
+    y = torch.stack(ys, -1) * (1 if z is None else F.silu(z))
+    return (y, h) if return_last_state else y
+
+
+def test_mamba_ssm_route_maps_masks_and_reverse(monkeypatch):
+    """impl="mamba_ssm" on a stand-in with mamba_ssm's contract (importable as mamba_ssm.ops.selective_scan_interface)
+    gives the reference's outputs, last state and gradients with ragged masks, in both directions."""
+    import types
+
+    module = types.ModuleType("mamba_ssm.ops.selective_scan_interface")
+    module.selective_scan_fn = plain_selective_scan_fn
+    for name in ("mamba_ssm", "mamba_ssm.ops"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    kw = inputs(L=11, g=2)
+    w = torch.randn(kw["u"].shape, dtype=torch.float64)
+    wl = torch.randn(3, 6, 3, dtype=torch.float64)
+    for mask in (None, mixed_mask(3, 11)):
+        for reverse in (False, True):
+            extra = dict(mask=mask, reverse=reverse)
+            for a, e in zip(forward_and_grads(kw, "mamba_ssm", w, wl, **extra), forward_and_grads(kw, "ref", w, wl,
+                                                                                                  **extra)):
+                assert_rel(a, e, 1e-12)
+
+
+def test_mamba_ssm_route_says_what_is_missing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mamba_ssm", None)
+    with pytest.raises(ImportError, match="mamba_ssm"):
+        scan(inputs(L=3), "mamba_ssm")
+
+
+def _importable(name):
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or not _importable("mamba_ssm"), reason="needs CUDA and mamba_ssm")
+def test_cuda_auto_uses_mamba_ssm_and_matches_reference(monkeypatch):
+    """On CUDA, "auto" runs mamba_ssm's kernel: float32 outputs, last state and gradients vs the CPU reference."""
+    sel_mod = importlib.import_module("vidmamba.ssm.selective_scan")
+    calls = []
+    real = sel_mod._selective_scan_mamba_ssm
+    monkeypatch.setattr(sel_mod, "_selective_scan_mamba_ssm", lambda *a: calls.append(1) or real(*a))
+    kw = inputs(b=3, d=64, n=16, L=300, g=2, dtype=torch.float32)
+    w, wl = torch.randn(kw["u"].shape), torch.randn(3, 64, 16)
+    cuda = {k: v.cuda() for k, v in kw.items()}
+    for mask in (None, mixed_mask(3, 300)):
+        for reverse in (False, True):
+            mc = None if mask is None else mask.cuda()
+            got = forward_and_grads(cuda, "auto", w.cuda(), wl.cuda(), mask=mc, reverse=reverse)
+            for a, e in zip(got, forward_and_grads(kw, "ref", w, wl, mask=mask, reverse=reverse)):
+                assert_rel(a.cpu(), e, 1e-4)
+    assert len(calls) == 4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or not _importable("causal_conv1d"),
+                    reason="needs CUDA and causal_conv1d")
+def test_cuda_conv_uses_causal_conv1d_and_matches_the_torch_path(monkeypatch):
+    from vidmamba.ssm import MaskedDepthwiseConv1d
+
+    layers = importlib.import_module("vidmamba.ssm.layers")
+    calls = []
+    real = layers.causal_conv1d_fn
+    monkeypatch.setattr(layers, "causal_conv1d_fn", lambda: calls.append(1) or real())
+    torch.manual_seed(0)
+    conv = MaskedDepthwiseConv1d(64, 4, activation="silu").cuda()
+    torch_path = MaskedDepthwiseConv1d(64, 4, activation="silu", impl="fast").cuda()
+    torch_path.load_state_dict(conv.state_dict())
+    x, g, mask = torch.randn(3, 64, 50).cuda(), torch.randn(3, 64, 50).cuda(), mixed_mask(3, 50).cuda()
+    for a, e in zip(conv_outputs(conv, x, mask, g), conv_outputs(torch_path, x, mask, g)):
+        assert_rel(a, e, 1e-4)
+    assert calls

@@ -32,6 +32,15 @@ def masked_fill_pads(x: torch.Tensor, mask: torch.Tensor | None, time_dim: int) 
     return x.masked_fill(~mask.reshape(shape), 0)
 
 
+def causal_conv1d_fn():
+    """The ``causal_conv1d`` package's ``causal_conv1d_fn`` (CUDA), or None when it cannot be imported."""
+    try:
+        from causal_conv1d import causal_conv1d_fn as fn
+    except ImportError:
+        return None
+    return fn
+
+
 class MaskedDepthwiseConv1d(nn.Conv1d):
     """Depthwise Conv1d over time ("causal", "same" or "anticausal" padding) that zeroes its input at padded steps.
 
@@ -44,8 +53,9 @@ class MaskedDepthwiseConv1d(nn.Conv1d):
     Because the input is zeroed at pads, a valid output of a right-padded sample equals the output of the sample
     run alone (its conv sees the same zero padding), in every mode.
     ``activation="silu"`` applies SiLU to the output (fused into the kernel). ``impl``: "kernel" (the numba CPU kernel,
-    ``conv_kernel.py``), "ref" / "fast" (pure PyTorch: k shifted multiply-adds), "auto" ("kernel" for CPU tensors when
-    numba imports, else pure PyTorch); the mixers pass their own ``impl``.
+    ``conv_kernel.py``), "ref" / "fast" (pure PyTorch: k shifted multiply-adds), "auto" or "mamba_ssm": the numba
+    kernel for CPU tensors when numba imports, ``causal_conv1d_fn`` (extra ``[cuda]``) for CUDA tensors in "causal" mode
+    with 2 <= k <= 4 when it imports, else pure PyTorch. The mixers pass their own ``impl``.
     """
 
     def __init__(self, channels: int, kernel_size: int, bias: bool = True, mode: str = "causal",
@@ -55,7 +65,7 @@ class MaskedDepthwiseConv1d(nn.Conv1d):
         if activation not in (None, "silu"):
             raise ValueError(f"conv activation must be None or 'silu', got {activation!r}")
         super().__init__(channels, channels, kernel_size, groups=channels, bias=bias, padding=0, **factory)
-        self.mode, self.activation, self.impl = mode, activation, check_impl(impl, IMPLS + ("kernel",))
+        self.mode, self.activation, self.impl = mode, activation, check_impl(impl, IMPLS + ("kernel", "mamba_ssm"))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x (b, c, l) -> (b, c, l), returned as a transposed view of a channels-last (b, l, c) tensor.
@@ -66,8 +76,14 @@ class MaskedDepthwiseConv1d(nn.Conv1d):
         left = {"causal": k - 1, "same": (k - 1) // 2, "anticausal": 0}[self.mode]
         shifts = list(range(k))[::-1] if self.mode == "anticausal" else list(range(k))  # the step weight[i] sees
         silu = self.activation == "silu"
-        if self.impl == "kernel" or (self.impl == "auto" and x.device.type == "cpu" and kernel_available()):
+        auto = self.impl in ("auto", "mamba_ssm")
+        if self.impl == "kernel" or (auto and x.device.type == "cpu" and kernel_available()):
             return depthwise_conv_kernel(x, self.weight, self.bias, mask, [s - left for s in shifts], silu)
+        if auto and x.device.type == "cuda" and self.mode == "causal" and 2 <= k <= 4:
+            fn = causal_conv1d_fn()
+            if fn is not None:
+                return fn(masked_fill_pads(x, mask, -1).contiguous(), self.weight[:, 0].to(x.dtype),
+                          None if self.bias is None else self.bias.to(x.dtype), activation=self.activation)
         length = x.shape[-1]
         xl = F.pad(masked_fill_pads(x, mask, -1).transpose(1, 2), (0, 0, left, k - 1 - left))   # (b, l + k - 1, c)
         w = self.weight[:, 0].t()                                                               # (k, c)

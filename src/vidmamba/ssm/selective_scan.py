@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from vidmamba.ssm.common import IMPLS, check_impl, expand_groups, flip_time
 from vidmamba.ssm.scan_kernel import kernel_available, selective_scan_kernel
 
-SCAN_IMPLS = IMPLS + ("kernel",)
+SCAN_IMPLS = IMPLS + ("kernel", "mamba_ssm")
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -27,17 +27,21 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     mask (b, l) bool, True = valid. Returns y (b, d, l) in u's dtype, and with ``return_last_state`` also the final
     state (b, d, n) in float32 or wider (for ``reverse``, the state after the first valid step).
     ``impl``: "ref" (sequential loop, the test oracle), "fast" (chunked pure PyTorch, custom backward), "kernel"
-    (fused numba CPU kernel, ``scan_kernel.py``) or "auto" ("kernel" for CPU tensors when numba imports, else "fast").
+    (fused numba CPU kernel, ``scan_kernel.py``), "mamba_ssm" (its CUDA ``selective_scan_fn``, extra ``[cuda]``) or
+    "auto": "kernel" for CPU tensors when numba imports, "mamba_ssm" for CUDA tensors when it imports, else "fast".
     """
     impl = check_impl(impl, SCAN_IMPLS)
     if impl == "auto":
-        impl = "kernel" if u.device.type == "cpu" and kernel_available() else "fast"
+        if u.device.type == "cpu":
+            impl = "kernel" if kernel_available() else "fast"
+        else:
+            impl = "mamba_ssm" if u.device.type == "cuda" and mamba_ssm_scan_fn() is not None else "fast"
     if impl == "kernel":
         y, last = selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, mask, reverse)
         return (y, last) if return_last_state else y
     if reverse:
         u, delta, B, C, z, mask = flip_time([u, delta, B, C, z, mask], dims=[-1, -1, -1, -1, -1, -1])
-    fn = selective_scan_ref if impl == "ref" else _selective_scan_fast
+    fn = {"ref": selective_scan_ref, "fast": _selective_scan_fast, "mamba_ssm": _selective_scan_mamba_ssm}[impl]
     y, last = fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, mask)
     if reverse:
         y = y.flip(-1)
@@ -47,17 +51,20 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 def _prepare(u, delta, A, B, C, delta_bias, delta_softplus, mask):
     """Upcast to float32 (or keep float64), apply bias/softplus/mask to delta; B/C become (b, g, n, l)."""
     ctype = torch.promote_types(u.dtype, torch.float32)
-    delta = delta.to(ctype)
-    if delta_bias is not None:
-        delta = delta + delta_bias.to(ctype)[:, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
-    if mask is not None:
-        delta = delta * mask[:, None, :].to(ctype)
+    delta = _final_delta(delta.to(ctype), delta_bias, delta_softplus, mask)
     B, C = (M.to(ctype) if M.dim() == 4 else M.to(ctype).unsqueeze(1) for M in (B, C))
     if u.shape[1] % B.shape[1] or u.shape[1] % C.shape[1]:
         raise ValueError(f"number of groups {B.shape[1]} must divide the number of channels {u.shape[1]}")
     return u.to(ctype), delta, A.to(ctype), B, C
+
+
+def _final_delta(delta, delta_bias, delta_softplus, mask):
+    """delta (b, d, l) -> softplus(delta + bias) (as asked) * mask, in delta's dtype."""
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(delta.dtype)[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    return delta if mask is None else delta * mask[:, None, :].to(delta.dtype)
 
 
 def _finish(y, u, D, z, mask, out_dtype):
@@ -86,6 +93,29 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
         ys.append((h * C_t).sum(-1))                                # (b, d)
     y = torch.stack(ys, dim=-1) if ys else u.new_zeros(u.shape)
     return _finish(y, u, D, z, mask, out_dtype), h
+
+
+def mamba_ssm_scan_fn():
+    """mamba_ssm's ``selective_scan_fn`` (CUDA), or None when mamba_ssm cannot be imported."""
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except ImportError:
+        return None
+    return selective_scan_fn
+
+
+def _selective_scan_mamba_ssm(u, delta, A, B, C, D, z, delta_bias, delta_softplus, mask):
+    """mamba_ssm's ``selective_scan_fn`` with our mask: padded steps get dt = 0 (bias and softplus applied here in
+    float32) and output 0. Returns (y (b, d, l), last_state (b, d, n))."""
+    fn = mamba_ssm_scan_fn()
+    if fn is None:
+        raise ImportError("impl='mamba_ssm' needs mamba_ssm (pip install 'vidmamba[cuda]' on a CUDA machine)")
+    if mask is not None:
+        delta = _final_delta(delta.to(torch.promote_types(delta.dtype, torch.float32)), delta_bias, delta_softplus,
+                             mask)
+        delta_bias, delta_softplus = None, False
+    y, last = fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state=True)
+    return (y if mask is None else y * mask[:, None, :].to(y.dtype)), last
 
 
 def _selective_scan_fast(u, delta, A, B, C, D, z, delta_bias, delta_softplus, mask, chunk_size=None):
