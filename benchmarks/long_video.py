@@ -16,7 +16,8 @@ exceeds the time cap, and rows that would overrun the run budget (``--budget-min
 the reason, so the whole run stays within its budget.
 
 Time: one warm-up call on a short input (``min(L, 1024)`` clips) is excluded; then the median of timed calls (more
-than one only while the calls so far took less than ``REPEAT_BUDGET_S``); ``cpu_s`` is the process's user + system
+than one while the calls so far took less than ``REPEAT_BUDGET_S``, and at least ``--min-repeats``; with two or more
+the row also has ``steady_s``, the fastest call after the first, whose memory the allocator already holds); ``cpu_s`` is the process's user + system
 CPU seconds per timed call (all threads), a load-independent companion of the wall time on a shared machine. Peak
 memory: the subprocess's max RSS (``ru_maxrss``, everything: interpreter, torch, weights, inputs) on CPU;
 ``torch.cuda.max_memory_allocated`` over the timed calls on CUDA.
@@ -195,7 +196,7 @@ def measure(job: dict) -> dict:
             torch.cuda.reset_peak_memory_stats(device)
         times: list[float] = []
         cpu0 = _cpu_s()
-        while not times or (len(times) < job["repeats"] and sum(times) < REPEAT_BUDGET_S):
+        while len(times) < job["min_repeats"] or (len(times) < job["repeats"] and sum(times) < REPEAT_BUDGET_S):
             t0 = time.perf_counter()
             step(batch)
             sync()
@@ -207,7 +208,8 @@ def measure(job: dict) -> dict:
         return dict(status="oom", reason=f"allocation failed under the {job['mem_cap_mib'] / 1024:g} GiB cap: "
                                          f"{str(err).splitlines()[0][:160]}")
     peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else _maxrss_mib()
-    return dict(status="ok", time_s=round(statistics.median(times), 4), times_s=[round(t, 4) for t in times],
+    steady = {} if len(times) < 2 else dict(steady_s=round(min(times[1:]), 4))   # memory already touched and kept
+    return dict(status="ok", time_s=round(statistics.median(times), 4), times_s=[round(t, 4) for t in times], **steady,
                 cpu_s=round(cpu, 3),
                 peak_mem_mib=round(peak, 1), setup_rss_mib=round(setup_rss, 1),
                 params_m=round(sum(p.numel() for p in model.parameters()) / 1e6, 2))
@@ -366,7 +368,7 @@ def run(args) -> dict:
     series: dict[tuple, list[dict]] = {}
     for job in plan(args):
         job.update(device=device, threads=args.threads, preset=args.preset, allocator=args.allocator,
-                   repeats=args.repeats,
+                   repeats=args.repeats, min_repeats=args.min_repeats,
                    mem_cap_mib=args.mem_cap_gib * 1024, time_cap_s=args.time_cap_s,
                    config=model_config(job["model"], args.preset))
         done = series.setdefault((job["model"], job["mode"], job["scenario"]), [])
@@ -448,6 +450,9 @@ def main(argv=None):
     ap.add_argument("--allocator", choices=("keep", "default"), default="keep",
                     help="keep: vidmamba.allocator.keep_freed_memory(), as the vidmamba command does; default: glibc's")
     ap.add_argument("--repeats", type=int, default=3, help="timed calls at most (while under 10 s in total)")
+    ap.add_argument("--min-repeats", type=int, default=1,
+                    help="timed calls at least: with 2, the row also has steady_s, the fastest call after the first "
+                         "(the first call touches the process's fresh memory, whose cost depends on the host)")
     ap.add_argument("--mem-cap-gib", type=float, default=10.0)
     ap.add_argument("--time-cap-s", type=float, default=150.0, help="per subprocess")
     ap.add_argument("--budget-min", type=float, default=25.0,

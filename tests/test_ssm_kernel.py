@@ -457,3 +457,21 @@ def test_cuda_conv_uses_causal_conv1d_and_matches_the_torch_path(monkeypatch):
     for a, e in zip(conv_outputs(conv, x, mask, g), conv_outputs(torch_path, x, mask, g)):
         assert_rel(a, e, 1e-4)
     assert calls
+
+
+@needs_numba
+def test_conv_kernel_reads_a_channel_slice_in_place():
+    """A channel slice of a channels-last projection (the mixers' input) is read without a copy and gives the same
+    values and gradients as the same input made contiguous; the projection's other channels get no gradient."""
+    from vidmamba.ssm import MaskedDepthwiseConv1d
+
+    torch.manual_seed(0)
+    conv = MaskedDepthwiseConv1d(70, 4, activation="silu", impl="kernel").double()
+    proj = torch.randn(3, 13, 140, dtype=torch.float64, requires_grad=True)
+    g, mask = torch.randn(3, 70, 13, dtype=torch.float64), mixed_mask(3, 13)
+    y = conv(proj.transpose(1, 2)[:, :70], mask)
+    dproj, dw = torch.autograd.grad((y * g).sum(), (proj, conv.weight))
+    expected = conv_outputs(conv, proj.detach().transpose(1, 2)[:, :70].contiguous(), mask, g)
+    for a, e in zip((y, dproj.transpose(1, 2)[:, :70], dw), expected[:3]):
+        assert_rel(a, e, 1e-12)
+    assert torch.all(dproj[..., 70:] == 0)

@@ -425,6 +425,18 @@ def test_mixers_reject_bad_configuration():
         Mamba1(8, impl="cuda")(torch.randn(1, 2, 8))
 
 
+def test_bimamba_inference_blend_in_place_equals_training_path():
+    """Without grad, BiMambaGated blends in the memory of its own temporaries: the same outputs as with grad."""
+    torch.manual_seed(0)
+    mixer = BiMambaGated(D_MODEL).double()
+    x = torch.randn(3, 11, D_MODEL, dtype=torch.float64)
+    mask = torch.arange(11)[None] < torch.tensor([[11], [6], [1]])
+    with torch.no_grad():
+        inference = mixer(x, mask)
+    assert torch.equal(inference, mixer(x, mask).detach())
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # --------------------------------------------------------------------------------------------------------------------
 # layers
 
@@ -472,7 +484,7 @@ def test_anticausal_conv_is_causal_conv_on_the_reversed_sequence(impl):
 @pytest.mark.parametrize("mode", ["causal", "same"])
 @pytest.mark.parametrize("impl", CONV_IMPLS)
 def test_masked_conv_without_bias_gradients_match_plain_conv(mode, impl):
-    """Both convs (shifted multiply-adds, kernel) give F.conv1d's values and gradients (input, weight) without a bias."""
+    """Both convs (shifted multiply-adds, kernel) give F.conv1d's values and gradients (x, weight) without a bias."""
     torch.manual_seed(0)
     conv = MaskedDepthwiseConv1d(6, 5, bias=False, mode=mode, impl=impl).double()
     x = torch.randn(2, 6, 11, dtype=torch.float64, requires_grad=True)

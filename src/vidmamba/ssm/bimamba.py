@@ -66,5 +66,8 @@ class BiMambaGated(nn.Module):
         """x (b, l, d_model), mask (b, l) bool or None -> (b, l, d_model)."""
         xs, g = self.in_proj(x).transpose(1, 2).chunk(2, dim=1)                         # (b, d_inner, l) each
         y_f, y_b = self.branch(xs, mask, backward=False), self.branch(xs, mask, backward=True)
-        y = torch.lerp(y_b, y_f, torch.sigmoid(g))                   # sigmoid(g) * y_f + (1 - sigmoid(g)) * y_b
+        if torch.is_grad_enabled():
+            y = torch.lerp(y_b, y_f, torch.sigmoid(g))               # sigmoid(g) * y_f + (1 - sigmoid(g)) * y_b
+        else:   # inference: in y_b's and g's memory (g is in_proj's output), not two new (b, d_inner, l) tensors
+            y = y_b.lerp_(y_f, g.sigmoid_())
         return masked_fill_pads(self.out_proj(y.transpose(1, 2)), mask, 1)

@@ -15,7 +15,7 @@ from vidmamba.ssm.scan_kernel import _load, _np, _run_blocks, kernel_available
 
 
 def depthwise_conv_kernel(x, weight, bias, mask, offsets, silu):
-    """x (b, c, l) (any strides), weight (c, 1, k), bias (c,) or None, mask (b, l) bool or None, offsets: k ints
+    """x (b, c, l) (any strides; read in place when its channels are contiguous), weight (c, 1, k), bias (c,) or None, mask (b, l) bool or None, offsets: k ints
     (output t reads input t + offsets[j] with weight[:, 0, j]), silu: apply SiLU. Returns (b, c, l) in x's dtype, a
     transposed view of a contiguous (b, l, c) tensor (computed in float32, or float64 for float64 inputs)."""
     if not kernel_available():
@@ -24,7 +24,9 @@ def depthwise_conv_kernel(x, weight, bias, mask, offsets, silu):
         raise ValueError(f"the conv kernel runs on CPU tensors, got {x.device}")
     ctype = torch.promote_types(x.dtype, torch.float32)
     with torch.autocast(device_type="cpu", enabled=False):
-        xt = x.transpose(1, 2).to(ctype).contiguous()                               # (b, l, c)
+        xt = x.transpose(1, 2)                                                      # (b, l, c)
+        if xt.dtype != ctype or xt.stride(2) != 1:      # a channel slice of a channels-last projection is read as is
+            xt = xt.to(ctype).contiguous()
         w = weight[:, 0].t().to(ctype).contiguous()                                 # (k, c)
         b = x.new_zeros(x.shape[1], dtype=ctype) if bias is None else bias.to(ctype).contiguous()
         y = _KernelConv.apply(xt, w, b, mask, np.asarray(offsets, dtype=np.int64), bool(silu))
@@ -32,12 +34,13 @@ def depthwise_conv_kernel(x, weight, bias, mask, offsets, silu):
 
 
 class _KernelConv(torch.autograd.Function):
-    """y = conv(x; w, bias, mask, offsets, silu) on contiguous x, y (b, l, c), w (k, c), bias (c,)."""
+    """y = conv(x; w, bias, mask, offsets, silu) on x (b, l, c) with contiguous channels, contiguous y (b, l, c),
+    w (k, c), bias (c,)."""
 
     @staticmethod
     def forward(ctx, x, w, bias, mask, offsets, silu):
         mask_u8 = torch.zeros(1, 1, dtype=torch.uint8) if mask is None else mask.to(torch.uint8).contiguous()
-        y = torch.empty_like(x)
+        y = x.new_empty(x.shape)
         head = (_np(x), _np(w), _np(bias), _np(mask_u8), offsets, mask is not None, silu)
         _run_blocks("conv_fwd", (*head, _np(y)), _num_blocks(x))
         ctx.save_for_backward(x, w, bias, mask_u8)
@@ -49,8 +52,8 @@ class _KernelConv(torch.autograd.Function):
         x, w, bias, mask_u8 = ctx.saved_tensors
         offsets, has_mask, silu = ctx.flags
         dy = dy.to(x.dtype).contiguous()
-        dx = torch.empty_like(x)
-        dpre = torch.empty_like(x) if silu else dy
+        dx = x.new_empty(x.shape)
+        dpre = x.new_empty(x.shape) if silu else dy
         dw_part, dbias_part = x.new_empty(x.shape[0], w.shape[0], x.shape[2]), x.new_empty(x.shape[0], x.shape[2])
         head = (_np(x), _np(w), _np(bias), _np(mask_u8), offsets, has_mask, silu)
         outs = (_np(dy), _np(dpre), _np(dx), _np(dw_part), _np(dbias_part))

@@ -1,0 +1,112 @@
+"""The depthwise conv and SSD scan kernels against their pure-PyTorch paths, side by side, forward and forward+backward.
+
+Conv: ``MaskedDepthwiseConv1d(impl="kernel")`` (numba, what "auto" picks on CPU) vs ``impl="fast"`` (k shifted
+multiply-adds) at the shapes the models train with: MLVTG's BiMamba conv at the demo's scale, HieraMamba's AMP conv
+and Hydra's conv at the long-synthetic scale (ragged masks, input a channel slice of a projection, as in the mixers).
+SSD: ``ssd_scan(impl="kernel")`` (the recurrence as a per-channel Mamba-1 scan on the numba kernel) vs the chunked
+SSD (``impl="fast"``) at d_state 16 / 32 / 64; "auto" picks the kernel up to ``ssd.KERNEL_MAX_STATE``.
+In one process, the two implementations alternating per repeat; time = median over repeats (ms). Prints JSON.
+
+    python benchmarks/conv_ssd.py --threads 2 --out /tmp/conv_ssd.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from vidmamba.ssm import MaskedDepthwiseConv1d, ssd_scan  # noqa: E402
+from vidmamba.utils import atomic_write_text  # noqa: E402
+
+CONVS = {   # name: (batch, channels, length, k, mode, bias, activation)
+    "mlvtg-bimamba (demo)": (32, 128, 90, 4, "causal", True, "silu"),
+    "hieramamba-amp (long synthetic)": (4, 32, 160, 3, "same", False, None),
+    "hydra (long synthetic)": (4, 128, 160, 7, "same", True, "silu"),
+}
+SSDS = [  # (batch, length, heads, headdim, d_state)
+    (8, 160, 4, 16, 16), (8, 160, 4, 16, 32), (8, 160, 16, 64, 64),
+    (2, 4096, 16, 64, 16), (2, 4096, 16, 64, 32), (2, 4096, 16, 64, 64),
+]
+
+
+def ragged(batch, length, g):
+    return torch.arange(length)[None] < torch.randint(length // 2, length + 1, (batch, 1), generator=g)
+
+
+def conv_case(shape, impl, grad):
+    b, c, l, k, mode, bias, act = shape
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    conv = MaskedDepthwiseConv1d(c, k, bias=bias, mode=mode, activation=act, impl=impl)
+    x = torch.randn(b, l, 2 * c, generator=g).transpose(1, 2)[:, :c].requires_grad_(grad)   # (b, c, l) slice
+    mask = ragged(b, l, g)
+    return lambda: conv(x, mask)
+
+
+def ssd_case(shape, impl, grad):
+    b, l, h, p, n = shape
+    g = torch.Generator().manual_seed(0)
+    ins = [torch.randn(b, l, h, p, generator=g), torch.randn(b, l, h, generator=g), -torch.rand(h, generator=g) - 0.5,
+           torch.randn(b, l, 1, n, generator=g), torch.randn(b, l, 1, n, generator=g)]
+    ins = [t.requires_grad_(grad) for t in ins]
+    bias, mask = torch.randn(h, generator=g) * 0.1, ragged(b, l, g)
+    return lambda: ssd_scan(*ins, dt_bias=bias, dt_softplus=True, mask=mask, impl=impl)
+
+
+def time_pair(make, shape, grad, repeats):
+    """Median ms of 'kernel' and 'fast', alternating."""
+    calls = {impl: make(shape, impl, grad) for impl in ("kernel", "fast")}
+
+    def once(fn):
+        t0 = time.perf_counter()
+        y = fn()
+        if grad:
+            y.sum().backward()
+        return time.perf_counter() - t0
+
+    for fn in calls.values():
+        once(fn)                                                          # warm-up (and first-call compilation)
+    times = {impl: [] for impl in calls}
+    for _ in range(repeats):
+        for impl, fn in calls.items():
+            times[impl].append(once(fn))
+    return {f"{impl}_ms": round(statistics.median(t) * 1e3, 3) for impl, t in times.items()}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--out")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows, load = [], os.getloadavg()
+    for grad in (False, True):
+        mode = "forward+backward" if grad else "forward"
+        for name, shape in CONVS.items():
+            rows.append(dict(op="conv", case=name, shape=shape, mode=mode,
+                             **time_pair(conv_case, shape, grad, args.repeats)))
+        for shape in SSDS:
+            reps = max(3, args.repeats // (1 if shape[1] < 1000 else 10))
+            rows.append(dict(op="ssd_scan", case="b l h p n", shape=shape, mode=mode,
+                             **time_pair(ssd_case, shape, grad, reps)))
+    for r in rows:
+        r["fast_over_kernel"] = round(r["fast_ms"] / r["kernel_ms"], 2)
+        print(json.dumps(r))
+    result = dict(command="python " + " ".join(sys.argv), threads=args.threads, loadavg_1_5_15min_start=load,
+                  loadavg_1_5_15min_end=os.getloadavg(), torch=torch.__version__, rows=rows)
+    if args.out:
+        atomic_write_text(args.out, json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
