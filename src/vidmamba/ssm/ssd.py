@@ -16,7 +16,7 @@ from vidmamba.ssm.common import IMPLS, check_impl, flip_time
 from vidmamba.ssm.scan_kernel import kernel_available, selective_scan_kernel
 
 
-KERNEL_MAX_STATE = 16   # "auto" uses the kernel up to this d_state (measured faster there; slower at 64, see below)
+KERNEL_MAX_STATE = 32   # "auto" uses the kernel up to this d_state (measured faster there; slower at 64, see below)
 
 
 def ssd_scan(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, return_last_state=False, *,
@@ -28,9 +28,9 @@ def ssd_scan(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, re
     ``return_last_state`` also the final state (b, h, p, n) in float32 or wider.
     ``impl``: "ref" (sequential loop, the test oracle), "fast" (chunked SSD with ``chunk_size``), "kernel" (the
     Mamba-1 numba kernel on the same recurrence per channel, ``_ssd_as_selective_scan``) or "auto": "kernel" for CPU
-    tensors with d_state <= ``KERNEL_MAX_STATE`` when numba imports, else "fast". (2 threads, forward + backward:
-    d_state 16 2.5x faster at HieraMamba's long-synthetic training shape, 1.3-1.5x at 4k steps x 1024 channels;
-    d_state 64 1.3-1.6x slower in training, equal in inference: BENCHMARKS.md.)
+    tensors with d_state <= ``KERNEL_MAX_STATE`` when numba imports, else "fast". (``benchmarks/conv_ssd.py``, 2
+    threads, forward + backward: d_state 16 1.9x faster at HieraMamba's long-synthetic training shape and 1.4x at 4k
+    steps x 1024 channels, d_state 32 1.5x / 1.1x, d_state 64 1.2-1.6x slower; inference 1.0-2.7x faster.)
     """
     impl = check_impl(impl, IMPLS + ("kernel",))
     if impl == "auto":
