@@ -29,8 +29,8 @@ def ssd_scan(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, re
     ``impl``: "ref" (sequential loop, the test oracle), "fast" (chunked SSD with ``chunk_size``), "kernel" (the
     Mamba-1 numba kernel on the same recurrence per channel, ``_ssd_as_selective_scan``) or "auto": "kernel" for CPU
     tensors with d_state <= ``KERNEL_MAX_STATE`` when numba imports, else "fast". (``benchmarks/conv_ssd.py``, 2
-    threads, forward + backward: d_state 16 1.9x faster at HieraMamba's long-synthetic training shape and 1.4x at 4k
-    steps x 1024 channels, d_state 32 1.5x / 1.1x, d_state 64 1.2-1.6x slower; inference 1.0-2.7x faster.)
+    threads, forward + backward: d_state 16 1.9x faster at HieraMamba's long-synthetic training shape and 1.5x at 4k
+    steps x 1024 channels, d_state 32 1.4x / 1.1x, d_state 64 1.25-1.8x slower; forward alone 1.0-2.5x faster.)
     """
     impl = check_impl(impl, IMPLS + ("kernel",))
     if impl == "auto":
