@@ -68,10 +68,11 @@ class MaskedDepthwiseConv1d(nn.Conv1d):
         self.mode, self.activation, self.impl = mode, activation, check_impl(impl, IMPLS + ("kernel", "mamba_ssm"))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x (b, c, l) -> (b, c, l), returned as a transposed view of a channels-last (b, l, c) tensor.
+        """x (b, c, l) -> (b, c, l). The numba kernel and the PyTorch path return a transposed view of a channels-last
+        (b, l, c) tensor (what the channels-last callers want), ``causal_conv1d`` a contiguous (b, c, l) one.
 
-        Computed as k shifted multiply-adds over channels-last slices (same sums as ``F.conv1d``; on CPU about 1.5-2x
-        faster than its depthwise kernel, and free of transposes for the channels-last callers), or by the kernel."""
+        The PyTorch path: k shifted multiply-adds over channels-last slices (same sums as ``F.conv1d``; on CPU about
+        1.5-2x faster than its depthwise kernel)."""
         k = self.kernel_size[0]
         left = {"causal": k - 1, "same": (k - 1) // 2, "anticausal": 0}[self.mode]
         shifts = list(range(k))[::-1] if self.mode == "anticausal" else list(range(k))  # the step weight[i] sees
