@@ -1,9 +1,10 @@
-"""The compiled CPU selective scan (numba), wrapped as a torch autograd op.
+"""The compiled CPU selective scan (numba), wrapped as a torch autograd op, and the runtime of all numba kernels.
 
 ``kernel_available()`` says whether numba imports (checked once, lazily: importing this module never imports
 numba). ``selective_scan_kernel`` has the semantics of ``selective_scan_ref`` (mask and reverse handled inside the
 kernel, no flipped copies); the kernels themselves are in ``_numba_kernels.py``, run over ranges of (batch, channel
-block) pairs on ``torch.get_num_threads()`` threads (torch's own OpenMP threads where numba can share them).
+block) pairs on ``torch.get_num_threads()`` threads (torch's own OpenMP threads where numba can share them) by
+``_run_blocks``, which ``conv_kernel.py`` uses too.
 First-call JIT compilation is cached on disk by numba (``cache=True``: next to the module, or under NUMBA_CACHE_DIR /
 the user cache when that is not writable).
 """

@@ -84,7 +84,7 @@ def _ssd_as_selective_scan(x, dt, A, B, C, D, z, dt_bias, dt_softplus, mask, rev
     for each of its n states, and its head's group of B / C (heads of a group are consecutive, as are a group's
     channels in the Mamba-1 layout); then H_t[h, p, :] is the Mamba-1 state of channel (h, p). Runs the numba kernel
     (no chunking: l * d * n state updates). Returns (y (b, l, h, p), last_state (b, h, p, n))."""
-    bsz, length, nheads, hdim = x.shape
+    nheads, hdim = x.shape[2:]
     per_channel = lambda t: None if t is None else t.repeat_interleave(hdim, -1)   # noqa: E731  (.., h) -> (.., d)
     if D is not None:
         D = D.flatten() if D.dim() == 2 else per_channel(D)
