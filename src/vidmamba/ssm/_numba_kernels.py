@@ -2,7 +2,7 @@
 of channels), forward and backward.
 
 Imported lazily by ``scan_kernel.py`` (numba is optional at run time). Arrays are time-major within a sample and
-contiguous: u, delta, z, y (b, l, d); A_t (n, d) (A transposed); B, C (b, l, g, n); D, delta_bias (d,); mask (b, l)
+contiguous (the conv's input only along channels): u, delta, z, y (b, l, d); A_t (n, d) (A transposed); B, C (b, l, g, n); D, delta_bias (d,); mask (b, l)
 uint8; rev (g,) uint8 (1 = that group's channels scan from l-1 down to 0). Absent z / mask are (1, 1, 1) / (1, 1)
 placeholders with ``has_z`` / ``has_mask`` False, so each dtype has one compiled forward and one backward.
 
@@ -301,14 +301,6 @@ def _conv_at(xb, wb, bb, mask, offsets, has_mask, bi, t, acc):
                 acc[i] += wb[j, i] * xb[s, i]
 
 
-@njit(inline="always", **_JIT)
-def _conv_block(blk, c):
-    """Flat block index -> (batch, first channel, number of channels)."""
-    nb = -(-c // BLOCK)
-    bi, c0 = blk // nb, (blk % nb) * BLOCK
-    return bi, c0, min(BLOCK, c - c0)
-
-
 @njit(**_JIT)
 def conv_fwd(x, w, bias, mask, offsets, has_mask, silu, y, blk0, blk1):
     """Forward of the depthwise conv for blocks blk0 .. blk1 - 1 (of b * ceil(c / BLOCK)). x, y (b, l, c); w (k, c);
@@ -316,10 +308,11 @@ def conv_fwd(x, w, bias, mask, offsets, has_mask, silu, y, blk0, blk1):
     (Each block works on views of its channels, indexed from 0: indexing the full arrays at c0 + i kept LLVM from
     vectorising, as numba cannot tell that c0 + i is not a negative index.)"""
     length, c = x.shape[1], x.shape[2]
+    nb = -(-c // BLOCK)
     one = x.dtype.type(1.0)
     acc = np.empty(BLOCK, x.dtype)
     for blk in range(blk0, blk1):
-        bi, c0, wd = _conv_block(blk, c)
+        bi, _, c0, wd = _block(blk, c, 1, nb)
         xb, wb, bb, yb = x[bi, :, c0:c0 + wd], w[:, c0:c0 + wd], bias[c0:c0 + wd], y[bi, :, c0:c0 + wd]
         for t in range(length):
             _conv_at(xb, wb, bb, mask, offsets, has_mask, bi, t, acc)
@@ -336,13 +329,14 @@ def conv_bwd(x, w, bias, mask, offsets, has_mask, silu, dy, dpre, dx, dw_part, d
     scratch for the gradient w.r.t. the pre-activation (recomputed from x); without, pass dy as dpre (only read).
     Writes dx (b, l, c) and the per-sample partial sums dw_part (b, k, c), dbias_part (b, c); the caller sums them."""
     length, c = x.shape[1], x.shape[2]
+    nb = -(-c // BLOCK)
     k = w.shape[0]
     zero, one = x.dtype.type(0.0), x.dtype.type(1.0)
     acc = np.empty(BLOCK, x.dtype)
     dw = np.empty((k, BLOCK), x.dtype)
     db = np.empty(BLOCK, x.dtype)
     for blk in range(blk0, blk1):
-        bi, c0, wd = _conv_block(blk, c)
+        bi, _, c0, wd = _block(blk, c, 1, nb)
         xb, wb, bb = x[bi, :, c0:c0 + wd], w[:, c0:c0 + wd], bias[c0:c0 + wd]
         dyb, dpb, dxb = dy[bi, :, c0:c0 + wd], dpre[bi, :, c0:c0 + wd], dx[bi, :, c0:c0 + wd]
         dw[:, :] = zero

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vidmamba.ssm.scan_kernel import _load, _np, _run_blocks, kernel_available
+from vidmamba.ssm.scan_kernel import _np, _num_blocks, _run_blocks, kernel_available, mask_u8
 
 
 def depthwise_conv_kernel(x, weight, bias, mask, offsets, silu):
@@ -39,28 +39,24 @@ class _KernelConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w, bias, mask, offsets, silu):
-        mask_u8 = torch.zeros(1, 1, dtype=torch.uint8) if mask is None else mask.to(torch.uint8).contiguous()
         y = x.new_empty(x.shape)
-        head = (_np(x), _np(w), _np(bias), _np(mask_u8), offsets, mask is not None, silu)
-        _run_blocks("conv_fwd", (*head, _np(y)), _num_blocks(x))
-        ctx.save_for_backward(x, w, bias, mask_u8)
+        mask8 = mask_u8(mask)
+        head = (_np(x), _np(w), _np(bias), _np(mask8), offsets, mask is not None, silu)
+        _run_blocks("conv_fwd", (*head, _np(y)), x.shape[0] * _num_blocks(x.shape[2], 1))
+        ctx.save_for_backward(x, w, bias, mask8)
         ctx.flags = offsets, mask is not None, silu
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        x, w, bias, mask_u8 = ctx.saved_tensors
+        x, w, bias, mask8 = ctx.saved_tensors
         offsets, has_mask, silu = ctx.flags
         dy = dy.to(x.dtype).contiguous()
         dx = x.new_empty(x.shape)
         dpre = x.new_empty(x.shape) if silu else dy
         dw_part, dbias_part = x.new_empty(x.shape[0], w.shape[0], x.shape[2]), x.new_empty(x.shape[0], x.shape[2])
-        head = (_np(x), _np(w), _np(bias), _np(mask_u8), offsets, has_mask, silu)
+        head = (_np(x), _np(w), _np(bias), _np(mask8), offsets, has_mask, silu)
         outs = (_np(dy), _np(dpre), _np(dx), _np(dw_part), _np(dbias_part))
-        _run_blocks("conv_bwd", (*head, *outs), _num_blocks(x))
+        _run_blocks("conv_bwd", (*head, *outs), x.shape[0] * _num_blocks(x.shape[2], 1))
         return dx, dw_part.sum(0), dbias_part.sum(0), None, None, None
 
-
-def _num_blocks(x):
-    """Blocks per call: b samples x ceil(c / BLOCK) channel blocks."""
-    return x.shape[0] * -(-x.shape[2] // _load().BLOCK)

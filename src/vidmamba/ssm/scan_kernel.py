@@ -112,6 +112,11 @@ def _run_blocks(name, args, nblocks):
         f.result()
 
 
+def mask_u8(mask):
+    """A (b, l) bool mask as the kernels take it: contiguous uint8, or a (1, 1) placeholder for None."""
+    return torch.zeros(1, 1, dtype=torch.uint8) if mask is None else mask.to(torch.uint8).contiguous()
+
+
 def _num_blocks(d, g):
     """Blocks per call and per sample: g groups of ceil(d / g / BLOCK) blocks."""
     return g * -(-(d // g) // _load().BLOCK)
@@ -189,5 +194,5 @@ def _kernel_args(u, delta, A, B, C, D, z, delta_bias, mask, softplus, reverse):
     zeros_d = u.new_zeros(d)
     return [_np(u), _np(delta), _np(A.t().contiguous()), _np(B), _np(C), _np(zeros_d if D is None else D),
             _np(u.new_zeros(1, 1, 1) if z is None else z), _np(zeros_d if delta_bias is None else delta_bias),
-            _np(torch.zeros(1, 1, dtype=torch.uint8) if mask is None else mask.to(torch.uint8).contiguous()),
+            _np(mask_u8(mask)),
             _np(torch.full((g,), int(reverse), dtype=torch.uint8)), softplus, z is not None, mask is not None, CHUNK]
