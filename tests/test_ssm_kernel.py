@@ -386,6 +386,16 @@ def plain_selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, 
     return (y, h) if return_last_state else y
 
 
+@pytest.fixture
+def fresh_mamba_ssm_lookup():
+    """The route looks mamba_ssm up once per process: forget that lookup before and after a test that fakes it."""
+    lookup = importlib.import_module("vidmamba.ssm.selective_scan").mamba_ssm_scan_fn
+    lookup.cache_clear()
+    yield
+    lookup.cache_clear()
+
+
+@pytest.mark.usefixtures("fresh_mamba_ssm_lookup")
 def test_mamba_ssm_route_maps_masks_and_reverse(monkeypatch):
     """impl="mamba_ssm" on a stand-in with mamba_ssm's contract (importable as mamba_ssm.ops.selective_scan_interface)
     gives the reference's outputs, last state and gradients with ragged masks, in both directions."""
@@ -407,6 +417,7 @@ def test_mamba_ssm_route_maps_masks_and_reverse(monkeypatch):
                 assert_rel(a, e, 1e-12)
 
 
+@pytest.mark.usefixtures("fresh_mamba_ssm_lookup")
 def test_mamba_ssm_route_says_what_is_missing(monkeypatch):
     monkeypatch.setitem(sys.modules, "mamba_ssm", None)
     with pytest.raises(ImportError, match="mamba_ssm"):

@@ -5,6 +5,7 @@ the content of a padded step reach a valid step.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -32,8 +33,10 @@ def masked_fill_pads(x: torch.Tensor, mask: torch.Tensor | None, time_dim: int) 
     return x.masked_fill(~mask.reshape(shape), 0)
 
 
+@functools.cache
 def causal_conv1d_fn():
-    """The ``causal_conv1d`` package's ``causal_conv1d_fn`` (CUDA), or None when it cannot be imported."""
+    """The ``causal_conv1d`` package's ``causal_conv1d_fn`` (CUDA), or None when it cannot be imported (looked up
+    once)."""
     try:
         from causal_conv1d import causal_conv1d_fn as fn
     except ImportError:

@@ -10,6 +10,8 @@ change a valid output, in either direction.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -95,8 +97,10 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     return _finish(y, u, D, z, mask, out_dtype), h
 
 
+@functools.cache
 def mamba_ssm_scan_fn():
-    """mamba_ssm's ``selective_scan_fn`` (CUDA), or None when mamba_ssm cannot be imported."""
+    """mamba_ssm's ``selective_scan_fn`` (CUDA), or None when mamba_ssm cannot be imported (looked up once: a failed
+    import would search the path again on every scan)."""
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
     except ImportError:
