@@ -1,4 +1,4 @@
-"""The package layout of DESIGN §2: one direction of dependency, ssm <- nn <- models <- tasks <- (video, demo, serve)
+"""The package layout (README "Layout"): one direction of dependency, ssm <- nn <- models <- tasks <- (video, demo, serve)
 <- cli; engine, data and metrics import nothing above them; no import cycle between modules (imports inside
 functions count too). Read from the source with ``ast``, so a lazy import cannot hide a cycle."""
 import ast

@@ -19,7 +19,7 @@ def _unit(*shape, seed=0):
 
 
 def _acc_ref(za, zc, n_anchor, n_clip, tau, gap_ratio):
-    """One sample, every candidate negative used: the formula of models.md §1.8 as loops."""
+    """One sample, every candidate negative used: the formula of the official ``libs/modeling/loss.py`` as loops."""
     gap = max(1, int(gap_ratio * n_anchor))
     losses = []
     for i in range(n_anchor):

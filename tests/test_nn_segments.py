@@ -81,7 +81,7 @@ def test_offsets_to_segments():
 
 
 def _hieramamba_formulas(p, t):
-    """The centre-offset formulas exactly as written in models.md §1.8."""
+    """The centre-offset formulas exactly as written in the official ``libs/modeling/loss.py``."""
     lp, rp, lg, rg = p[..., 0], p[..., 1], t[..., 0], t[..., 1]
     inter = torch.minimum(lp, lg) + torch.minimum(rp, rg)
     union = lp + rp + lg + rg - inter

@@ -1,4 +1,4 @@
-"""Template questions for MambaVL (``reference/models.md`` §3.2) and their frozen token embeddings.
+"""Template questions for MambaVL (official ``slowfast/datasets/epickitchens.py``) and their frozen token embeddings.
 
 MambaVL feeds each head a question: the verb head a question about the action, the noun head one about the object.
 The official questions were written by GPT from the ground-truth action; then ``mask_given_phrase`` replaced the
@@ -316,7 +316,7 @@ class QuestionDataset(PaddedCollate, Dataset):
     The questions are those of the sample's own (verb, noun), drawn with ``key = narration_id`` (else the index):
     one fixed question pair per sample (evaluation). ``random_templates=True`` (training) draws the templates anew
     at every access from torch's RNG (seeded per DataLoader worker by torch, saved and restored by the trainer).
-    For anticipation (§3.2: questions of the *predicted* action) pass ``question_actions``: narration_id ->
+    For anticipation (questions of the *predicted* action) pass ``question_actions``: narration_id ->
     (verb, noun) of the predicted action, or None (or a missing id) for the generic questions.
     ``context_key``: a string field of the base items (e.g. ``"narration"``) passed as ``context`` to the generator.
     """

@@ -1,4 +1,4 @@
-"""HieraMamba (arXiv 2510.23043): hierarchical Mamba video grounding (``reference/models.md`` §1).
+"""HieraMamba (arXiv 2510.23043): hierarchical Mamba video grounding (official code: ``jbistanbul/hieramamba``).
 
 Read top to bottom (the transformer pieces, text encoders and fusion are in :mod:`.hieramamba_blocks`; point targets
 and decoding in :mod:`vidmamba.nn.points`; ACC / SPC in :mod:`vidmamba.nn.detection_losses`):
@@ -16,7 +16,7 @@ and decoding in :mod:`vidmamba.nn.points`; ACC / SPC in :mod:`vidmamba.nn.detect
 Tensors are channel-last (b, l, d); masks are (b, l) bool, True = valid, right-padded (a valid prefix per sample).
 
 Deliberate differences from the official code (each keeps a padded batch equal to every sample run alone):
-- masks are built per sample: the official interleaved mask is sized by a sum over the whole batch (models.md §1.3);
+- masks are built per sample: the official interleaved mask is sized by a sum over the whole batch (``anchor_mamba.py``);
 - an anchor is the mean of the *valid* clips of its window (official ``avg_pool1d`` divides a half-empty last window by
   ``s``, i.e. averages in a zero);
 - Hydra and the local attention get the padding mask (official Hydra scans over padding);
@@ -56,7 +56,7 @@ MIXERS = ("hydra", "attention")
 # ---------------------------------------------------------------------------------------------------------------------
 @dataclass
 class HieraMambaBackboneConfig(ModelConfig):
-    """Hyper-parameters of :class:`HieraMambaBackbone`; defaults are the official Ego4D-NLQ ones (models.md §1.10).
+    """Hyper-parameters of :class:`HieraMambaBackbone`; defaults are the official Ego4D-NLQ ones (``opts/ego4d*.yaml``).
 
     in_dim: input width. With early fusion (Ego4D, MAD, MAD-v2) the backbone runs on the fused, already projected video,
         so the official code builds it with ``in_dim = embd_dim``; TACoS (late fusion) feeds raw C3D (4096).
@@ -217,7 +217,7 @@ def build_mixer(cfg: HieraMambaBackboneConfig) -> nn.Module:
 
 
 class AMPBlock(nn.Module):
-    """Anchor Mamba Pooling block, gated (official ``AnchorMambaPoolingBlockGated``, models.md §1.3), stride ``s``.
+    """Anchor Mamba Pooling block, gated (official ``AnchorMambaPoolingBlockGated``, ``anchor_mamba.py``), stride ``s``.
 
     forward(x (b, l, d), mask (b, l)) -> (anchors (b, ceil(l/s), d), anchor_mask, clips (b, l, d), mask):
 
@@ -268,7 +268,7 @@ class BackboneOutput(NamedTuple):
 
 
 class HieraMambaBackbone(nn.Module):
-    """HieraMamba video backbone (official ``HieraMambaBackbone``, models.md §1.2).
+    """HieraMamba video backbone (official ``HieraMambaBackbone``, ``video_net.py``).
 
     ``embd_fc`` (masked 1x1 conv in_dim -> D) -> ``num_embd_convs`` x [masked conv (no bias) -> LayerNorm -> ReLU]
     (the first k5 s2 when ``stride == 2``, else k3) -> ``+ sinusoid / sqrt(D)`` at valid positions -> ``num_blocks``
@@ -360,7 +360,7 @@ LOSS_NORMALIZATIONS = ("official", "per_query")
 class HieraMambaConfig(HieraMambaBackboneConfig):
     """Hyper-parameters of :class:`HieraMamba`: every :class:`HieraMambaBackboneConfig` field (same names, same
     meaning) plus the fields below. Defaults are the official Ego4D-NLQ ones; :meth:`preset` gives "ego4d", "mad",
-    "madv2", "tacos" (models.md §1.10), e.g. ``create_model("hieramamba", preset="tacos", video_dim=..., ...)``.
+    "madv2", "tacos" (official ``opts/*.yaml``), e.g. ``create_model("hieramamba", preset="tacos", video_dim=..., ...)``.
 
     video_dim, text_dim: input feature widths (Ego4D EgoVLP 256 / 768; MAD CLIP 512 / 512; TACoS C3D 4096 / GloVe 300).
     in_dim: derived, leave unset: ``embd_dim`` with early fusion (the backbone runs on the projected, fused video),
@@ -538,7 +538,7 @@ def grid_timing(batch: dict) -> tuple[list[float], list[float], list[float]]:
 
 
 class HieraMamba(nn.Module):
-    """HieraMamba video grounding model (official ``HieraMamba``, models.md §1.1), per-sample masks throughout.
+    """HieraMamba video grounding model (official ``HieraMamba``, ``libs/modeling``), per-sample masks throughout.
 
     Batch (``vidmamba.data.snag.SnagDataset.collate``): ``video`` (B, T, video_dim), ``video_mask`` (B, T) bool,
     ``text`` (Q, L, text_dim), ``text_mask`` (Q, L), ``query_index`` (Q,) video of each query, ``segments_grid``

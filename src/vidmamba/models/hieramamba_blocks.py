@@ -1,4 +1,4 @@
-"""HieraMamba's transformer pieces (SnAG ``blocks.py``, ``text_net.py``, ``fusion.py``; models.md §1.3, 1.5, 1.6).
+"""HieraMamba's transformer pieces (SnAG ``blocks.py``, ``text_net.py``, ``fusion.py``).
 
 - :class:`ConvSelfAttention` and :class:`EncoderLayer`: SnAG's pre-LN ``TransformerEncoder`` (optional depthwise conv
   on q / k / v), used as the AMP block's local encoder and as the TACoS text transformer;

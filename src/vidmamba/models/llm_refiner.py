@@ -1,6 +1,6 @@
 """MLVTG's LLMRefiner: trainable Linear -> ONE frozen decoder layer of a pretrained causal LM -> trainable Linear.
 
-The paper (models.md §2.1 item 5) uses layer 20 of a frozen Mamba LLM (best among its sweep; 15-22 a "sweet spot");
+The paper (arXiv 2506.08512) uses layer 20 of a frozen Mamba LLM (best among its sweep; 15-22 a "sweet spot");
 that is ``configs/mlvtg_qvhighlights.yaml`` / ``configs/mlvtg_charades.yaml`` here
 (``model="state-spaces/mamba-2.8b-hf", layer=20``; the LLM is inferred from the paper's 2560-d space;
 :func:`layer_footprint`: 41.2 M frozen parameters, 165 MB in float32). Only the chosen layer is ever built and

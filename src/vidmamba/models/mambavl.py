@@ -1,7 +1,7 @@
 """MambaVL ("Mamba Fusion: Learning Actions Through Questioning", arXiv 2409.11513): action recognition /
 anticipation from a video token sequence and two masked questions, fused by Mamba-1 mixers sharing one A.
 
-Read top to bottom (``reference/models.md`` §3.1, official code at ``Dongzhikang/MambaVL@601b789``):
+Read top to bottom (official code: ``Dongzhikang/MambaVL@601b789``, ``slowfast/models/video_model_builder.py``):
 
 1. projections: video (b, T, video_dim) -> Linear -> d_model; each question (b, L, text_dim) -> ``txt_proj`` =
    Linear(no bias) -> ReLU -> Linear -> ReLU -> Linear (as the official code);

@@ -1,7 +1,7 @@
 """MLVTG (arXiv 2506.08512): video temporal grounding with a MambaAligner and an optional frozen-LLM refiner.
 
-There is no public code; the paper follows UniVTG for encoders, heads, losses and decoding (``reference/models.md``
-§2). Read top to bottom:
+There is no public code; the paper follows UniVTG for encoders, heads, losses and decoding
+(``showlab/UniVTG``). Read top to bottom:
 
 1. input projections (UniVTG: 2 x [LayerNorm -> Dropout -> Linear], ReLU after the first) for video and text;
 2. HD branch: attentive pooling of the projected query, cosine saliency of every projected (pre-encoder) clip

@@ -1,4 +1,4 @@
-"""HieraMamba's contrastive losses (ACC, SPC) and its loss normaliser (models.md §1.8).
+"""HieraMamba's contrastive losses (ACC, SPC) and its loss normaliser (official ``libs/worker.py``, ``libs/modeling/loss.py``).
 
 Inputs are unit vectors (already projected and L2-normalised) and per-sample bool masks. Both losses sample their
 negatives at random (``torch.rand`` with an optional generator); when every candidate fits in the sample budget the

@@ -2,7 +2,7 @@
 
 The paper describes ``x, g = split(Linear(LN(Z)))``; ``x -> 1D conv -> forward SSM y_f and backward SSM y_b``;
 ``y = sigmoid(g) * y_f + (1 - sigmoid(g)) * y_b``; output projection and residual. No code is public. Choices made
-here where the paper is silent (models.md §2.1 item 4):
+here where the paper is silent:
 
 - Per-direction parameters as Vim "v2": each direction has its own depthwise conv, x_proj, dt_proj, A_log and D
   (names ``conv1d, x_proj, dt_proj, A_log, D`` and ``conv1d_b, x_proj_b, dt_proj_b, A_b_log, D_b``); ``in_proj`` and

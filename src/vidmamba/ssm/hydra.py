@@ -1,6 +1,6 @@
 """Hydra: bidirectional quasiseparable mixer on the SSD scan (Hwang et al., arXiv 2407.09941), with padding masks.
 
-Follows ``goombalab/hydra`` (models.md §1.4); parameter names match it (in_proj, conv1d, dt_bias, A_log, D, fc_D,
+Follows ``goombalab/hydra`` (``hydra/modules/hydra.py``); parameter names match it (in_proj, conv1d, dt_bias, A_log, D, fc_D,
 norm, out_proj). Per head, the mixer applies the L x L quasiseparable matrix
 
     M[i, j] = C_f[i-1] . B_f[j] * exp(A * sum_{r=j+1}^{i-1} dt_f[r]) * dt_f[j]    for j < i  (forward SSM, shifted)

@@ -14,7 +14,7 @@ Config sections (see ``configs/mambavl_*.yaml``):
   ``{kind: hf, path, max_length}``, a local transformers checkpoint), ``question_seed``, ``question_context``
   ("narration": the narration, label words masked, is appended to the questions; recognition only),
   ``predicted_actions`` (anticipation, and unlabelled splits such as the EK100 test CSV: JSON
-  ``{narration_id: [verb, noun]}`` of an external model, whose questions are asked, §3.2; ids not in it, or no
+  ``{narration_id: [verb, noun]}`` of an external model, whose questions are asked; ids not in it, or no
   file, get the generic label-free questions), ``action_mode`` (action top-k: "outer" product, the EK100
   convention, or "both_in_topk", MambaVL's SlowFast code);
 * ``train``: :class:`~vidmamba.engine.config.TrainerConfig` options.
