@@ -255,6 +255,45 @@ def _sample_len(rng, lo, hi):
     return int(np.clip(np.round(np.exp(rng.uniform(np.log(lo), np.log(hi + 0.999)))), lo, hi))
 
 
+def _background_latent(world: _World, T: int, rng: np.random.Generator) -> np.ndarray:
+    """(T, latent_dim) latent of a video without events: its scene code + an AR(1) background."""
+    p = world.p
+    dz = p["latent_dim"]
+    rho = 0.85
+    ar = rng.standard_normal((T, dz))
+    ar[1:] *= np.sqrt(1 - rho ** 2)
+    d = 1
+    while d < T:  # AR(1) ar[t] = rho * ar[t-1] + e[t] as a log-depth (Hillis-Steele) scan
+        ar[d:] = ar[d:] + rho ** d * ar[:-d]
+        d *= 2
+    scene = world.scene_codes[rng.integers(p["num_scenes"])] + 0.3 * rng.standard_normal(dz)
+    return scene + _LATENT["ar"] * ar
+
+
+def _paint_event(world: _World, latent: np.ndarray, both: np.ndarray, v: int, o: int, s: int, e: int,
+                 rng: np.random.Generator) -> None:
+    """Add event (verb ``v``, object ``o``) on clips ``[s, e)`` to ``latent`` (T, latent_dim) in place, and mark in
+    ``both`` (T,) the clips where verb and object are both visible. Visibility states 0: both (partially mixed),
+    1: verb only, 2: object only; a persistent Markov chain."""
+    vis_v = np.array([_LATENT["mix"], 1.0, 0.0])
+    vis_o = np.array([_LATENT["mix"], 0.0, 1.0])
+    cum = np.cumsum([_LATENT["p_both"], 0.5, 0.5])
+    L = e - s
+    u = rng.random((L, 2))
+    fresh = np.searchsorted(cum, u[:, 1] * cum[-1], side="right")  # a newly drawn state per clip
+    redraw = u[:, 0] > _LATENT["stay"]
+    redraw[0] = True
+    states = fresh[np.maximum.accumulate(np.where(redraw, np.arange(L), 0))]  # the latest redraw holds
+    r = np.ones(L)  # ramp in / out over the first / last clip of events of 4+ clips
+    if L >= 4:
+        r[0] = r[-1] = _LATENT["ramp"]
+    latent[s:e] += (r * vis_v[states])[:, None] * world.verb_codes[v]
+    latent[s:e] += (r * vis_o[states])[:, None] * world.obj_codes[o]
+    both[s:e] = states == 0
+    latent[s] += world.onset_code
+    latent[e - 1] += world.offset_code
+
+
 def _make_video(world: _World, n_queries: int, rng: np.random.Generator):
     """Sample one video: its events, its latent/features, and ``n_queries`` target (verb, object) pairs."""
     p = world.p
@@ -314,37 +353,10 @@ def _make_video(world: _World, n_queries: int, rng: np.random.Generator):
         placed.append((v, o, t, t + L))
         t += L + int(gaps[i + 1])
 
-    # --- latent
-    dz = p["latent_dim"]
-    rho = 0.85
-    ar = rng.standard_normal((T, dz))
-    ar[1:] *= np.sqrt(1 - rho ** 2)
-    d = 1
-    while d < T:  # AR(1) ar[t] = rho * ar[t-1] + e[t] as a log-depth (Hillis-Steele) scan
-        ar[d:] = ar[d:] + rho ** d * ar[:-d]
-        d *= 2
-    scene = world.scene_codes[rng.integers(p["num_scenes"])] + 0.3 * rng.standard_normal(dz)
-    latent = scene + _LATENT["ar"] * ar
+    latent = _background_latent(world, T, rng)
     both = np.zeros(T, dtype=bool)  # clips where both verb and object are visible (for saliency)
-    # visibility states 0: both (partially mixed), 1: verb only, 2: object only; a persistent Markov chain
-    vis_v = np.array([_LATENT["mix"], 1.0, 0.0])
-    vis_o = np.array([_LATENT["mix"], 0.0, 1.0])
-    cum = np.cumsum([_LATENT["p_both"], 0.5, 0.5])
     for v, o, s, e in placed:
-        L = e - s
-        u = rng.random((L, 2))
-        fresh = np.searchsorted(cum, u[:, 1] * cum[-1], side="right")  # a newly drawn state per clip
-        redraw = u[:, 0] > _LATENT["stay"]
-        redraw[0] = True
-        states = fresh[np.maximum.accumulate(np.where(redraw, np.arange(L), 0))]  # the latest redraw holds
-        r = np.ones(L)  # ramp in / out over the first / last clip of events of 4+ clips
-        if L >= 4:
-            r[0] = r[-1] = _LATENT["ramp"]
-        latent[s:e] += (r * vis_v[states])[:, None] * world.verb_codes[v]
-        latent[s:e] += (r * vis_o[states])[:, None] * world.obj_codes[o]
-        both[s:e] = states == 0
-        latent[s] += world.onset_code
-        latent[e - 1] += world.offset_code
+        _paint_event(world, latent, both, v, o, s, e, rng)
     noise = rng.standard_normal((T, p["video_dim"]))
     return T, placed, targets, latent, noise, both
 
