@@ -23,3 +23,13 @@ def test_demo_figure_has_title_y_axis_and_legend(tmp_path):
     with Image.open(tmp_path / "figure.png") as im:
         assert im.format == "PNG" and im.size == (1000, 440)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["figure.png"]
+
+
+def test_demo_table_fits_80_columns_with_readable_names():
+    from vidmamba.demo import TABLE_METRICS, format_table
+    brief = {key: 12.345 for key in TABLE_METRICS}
+    table = format_table({"mlvtg": brief, "random": brief}).splitlines()
+    assert table[0].split() == ["model", "R1@0.5", "R1@0.7", "mAP", "HL", "mAP", "HL", "Hit1"]
+    assert table[1].startswith("MLVTG (Mamba aligner)") and table[1].split()[-5:] == ["12.35"] * 5
+    assert table[2].startswith("random ")
+    assert max(map(len, table)) <= 80

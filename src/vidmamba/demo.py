@@ -26,7 +26,9 @@ from vidmamba.utils import atomic_write_text
 
 MODELS = {"mlvtg": "MLVTG (Mamba aligner)", "mlvtg-transformer": "transformer twin",
           "mlvtg-perclip": "per-clip, no context"}
-TABLE_METRICS = ["MR-full-R1@0.5", "MR-full-R1@0.7", "MR-full-mAP", "HL-min-VeryGood-mAP", "HL-min-VeryGood-Hit1"]
+# The official metric keys of the table and their column names.
+TABLE_METRICS = {"MR-full-R1@0.5": "R1@0.5", "MR-full-R1@0.7": "R1@0.7", "MR-full-mAP": "mAP",
+                 "HL-min-VeryGood-mAP": "HL mAP", "HL-min-VeryGood-Hit1": "HL Hit1"}
 # One budget for every model: fixed beforehand, never tuned on the val split.
 DEMO_MODEL = {"hidden_dim": 64, "num_layers": 2, "input_dropout": 0.1, "drop_path": 0.0}
 DEMO_TRAIN = {"epochs": 5, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "warmup_epochs": 1,
@@ -121,6 +123,16 @@ def plot_examples(path: Path, gt_rows: list[dict], predictions: dict[str, list[d
     return fig
 
 
+def format_table(models: dict[str, dict]) -> str:
+    """The demo's table: one row per model ({name: official metrics}), the :data:`TABLE_METRICS` columns, a legend."""
+    lines = [f"{'model':<24}" + "".join(f"{label:>9}" for label in TABLE_METRICS.values())]
+    lines += [f"{MODELS.get(name, name):<24}" + "".join(f"{brief[m]:>9.2f}" for m in TABLE_METRICS)
+              for name, brief in models.items()]
+    lines += ["R1@x: the top moment matches a true one at IoU >= x; mAP: mean over IoU 0.5-0.95",
+              "HL mAP / Hit1: per-clip saliency, clips rated 'very good' as the positives"]
+    return "\n".join(lines)
+
+
 def run_demo(out_dir: Path, threads: int | None = None) -> dict:
     """Run the demo, print the table, write ``out_dir/results.json`` and ``out_dir/figure.png``; returns results."""
     from vidmamba.data.synthetic import GENERATOR_VERSION, ensure_grounding_benchmark
@@ -149,10 +161,8 @@ def run_demo(out_dir: Path, threads: int | None = None) -> dict:
         print(f"  trained + evaluated {label:<24} {results['train_seconds'][name]:6.1f} s")
     results["models"]["random"] = evaluate_predictions("qvhighlights", random_predictions(gt_rows), gt_rows)["brief"]
 
-    header = f"{'model':<26}" + "".join(f"{m:>22}" for m in TABLE_METRICS)
-    print("\nsynthetic grounding benchmark, val split, official QVHighlights metrics\n" + header)
-    for name, brief in results["models"].items():
-        print(f"{MODELS.get(name, name):<26}" + "".join(f"{brief[m]:>22.2f}" for m in TABLE_METRICS))
+    print("\nsynthetic grounding benchmark, val split, official QVHighlights metrics (%)\n"
+          + format_table(results["models"]))
 
     data_dir = find_shared_data()
     if data_dir is not None and (data_dir / "qvhighlights_eval").is_dir():
@@ -168,5 +178,6 @@ def run_demo(out_dir: Path, threads: int | None = None) -> dict:
         print("matplotlib not installed: no figure (pip install 'vidmamba[plot]')")
     results["seconds"] = round(time.perf_counter() - start, 1)
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2))
-    print(f"\nwrote {out_dir / 'results.json'} ({results['seconds']} s in all)")
+    written = [out_dir / "results.json", *([results["figure"]] if "figure" in results else [])]
+    print(f"\nwrote {' and '.join(map(str, written))} ({results['seconds']} s in all)")
     return results
