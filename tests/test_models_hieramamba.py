@@ -509,6 +509,27 @@ def test_hydra_a_log_and_d_take_weight_decay_as_the_official_optimiser(decay):
     assert "backbone.blocks.0.mixer.in_proj.weight" in decayed and "backbone.blocks.0.mixer.fc_D.weight" in decayed
 
 
+@pytest.mark.parametrize("train_projectors", [True, False])
+def test_projectors_are_optimised_only_when_asked(train_projectors):
+    """train_projectors=False is the official trainer: its optimiser is built before the ACC / SPC loss modules create
+    their projectors, so they keep their initial weights while everything else learns."""
+    from vidmamba.engine.optim import build_optimizer
+
+    model = tiny_model(**NO_DROP, train_projectors=train_projectors).train()
+    optimizer = build_optimizer(model, lr=1e-2, weight_decay=0.05)
+    in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    params = dict(model.named_parameters())
+    projectors = {n: p.detach().clone() for n, p in params.items() if n.startswith(("acc_proj", "spc_proj"))}
+    assert len(projectors) == 2 * 5                          # per projector: Linear w, LayerNorm w + b, Linear w + b
+    backbone = {n: p.detach().clone() for n, p in params.items() if n.startswith("backbone.embd_fc")}
+    model(make_batch(LENGTHS, QUERIES))["loss"].backward()
+    optimizer.step()
+    for name, before in projectors.items():
+        assert (id(params[name]) in in_optimizer) == train_projectors, name
+        assert (not torch.equal(params[name].detach(), before)) == train_projectors, name
+    assert backbone and all(not torch.equal(params[n].detach(), before) for n, before in backbone.items())
+
+
 def test_predict_answers_the_grounding_contract_in_seconds():
     """``predict``: each query's detections (``detect``, grid units) mapped to ``g * clip_length + clip_offset``
     seconds of its own video and clamped to its duration; saliency = the finest level's foreground probability per

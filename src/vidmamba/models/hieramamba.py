@@ -389,6 +389,9 @@ class HieraMambaConfig(HieraMambaBackboneConfig):
         negative gap as a fraction of the sample's anchors (Ego4D 100, 8, 0.2; TACoS 10, 4, 0.3; MAD off).
     w_spc, spc_neg_ratio: SPC weight (0 disables) and negatives per positive (Ego4D 10, 1; TACoS 1, 1; MAD off).
     contrast_tau, proj_dim: InfoNCE temperature (0.07) and projector width (256) of ACC and SPC.
+    train_projectors: the ACC / SPC projectors learn (default). False: they stay at their random initialisation, as
+        in the official trainer, whose optimiser is built before the loss modules create them (``libs/worker.py``:
+        ``TrainerOriginal.__init__`` builds it, ``TrainerAuxiliary.__init__`` then adds the projectors).
     pre_nms_thresh, pre_nms_topk, seg_len_thresh: decoding filters (0.001; 2000, MAD 200; 0.1 grid units).
     nms_sigma, voting_thresh, min_score, max_num_segs: Gaussian soft-NMS (0.9), voting IoU (0.95), score floor
         (0.001), detections per query (5; MAD 50).
@@ -448,6 +451,7 @@ class HieraMambaConfig(HieraMambaBackboneConfig):
     spc_neg_ratio: float = 1.0
     contrast_tau: float = 0.07
     proj_dim: int = 256
+    train_projectors: bool = True
     pre_nms_thresh: float = 0.001
     pre_nms_topk: int = 2000
     seg_len_thresh: float = 0.1
@@ -576,6 +580,9 @@ class HieraMamba(nn.Module):
                 nn.init.zeros_(m.bias)
         self.acc_proj = LNProjector(d, cfg.proj_dim) if cfg.w_acc > 0 else None
         self.spc_proj = LNProjector(d, cfg.proj_dim) if cfg.w_spc > 0 else None
+        for proj in (self.acc_proj, self.spc_proj):
+            if proj is not None:
+                proj.requires_grad_(cfg.train_projectors)
         self.loss_norm = LossNormalizer(cfg.loss_norm_init, cfg.loss_norm_momentum)
         self.ranges = regression_ranges(cfg.num_blocks, cfg.regression_range, cfg.regression_sigma, cfg.max_seq_len)
 
