@@ -160,7 +160,7 @@ def test_snag_dataset_and_collate(tmp_path):
 
 
 # ------------------------------------------------------------------ training samples: grouping and truncation
-from vidmamba.data.snag import SnagTrainDataset, group_queries, truncation_window  # noqa: E402
+from vidmamba.data.snag import SnagTrainDataset, group_queries, threshold_window, truncation_window  # noqa: E402
 
 
 def test_group_queries_greedy_by_start():
@@ -270,3 +270,63 @@ def test_snag_train_dataset_crop_ratio_and_errors(tmp_path):
         SnagTrainDataset(p, "train", [tmp_path / "v"], tmp_path / "t", clip_size=1, clip_stride=1, crop_ratio=[0, 1])
     with pytest.raises(ValueError, match="max_clips"):
         SnagTrainDataset(p, "train", [tmp_path / "v"], tmp_path / "t", clip_size=1, clip_stride=1, max_clips=0)
+
+
+# ------------------------------------------------------------------ the official crop rule (trunc_thresh)
+def _kept_fraction(a, length, span):
+    """Plain-Python share of ``span`` (input clips) inside the window of clips ``a .. a + length - 1``."""
+    lo, hi = max(span[0], a - 0.5), min(span[1], a + length - 0.5)
+    return max(hi - lo, 0.0) / max(span[1] - span[0], 1e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(T=st.integers(12, 80), length=st.integers(4, 30), align=st.sampled_from([1, 2]),
+       thresh=st.sampled_from([0.0, 0.3, 0.5, 0.9]), data=st.data())
+def test_threshold_window_is_uniform_over_the_starts_a_loop_accepts(T, length, align, thresh, data):
+    """Brute force: every aligned start that keeps more than ``thresh`` of each span, and only those, is drawn."""
+    spans = []
+    for _ in range(data.draw(st.integers(1, 3))):
+        s = data.draw(st.floats(-0.5, T - 1.0))
+        spans.append((s, data.draw(st.floats(s + 0.1, T - 0.5))))
+    valid = [a for a in range(0, max(T - length, 0) + 1, align)
+             if length >= T or all(_kept_fraction(a, length, sp) > thresh for sp in spans)]
+    gen = torch.Generator().manual_seed(0)
+    draws = [threshold_window(T, np.array(spans), length, thresh, gen, align=align) for _ in range(300)]
+    if length >= T:
+        assert set(draws) == {0}
+    elif not valid:
+        assert set(draws) == {None}
+    else:
+        assert set(draws) == set(valid) if len(valid) <= 20 else set(draws) <= set(valid)
+
+
+def test_snag_train_dataset_trunc_thresh_cuts_ground_truth_but_keeps_more_than_the_threshold(tmp_path):
+    p = _long_video(tmp_path)
+    kw = dict(clip_size=1, clip_stride=1, max_clips=12, max_queries=1)
+    whole = SnagTrainDataset(p, "train", [tmp_path / "v"], tmp_path / "t", **kw)
+    cut = SnagTrainDataset(p, "train", [tmp_path / "v"], tmp_path / "t", trunc_thresh=0.5, **kw)
+    full = [[9.5, 12.5], [13.5, 15.5], [35.5, 38.5]]            # input clips of the three queries
+    torch.manual_seed(0)
+    fractions = {"whole": [], "cut": []}
+    for name, ds in (("whole", whole), ("cut", cut)):
+        for _ in range(80):
+            for index in range(len(ds)):
+                item = ds[index]
+                q = int(item["texts"][0][0, 0])
+                fractions[name].append(_kept_fraction(item["offset"], 12, full[q]))
+    assert min(fractions["whole"]) == 1.0                       # default: the ground truth is never cut
+    assert min(fractions["cut"]) > 0.5 and min(fractions["cut"]) < 1.0
+    with pytest.raises(ValueError, match="trunc_thresh"):
+        SnagTrainDataset(p, "train", [tmp_path / "v"], tmp_path / "t", trunc_thresh=1.0, **kw)
+
+
+def test_trunc_thresh_crop_may_be_shorter_than_the_ground_truth(tmp_path):
+    """With a crop ratio, the default lengthens a crop to hold the ground truth; trunc_thresh keeps the drawn length
+    and cuts instead (crops of 40 * [0.05, 0.06] -> 2 clips; spans of 3, 2 and 3 clips)."""
+    p = _long_video(tmp_path)
+    kw = dict(clip_size=1, clip_stride=1, crop_ratio=[0.05, 0.06], max_queries=1)
+    torch.manual_seed(2)
+    whole = SnagTrainDataset(p, "train", [tmp_path / "v"], tmp_path / "t", **kw)
+    cut = SnagTrainDataset(p, "train", [tmp_path / "v"], tmp_path / "t", trunc_thresh=0.3, **kw)
+    assert {whole[i]["video"].shape[0] for i in range(len(whole)) for _ in range(10)} == {2, 3}
+    assert {cut[i]["video"].shape[0] for i in range(len(cut)) for _ in range(10)} == {2}

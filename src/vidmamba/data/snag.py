@@ -327,6 +327,25 @@ def truncation_window(num_clips: int, spans: np.ndarray, length: int, generator:
     return start
 
 
+def threshold_window(num_clips: int, spans: np.ndarray, length: int, thresh: float,
+                     generator: torch.Generator | None = None, align: int = 1) -> int | None:
+    """Start ``a`` of a random window ``[a, a + length)`` of input clips that keeps MORE than ``thresh`` of every
+    ground truth (the official HieraMamba crop, ``trunc_thresh``; clip ``i`` covers ``[i - 0.5, i + 0.5]``): uniform
+    over the multiples of ``align`` in ``[0, num_clips - length]`` where every span's overlap with
+    ``[a - 0.5, a + length - 0.5]`` exceeds ``thresh`` times its length (official: rejection sampling of uniform
+    starts, the same distribution). None when no such start exists. spans (Q, 2) in input-clip units."""
+    if length >= num_clips:
+        return 0
+    starts = np.arange(0, num_clips - length + 1, align, dtype=np.float64)[:, None]                  # (S, 1)
+    spans = np.asarray(spans, dtype=np.float64).reshape(-1, 2)
+    overlap = np.minimum(spans[:, 1], starts + length - 0.5) - np.maximum(spans[:, 0], starts - 0.5)  # (S, Q)
+    ok = (overlap.clip(min=0) > thresh * np.maximum(spans[:, 1] - spans[:, 0], 1e-5)).all(1)
+    candidates = np.flatnonzero(ok)
+    if not len(candidates):
+        return None
+    return int(starts[candidates[int(torch.randint(len(candidates), (1,), generator=generator))], 0])
+
+
 class SnagTrainDataset(SnagDataset):
     """Training samples of the SnAG format: one item per (video, query group), not per video.
 
@@ -339,10 +358,15 @@ class SnagTrainDataset(SnagDataset):
     ``segments_grid`` stay aligned with ``video``; ``segments`` stay in seconds of the full video. Windows start on
     multiples of ``vid_stride``. Randomness comes from torch's global RNG (seeded and checkpointed by the trainer).
     Extra item key: ``offset`` (first input clip of the window).
+
+    ``trunc_thresh`` (official HieraMamba: 0.5): windows and crops may cut a ground truth as long as MORE than this
+    fraction of each one stays inside (:func:`threshold_window`; crops are then not lengthened to hold the ground
+    truth); when no window keeps that much, the whole-keeping rule above decides. None (default): ground truth is
+    kept whole.
     """
 
     def __init__(self, *args, max_clips: int | None = None, max_queries: int | None = None,
-                 crop_ratio: Sequence[float] | None = None, **kwargs):
+                 crop_ratio: Sequence[float] | None = None, trunc_thresh: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         if max_clips is not None and max_clips < 1:
             raise ValueError(f"max_clips must be >= 1 (input clips per training window), got {max_clips}")
@@ -350,7 +374,11 @@ class SnagTrainDataset(SnagDataset):
             raise ValueError(f"max_queries must be >= 1, got {max_queries}")
         if crop_ratio is not None and not (len(crop_ratio) == 2 and 0.0 < crop_ratio[0] <= crop_ratio[1] <= 1.0):
             raise ValueError(f"crop_ratio must be [lo, hi] with 0 < lo <= hi <= 1, got {crop_ratio}")
+        if trunc_thresh is not None and not 0.0 <= trunc_thresh < 1.0:
+            raise ValueError(f"trunc_thresh must be in [0, 1) (the fraction of each ground truth a training window "
+                             f"keeps; official 0.5) or null, got {trunc_thresh}")
         self.max_clips, self.max_queries, self.crop_ratio = max_clips, max_queries, crop_ratio
+        self.trunc_thresh = trunc_thresh
         self.samples: list[tuple[int, list[int]]] = []  # (video index, query indices)
         for vi, v in enumerate(self.videos):
             spans = self._clip_spans(v, range(len(v.queries)))
@@ -373,13 +401,19 @@ class SnagTrainDataset(SnagDataset):
         T = item["video"].shape[0]
         length = self.max_clips if self.max_clips is not None and T > self.max_clips else T
         spans = item["segments_grid"].double().numpy() * self.vid_stride
-        if length == T and self.crop_ratio is not None:
+        # clips that hold every ground truth of the item (a crop is never shorter, unless a cut is allowed)
+        needed = math.ceil(spans[:, 1].max() + 0.5 - math.floor(spans[:, 0].min() + 0.5)) + self.vid_stride - 1
+        crop = length == T and self.crop_ratio is not None
+        if crop:
             lo, hi = self.crop_ratio
-            length = round(T * (lo + (hi - lo) * float(torch.rand(()))))
-            # never shorter than what holds every ground truth of the item
-            needed = math.ceil(spans[:, 1].max() + 0.5 - math.floor(spans[:, 0].min() + 0.5)) + self.vid_stride - 1
-            length = min(T, max(length, needed, 1))
-        start = truncation_window(T, spans, length, align=self.vid_stride)
+            length = max(round(T * (lo + (hi - lo) * float(torch.rand(())))), 1)
+        start = None
+        if self.trunc_thresh is not None:
+            start = threshold_window(T, spans, length, self.trunc_thresh, align=self.vid_stride)
+        if start is None:
+            if crop:
+                length = min(T, max(length, needed))
+            start = truncation_window(T, spans, length, align=self.vid_stride)
         item["video"] = item["video"][start: start + length]
         grid = item["segments_grid"] - start / self.vid_stride
         # a span longer than the window keeps only its part inside it

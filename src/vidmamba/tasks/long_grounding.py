@@ -12,7 +12,8 @@ Config sections (see ``configs/hieramamba_*.yaml``):
   folders, concatenated) and ``text_features`` (folder); ``clip_size`` / ``clip_stride`` (frames), ``downsample``,
   ``vid_stride`` (the seconds <-> grid conversion of :mod:`vidmamba.data.snag`); ``max_text_len``; training
   sampling: ``max_clips`` (input clips per training window; longer videos are cut at random keeping the ground
-  truth), ``max_queries`` (per sample), ``crop_ratio``; ``eval_window`` (input clips: evaluate long videos in
+  truth), ``max_queries`` (per sample), ``crop_ratio``, ``trunc_thresh`` (null: ground truth kept whole; official
+  0.5: a window keeps more than half of each); ``eval_window`` (input clips: evaluate long videos in
   half-overlapping windows merged by NMS, for models that cannot take a whole video; default whole videos);
   ``video_dims`` / ``text_dim``; ``clip_length`` (seconds per feature row; read off the training annotations when
   every video has the same fps, needed to answer a raw video with ``vidmamba predict VIDEO``).
@@ -43,7 +44,7 @@ from vidmamba.tasks.base import Task, register
 
 DATA_KEYS = {"synthetic", "annotations", "train_split", "val_split", "video_features", "text_features", "clip_size",
              "clip_stride", "downsample", "vid_stride", "max_text_len", "max_clips", "max_queries", "crop_ratio",
-             "eval_window", "video_dims", "text_dim", "clip_length"}
+             "trunc_thresh", "eval_window", "video_dims", "text_dim", "clip_length"}
 WINDOW_NMS_IOU = 0.7  # merging the predictions of overlapping evaluation windows (hard NMS)
 
 
@@ -77,7 +78,7 @@ def build_dataset(data: dict, split: str, *, train: bool = False) -> SnagDataset
     args = (data["annotations"], split_name(data, split), data["video_features"], data["text_features"])
     if train:
         return SnagTrainDataset(*args, max_clips=data.get("max_clips"), max_queries=data.get("max_queries"),
-                                crop_ratio=data.get("crop_ratio"), **kw)
+                                crop_ratio=data.get("crop_ratio"), trunc_thresh=data.get("trunc_thresh"), **kw)
     return SnagDataset(*args, **kw)
 
 
