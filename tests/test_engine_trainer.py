@@ -107,6 +107,7 @@ def _check_exact_resume(tmp_path, num_workers, length_pool_batches=0):
     first = Trainer(make_model(0, dropout=0.2), cfg, callbacks=[stop_after(2)], **common)
     with pytest.raises(Stop):
         first.fit()
+    first.close()  # releases the run folder's lock for the next writer
     assert Checkpoint(tmp_path / "b" / "last").meta["epoch"] == 2
     # a different initialisation proves the weights come from the checkpoint
     resumed = Trainer(make_model(123, dropout=0.2), cfg, resume=True, **common)
@@ -190,6 +191,7 @@ def test_resume_errors(tmp_path):
     fresh = Trainer(make_model(), cfg, *data, resume=True)  # nothing to resume from yet: a fresh run
     assert fresh.epoch == 0
     fresh.fit()
+    fresh.close()
     with pytest.raises(CheckpointError) as info:
         Trainer(make_model(hidden=6), cfg, *data, resume=tmp_path / "y")
     message = str(info.value)

@@ -1,9 +1,11 @@
-"""Point targets and decoding of point-based temporal detection (HieraMamba / SnAG), by hand and vs slow loops."""
+"""Point targets and decoding of point-based temporal detection (HieraMamba / SnAG), by hand and vs slow loops (the
+official soft-NMS and voting: ``tests/oracles.py``)."""
 import math
 
 import torch
 
-from vidmamba.nn import nms_1d_ref, segment_voting_ref
+from oracles import official_batched_nms
+
 from vidmamba.nn.points import assign_points, decode_points, pyramid_points, regression_ranges, span_mask
 
 
@@ -75,9 +77,7 @@ def _decode_ref(pts, scores, offsets, thresh, topk, len_thresh, sigma, vote, min
         if b - a > len_thresh:
             segs.append([a, b])
             sc.append(float(scores[i]))
-    segs, sc = torch.tensor(segs).reshape(-1, 2), torch.tensor(sc)
-    kept, kept_sc, _ = nms_1d_ref(segs, sc, "gaussian", sigma=sigma, min_score=min_score, max_num=max_num)
-    return torch.cat([segment_voting_ref(kept, segs, sc, vote), kept_sc[:, None]], 1)
+    return torch.tensor(official_batched_nms(segs, sc, sigma, min_score, max_num, vote)).reshape(-1, 3)
 
 
 def test_decode_matches_slow_reference():

@@ -140,7 +140,8 @@ def _cmd_extract(args) -> int:
 def _cmd_export(args) -> int:
     from vidmamba.tasks import export_pretrained
 
-    print(f"wrote {export_pretrained(args.run, args.out)} (load it with vidmamba.tasks.pretrained.from_pretrained)")
+    out = export_pretrained(args.run, args.out, force=args.force)
+    print(f"wrote {out} (load it with vidmamba.tasks.pretrained.from_pretrained)")
     return 0
 
 
@@ -246,7 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = command("export", help="convert a trained run's best checkpoint into a pretrained folder")
     ex.add_argument("run", type=Path, help="run folder (its best/) or checkpoint folder")
-    ex.add_argument("--out", type=Path, required=True, help="pretrained folder to write")
+    ex.add_argument("--out", type=Path, required=True, help="pretrained folder to write (an existing one is replaced "
+                                                            "only when it is a pretrained folder vidmamba wrote)")
+    ex.add_argument("--force", action="store_true", help="also replace an --out folder of other files (never a file, "
+                                                         "nor a folder that is or holds a training run)")
     ex.set_defaults(func=_cmd_export)
 
     sv = command("serve", help="web demo: find moments in an uploaded video (needs vidmamba[demo,video])")

@@ -11,11 +11,14 @@ A checkpoint is a folder::
 It is written into a hidden temp folder ``.<name>.tmp-<pid>-<hex>`` beside the target, which then replaces the target
 by two renames (target -> ``.<name>.old``, temp -> target). A crash at any point leaves either the old or the new
 checkpoint complete; readers fall back to ``.<name>.old`` when the target is missing (:func:`resolve_checkpoint`,
-:func:`run_checkpoint`). Temp folders left by a killed writer are removed at the next save in that folder
+:func:`run_checkpoint`). Only a checkpoint folder of the same kind that holds nothing but what vidmamba wrote is ever
+replaced: anything else in the way is refused (:func:`check_replaceable`), and a folder that is or holds a training
+run always is. Temp folders left by a killed writer are removed at the next save in that folder
 (:func:`sweep_stale_temps`). ``meta.json``'s ``format`` is checked on load: a checkpoint from a newer format is refused.
 """
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
@@ -42,6 +45,15 @@ META_FILE = "meta.json"
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is incomplete, corrupt, or does not match the model."""
+
+
+class RunFolderError(CheckpointError):
+    """An output folder vidmamba will not write: it holds files vidmamba did not write, or a training run."""
+
+
+LOCK_FILE = ".train.lock"
+#: Files that only a training run writes: a folder holding one of them (at any depth) is or holds a run.
+RUN_MARKERS = ("metrics.jsonl", STATE_FILE, LOCK_FILE)
 
 
 def describe_mismatch(expected: dict, found: dict, limit: int = 10) -> str:
@@ -108,6 +120,91 @@ def backup_path(folder) -> Path:
 _TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>[0-9]+)-[0-9a-f]{8}$")
 
 
+def _not_ours(folder: Path, kind) -> str:
+    """Why ``folder`` is not a complete checkpoint folder of ``kind`` (``meta.json``'s ``kind``; None for training
+    checkpoints) holding exactly what :func:`save_checkpoint` wrote; '' when it is one."""
+    try:
+        meta = json.loads((folder / META_FILE).read_text())
+        written = set(meta["files"]) | {META_FILE}
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"no readable {META_FILE} of a vidmamba checkpoint"
+    if meta.get("kind") != kind:
+        return f"a {meta.get('kind') or 'training'} checkpoint, not a {kind or 'training'} one"
+    others = sorted(e.name for e in folder.iterdir() if e.name not in written or not e.is_file() or e.is_symlink())
+    if others:
+        more = f" (+{len(others) - 5} more)" if len(others) > 5 else ""
+        return f"it holds entries vidmamba did not write there: {', '.join(others[:5])}{more}"
+    return ""
+
+
+def _run_marker(folder: Path) -> Path | None:
+    """The first file in ``folder`` (at any depth, links not followed) that only a training run writes, or None."""
+    def fail(exc):
+        raise exc
+
+    for root, _, names in os.walk(folder, onerror=fail):
+        for name in names:
+            if name in RUN_MARKERS:
+                return Path(root) / name
+    return None
+
+
+def check_replaceable(folder, kind=None, force: bool = False) -> None:
+    """Raise :class:`RunFolderError` unless :func:`save_checkpoint` may replace ``folder`` (and its ``.old``
+    backup): each must be absent, or a checkpoint folder of ``kind`` holding only what vidmamba wrote there, or, with
+    ``force``, any folder that neither is nor holds a training run (:data:`RUN_MARKERS`). A file or a link is never
+    replaced."""
+    folder = Path(folder)
+    for path in (folder, backup_path(folder)):
+        if not path.exists() and not path.is_symlink():
+            continue
+        if path.is_symlink() or not path.is_dir():
+            raise RunFolderError(f"{path} is a {'link' if path.is_symlink() else 'file'}, not a folder; vidmamba "
+                                 "replaces only folders it wrote: choose another output folder")
+        reason = _not_ours(path, kind)
+        if not reason:
+            continue
+        try:
+            marker = _run_marker(path)
+        except OSError as exc:
+            raise RunFolderError(f"{path} exists and cannot be searched for a training run ({exc}); not replacing "
+                                 "it: choose another output folder") from None
+        if marker is not None:
+            raise RunFolderError(f"{path} is or holds a training run ({marker}); vidmamba never replaces a run: "
+                                 "choose another output folder")
+        if not force or path != folder:
+            raise RunFolderError(f"{path} exists and is not a {kind or 'training'} checkpoint folder written by "
+                                 f"vidmamba ({reason}); choose another output folder"
+                                 + (", or pass --force to replace it" if path == folder else ", or move it away"))
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<out_dir>/.train.lock``: one writer per run folder.
+
+    Taken at construction (a second holder, in this or another process, gets a :class:`RunFolderError` naming the
+    pid that holds it) and released by :meth:`release`, or by the kernel when the process ends, even by ``kill -9``.
+    The file stays (removing it would let a third writer lock a new file while the second holds the old one).
+    """
+
+    def __init__(self, out_dir):
+        self.path = Path(out_dir) / LOCK_FILE
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(self.fd)
+            raise RunFolderError(f"{self.path.parent} is being written by another training (pid {holder}, lock "
+                                 f"{self.path}); wait for it to end, or choose another train.out_dir") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the only descriptor of the open file drops the lock
+            self.fd = None
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -143,13 +240,16 @@ def sweep_stale_temps(directory) -> list[Path]:
 
 
 def save_checkpoint(folder, model: nn.Module, *, config: dict | None = None, training_state: dict | None = None,
-                    ema_state: dict | None = None, info: dict | None = None) -> Path:
+                    ema_state: dict | None = None, info: dict | None = None, force: bool = False) -> Path:
     """Write a checkpoint folder atomically (see the module docstring); returns its path.
 
-    ``ema_state`` is ``EMA.state_dict()``; ``info`` is a small JSON-able summary copied into ``meta.json``. Stale temp
-    folders of killed writes beside ``folder`` are swept first (:func:`sweep_stale_temps`).
+    ``ema_state`` is ``EMA.state_dict()``; ``info`` is a small JSON-able summary copied into ``meta.json`` (its
+    ``kind`` names the kind of folder). An existing ``folder`` is replaced only when :func:`check_replaceable` allows
+    it (``force``: also a folder of other files that holds no run). Stale temp folders of killed writes beside
+    ``folder`` are swept first (:func:`sweep_stale_temps`).
     """
     folder = Path(folder)
+    check_replaceable(folder, (info or {}).get("kind"), force)
     folder.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale_temps(folder.parent)
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")

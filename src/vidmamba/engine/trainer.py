@@ -47,7 +47,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from . import distributed as D
-from .checkpoint import EMA_FILE, Checkpoint, CheckpointError, backup_path, save_checkpoint
+from .checkpoint import (EMA_FILE, Checkpoint, CheckpointError, RunLock, backup_path, check_replaceable,
+                         save_checkpoint)
 from .config import TrainerConfig
 from .ema import EMA
 from .logger import MetricsLog
@@ -173,23 +174,36 @@ class Trainer:
         self.best_epoch: int | None = None
         self.last_train: dict[str, float] = {}
         self.last_eval: dict[str, float] = {}
-        self.log = None
+        self.log, self.lock = None, None
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            self.log = MetricsLog(self.out_dir / "metrics.jsonl",
-                                  self.out_dir / "tensorboard" if cfg.tensorboard else None)
-        if resume:
-            self._resume(resume)
-        elif self.log is not None:
-            if (self.out_dir / "last").exists():
-                warnings.warn(f"{self.out_dir} already holds a run; starting fresh (pass resume=True to continue "
-                              "it) overwrites its log and checkpoints", stacklevel=2)
-            self.log.truncate_after(0)  # a fresh run in an old folder starts a fresh log
+            self.lock = RunLock(self.out_dir)  # one writer per run folder, until close() (or the process ends)
+        try:
+            self._open_run(resume)
+        except BaseException:
+            if self.lock is not None:
+                self.lock.release()
+            raise
         self.train_model = self.model
         if self.dist.enabled:
             self.train_model = DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=cfg.ddp_find_unused_parameters)
+
+    def _open_run(self, resume) -> None:
+        """Check the run folder and open its log (rank 0), then resume or start fresh."""
+        if self.dist.is_main:
+            for name in ("best", "last"):  # refuse folders of the user's files there now, not after an epoch
+                check_replaceable(self.out_dir / name)
+            self.log = MetricsLog(self.out_dir / "metrics.jsonl",
+                                  self.out_dir / "tensorboard" if self.config.tensorboard else None)
+        if resume:
+            self._resume(resume)
+        elif self.log is not None:
+            if (self.out_dir / "last").exists():
+                warnings.warn(f"{self.out_dir} already holds a run; starting fresh (pass resume=True to continue "
+                              "it) overwrites its log and checkpoints", stacklevel=3)
+            self.log.truncate_after(0)  # a fresh run in an old folder starts a fresh log
 
     # ------------------------------------------------------------------ setup helpers
     def _train_sampler(self, train_data):
@@ -434,9 +448,11 @@ class Trainer:
             self.log.write(record)
 
     def close(self) -> None:
-        """Close the log and leave the process group if this trainer created it."""
+        """Close the log, release the run folder's lock and leave the process group if this trainer created it."""
         if self.log is not None:
             self.log.close()
+        if self.lock is not None:
+            self.lock.release()
         if self.train_model is not self.model:
             # Free the DDP reducer while its process group is alive: destroying it afterwards can hang at exit.
             self.train_model = self.model

@@ -23,7 +23,7 @@ from vidmamba.nn.losses import (
     symmetric_info_nce,
 )
 from vidmamba.nn.mask import batch_mask, check_mask, lengths_to_mask, masked_fill_pads, masked_mean, masked_softmax
-from vidmamba.nn.nms import nms_1d, nms_1d_ref, segment_voting, segment_voting_ref, soft_nms_voting
+from vidmamba.nn.nms import nms_1d, segment_voting, soft_nms_voting
 from vidmamba.nn.pooling import WeightedPool
 from vidmamba.nn.position import SinusoidalPositionEncoding, sinusoid_encoding
 from vidmamba.nn.scale import LayerScale, Scale
@@ -49,7 +49,7 @@ __all__ = [
     "saliency_inter_loss", "saliency_intra_loss", "sigmoid_focal_loss", "smooth_l1_span_loss",
     "soft_target_cross_entropy", "symmetric_info_nce",
     "batch_mask", "check_mask", "lengths_to_mask", "masked_fill_pads", "masked_mean", "masked_softmax",
-    "nms_1d", "nms_1d_ref", "segment_voting", "segment_voting_ref", "soft_nms_voting",
+    "nms_1d", "segment_voting", "soft_nms_voting",
     "WeightedPool",
     "SinusoidalPositionEncoding", "sinusoid_encoding",
     "LayerScale", "Scale",

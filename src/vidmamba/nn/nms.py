@@ -1,11 +1,11 @@
-"""Non-maximum suppression on 1-D segments (pure torch), with slow loop references used as test oracles.
+"""Non-maximum suppression on 1-D segments (pure torch).
 
 Methods (as in moment_detr/UniVTG ``temporal_nms`` and HieraMamba's soft-NMS, where a candidate j is compared with the
 segment i just selected):
 
-- ``"hard"``: drop j when ``IoU(i, j) > iou_threshold``;
-- ``"linear"``: ``score_j *= 1 - IoU`` when ``IoU > iou_threshold``;
-- ``"gaussian"``: ``score_j *= exp(-IoU^2 / sigma)`` (``iou_threshold`` unused; HieraMamba sigma 0.9).
+- ``"hard"``: drop j when ``IoU(i, j) > iou_threshold`` (moment_detr / UniVTG ``temporal_nms``, MLVTG);
+- ``"gaussian"``: ``score_j *= exp(-IoU^2 / sigma)`` (``iou_threshold`` unused; HieraMamba's ``softnms_1d_cpu``,
+  sigma 0.9).
 
 Selection repeatedly takes the highest *current* score (ties: lowest input index), so the output is sorted by score,
 descending. Candidates whose current score falls below ``min_score`` are dropped (also at the start). At most
@@ -13,14 +13,12 @@ descending. Candidates whose current score falls below ``min_score`` are dropped
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
 from vidmamba.nn.segments import pairwise_iou, segment_iou
 
-METHODS = ("hard", "linear", "gaussian")
+METHODS = ("hard", "gaussian")
 
 
 def _check(segs: Tensor, scores: Tensor, method: str) -> None:
@@ -60,52 +58,13 @@ def nms_1d(segs: Tensor, scores: Tensor, method: str = "hard", iou_threshold: fl
         if method == "hard":
             alive &= ~(iou > iou_threshold)
             continue
-        if method == "linear":
-            decay = torch.where(iou > iou_threshold, 1.0 - iou, torch.ones_like(iou))
-        else:
-            decay = torch.exp(-(iou * iou) / sigma)
+        decay = torch.exp(-(iou * iou) / sigma)
         cur = torch.where(alive, cur * decay, cur)
         alive &= cur >= min_score
     if not keep:
         return _empty(segs, scores)
     idx = torch.tensor(keep, dtype=torch.long, device=segs.device)
     return segs[idx], torch.stack(kept_scores), idx
-
-
-def _iou_py(a, b) -> float:
-    """IoU of two ``[st, ed]`` python lists (same arithmetic as :func:`vidmamba.nn.segments.segment_iou`)."""
-    inter = max(min(a[1], b[1]) - max(a[0], b[0]), 0.0)
-    union = (a[1] - a[0]) + (b[1] - b[0]) - inter
-    return inter / max(union, 1e-8)
-
-
-def nms_1d_ref(segs: Tensor, scores: Tensor, method: str = "hard", iou_threshold: float = 0.7, sigma: float = 0.9,
-               min_score: float = 0.0, max_num: int | None = None):
-    """Python-loop reference of :func:`nms_1d` (same arguments and returns); slow, for tests."""
-    _check(segs, scores, method)
-    s, cur = segs.tolist(), scores.tolist()
-    cand = [i for i in range(len(cur)) if cur[i] >= min_score]
-    keep, kept_scores = [], []
-    while cand and (max_num is None or len(keep) < max_num):
-        best = max(cand, key=lambda j: (cur[j], -j))
-        keep.append(best)
-        kept_scores.append(cur[best])
-        survivors = []
-        for j in cand:
-            if j == best:
-                continue
-            iou = _iou_py(s[best], s[j])
-            if method == "hard" and iou > iou_threshold:
-                continue
-            if method == "linear" and iou > iou_threshold:
-                cur[j] *= 1.0 - iou
-            elif method == "gaussian":
-                cur[j] *= math.exp(-(iou * iou) / sigma)
-            if cur[j] >= min_score:
-                survivors.append(j)
-        cand = survivors
-    idx = torch.tensor(keep, dtype=torch.long, device=segs.device)
-    return segs[idx], torch.tensor(kept_scores, dtype=scores.dtype, device=scores.device), idx
 
 
 def segment_voting(kept_segs: Tensor, all_segs: Tensor, all_scores: Tensor, iou_threshold: float = 0.95) -> Tensor:
@@ -121,21 +80,6 @@ def segment_voting(kept_segs: Tensor, all_segs: Tensor, all_scores: Tensor, iou_
     wsum = w.sum(-1, keepdim=True)
     refined = (w @ all_segs.to(w.dtype)) / wsum.clamp(min=torch.finfo(w.dtype).tiny)
     return torch.where(wsum > 0, refined.to(kept_segs.dtype), kept_segs)
-
-
-def segment_voting_ref(kept_segs: Tensor, all_segs: Tensor, all_scores: Tensor, iou_threshold: float = 0.95) -> Tensor:
-    """Python-loop reference of :func:`segment_voting`; slow, for tests."""
-    kept, segs, scores = kept_segs.tolist(), all_segs.tolist(), all_scores.tolist()
-    out = []
-    for k in kept:
-        num_st = num_ed = den = 0.0
-        for seg, sc in zip(segs, scores):
-            if _iou_py(k, seg) >= iou_threshold:
-                num_st += sc * seg[0]
-                num_ed += sc * seg[1]
-                den += sc
-        out.append([num_st / den, num_ed / den] if den > 0 else list(k))
-    return torch.tensor(out, dtype=kept_segs.dtype, device=kept_segs.device).reshape(-1, 2)
 
 
 def soft_nms_voting(segs: Tensor, scores: Tensor, sigma: float = 0.9, voting_thresh: float = 0.95,

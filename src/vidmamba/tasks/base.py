@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from vidmamba.data.lighthouse import DATASETS
-from vidmamba.engine.checkpoint import Checkpoint, CheckpointError, load_weights, run_checkpoint
+from vidmamba.engine.checkpoint import Checkpoint, CheckpointError, check_replaceable, load_weights, run_checkpoint
 from vidmamba.engine.config import TrainerConfig
 from vidmamba.engine.trainer import Trainer
 from vidmamba.tasks.pretrained import (EXPORTABLE_TASKS, FORMAT, PretrainedError, from_pretrained, is_hub_id,
@@ -222,9 +222,11 @@ def predict_features(ckpt, video_files, query_file, query: str = "", **timing) -
     return {"query": query, **answer, "clip_length": length, "duration": found["duration"]}
 
 
-def export_pretrained(run, out_dir) -> Path:
+def export_pretrained(run, out_dir, force: bool = False) -> Path:
     """Convert a trained run (its ``best`` checkpoint) or a checkpoint folder of a grounding task into a pretrained
-    folder."""
+    folder. An existing ``out_dir`` is replaced only when it is a pretrained folder vidmamba wrote (``force``: also a
+    folder of other files that holds no run), checked before anything is loaded."""
+    check_replaceable(out_dir, FORMAT, force)
     folder = run_checkpoint(run)
     model, experiment, task = load_trained(folder)
     if task.name not in EXPORTABLE_TASKS:
@@ -237,7 +239,7 @@ def export_pretrained(run, out_dir) -> Path:
     data["clip_length"] = model_cfg.get("clip_length", spec.clip_length if spec else None)
     if spec is not None:
         data["normalize_text"] = spec.normalize_text
-    return save_pretrained(model, out_dir, {"model": model_cfg, "data": data}, task=task.name)
+    return save_pretrained(model, out_dir, {"model": model_cfg, "data": data}, task=task.name, force=force)
 
 
 def write_evaluation(out_dir, split: str, rows: list[dict], metrics: dict) -> None:

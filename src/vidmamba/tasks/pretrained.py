@@ -102,11 +102,13 @@ def _build(model_cfg, data: dict, where: str) -> nn.Module:
         raise PretrainedError(f"{where}: cannot build model {name!r} from its options: {exc}") from exc
 
 
-def save_pretrained(model: nn.Module, out_dir, config: dict, task: str = "qvhighlights") -> Path:
+def save_pretrained(model: nn.Module, out_dir, config: dict, task: str = "qvhighlights", force: bool = False) -> Path:
     """Write ``model`` as a pretrained folder (atomically); returns its path.
 
     ``config``: ``{"model": {"name": ..., <options>}, "data": {<inference conventions>}}``. The config must rebuild
-    ``model`` exactly (same tensor names and shapes); otherwise ``PretrainedError`` says what differs.
+    ``model`` exactly (same tensor names and shapes); otherwise ``PretrainedError`` says what differs. An existing
+    ``out_dir`` is replaced only when it is a pretrained folder vidmamba wrote, or with ``force`` a folder that holds
+    no training run (:func:`vidmamba.engine.checkpoint.check_replaceable`).
     """
     where = f"save_pretrained({out_dir})"
     if not isinstance(config, dict) or set(config) != {"model", "data"}:
@@ -120,7 +122,7 @@ def save_pretrained(model: nn.Module, out_dir, config: dict, task: str = "qvhigh
         raise PretrainedError(f"{where}: the config's model {config['model']['name']!r} does not rebuild the given "
                               f"{type(model).__name__}: {problem}")
     full = {"format": FORMAT, "format_version": FORMAT_VERSION, "task": task, "model": config["model"], "data": data}
-    return save_checkpoint(out_dir, model, config=full, info={"kind": FORMAT})
+    return save_checkpoint(out_dir, model, config=full, info={"kind": FORMAT}, force=force)
 
 
 def _local_folder(path_or_id) -> Path:

@@ -1,0 +1,165 @@
+"""Nothing lost: ``export --out`` replaces only what vidmamba wrote, one writer per run folder, checksummed weights,
+hub ids only on request, a resumed run's log without repeated rows. Data-loss cases check that the victim files are
+still there afterwards, byte for byte."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from test_pretrained import MODEL, _model
+from vidmamba.cli import main
+from vidmamba.engine.checkpoint import Checkpoint, save_checkpoint
+
+ENTRY_POINT = Path(sys.executable).parent / "vidmamba"
+EXPERIMENT = {"task": "qvhighlights", "model": MODEL,
+              "data": {"dataset": "qvhighlight", "feature_root": "f", "train": "t.jsonl", "val": "v.jsonl",
+                       "video_features": ["clip", "slowfast"], "video_dims": [4, 2], "text_features": "clip_text",
+                       "text_dim": 5, "max_text_len": 8},
+              "train": {}}
+
+
+def snapshot(root: Path) -> dict:
+    """{relative path: bytes} of every file under ``root`` (and {'.': bytes} for a file)."""
+    if root.is_file():
+        return {".": root.read_bytes()}
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def make_run(run: Path) -> Path:
+    """A run folder as ``vidmamba train`` leaves it: best/ and last/ (with training state) and metrics.jsonl."""
+    for name in ("best", "last"):
+        save_checkpoint(run / name, _model(), config={"trainer": {}, "experiment": EXPERIMENT},
+                        training_state={"epoch": 1})
+    (run / "metrics.jsonl").write_text('{"split": "train", "epoch": 1, "step": 3, "loss": 1.5}\n')
+    return run
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """runs/a and runs/b (two runs side by side), and a folder of a user's files."""
+    make_run(tmp_path / "runs" / "a")
+    make_run(tmp_path / "runs" / "b")
+    user = tmp_path / "mine"
+    (user / "sub").mkdir(parents=True)
+    (user / "notes.txt").write_text("my notes\n")
+    (user / "sub" / "data.bin").write_bytes(bytes(range(256)))
+    return tmp_path
+
+
+def test_export_refuses_a_folder_of_other_files_unless_forced(runs, cli_error):
+    before = snapshot(runs / "mine")
+    message = cli_error(["export", runs / "runs" / "a", "--out", runs / "mine"])
+    assert message.startswith(f"{runs / 'mine'} exists and is not a vidmamba-pretrained checkpoint folder written by "
+                              "vidmamba (no readable meta.json") and message.endswith("or pass --force to replace it")
+    assert snapshot(runs / "mine") == before
+    assert main(["export", str(runs / "runs" / "a"), "--out", str(runs / "mine"), "--force"]) == 0
+    assert sorted(snapshot(runs / "mine")) == ["config.json", "meta.json", "model.safetensors"]
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_export_never_replaces_a_run_a_parent_of_runs_or_a_file(runs, cli_error, force):
+    """Not even with --force: the run itself, its parent (siblings), its checkpoint folder, a file."""
+    afile = runs / "model.bin"
+    afile.write_bytes(b"\x00weights\xff")
+    before = {p: snapshot(p) for p in (runs / "runs", afile)}
+    run = runs / "runs" / "a"
+    for out, says in ((run, f"{run} is or holds a training run ({run}/"),
+                      (runs / "runs", f"{runs / 'runs'} is or holds a training run ("),
+                      (run / "best", f"{run / 'best'} is or holds a training run ({run / 'best' / 'trainer_state.pt'})"),
+                      (afile, f"{afile} is a file, not a folder; vidmamba replaces only folders it wrote")):
+        assert cli_error(["export", run, "--out", out, *force]).startswith(says)
+    assert {p: snapshot(p) for p in before} == before
+
+
+def test_export_replaces_its_own_export_only(runs, cli_error):
+    out = runs / "pre"
+    assert main(["export", str(runs / "runs" / "a"), "--out", str(out)]) == 0
+    assert main(["export", str(runs / "runs" / "b"), "--out", str(out)]) == 0  # ours, same kind: replaced
+    (out / "README.md").write_text("my model card\n")  # a user's file inside: no longer only ours
+    before = snapshot(out)
+    message = cli_error(["export", runs / "runs" / "a", "--out", out])
+    assert "it holds entries vidmamba did not write there: README.md" in message
+    (out / "README.md").unlink()
+    backup = runs / ".pre.old"  # a user's folder where the replace would park the old export
+    backup.mkdir()
+    (backup / "keep.txt").write_text("keep\n")
+    message = cli_error(["export", runs / "runs" / "a", "--out", out, "--force"])
+    assert message.startswith(f"{backup} exists and is not a vidmamba-pretrained") and message.endswith("move it away")
+    assert snapshot(backup) == {"keep.txt": b"keep\n"}
+    assert {k: v for k, v in snapshot(out).items()} == {k: v for k, v in before.items() if k != "README.md"}
+
+
+def test_export_refusal_through_the_installed_entry_point(runs):
+    before = snapshot(runs / "runs")
+    proc = subprocess.run([str(ENTRY_POINT), "export", "runs/a", "--out", "runs", "--force"], cwd=runs,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.startswith("vidmamba export: error: runs is or holds a training run")
+    assert len(proc.stderr.strip().splitlines()) == 1 and snapshot(runs / "runs") == before
+
+
+def tiny_config(tmp_path: Path, out: Path, epochs: int = 1) -> Path:
+    """A config training a tiny MLVTG on a tiny synthetic benchmark into ``out``."""
+    from test_grounding_cli import TINY
+    from vidmamba.data.synthetic import generate_grounding_benchmark
+
+    bench = generate_grounding_benchmark(tmp_path / "bench", **TINY)
+    config = tmp_path / "tiny.json"  # JSON is YAML
+    config.write_text(json.dumps({
+        "task": "qvhighlights", "model": {"name": "mlvtg", "hidden_dim": 16, "num_layers": 1},
+        "data": {"dataset": "qvhighlight", "feature_root": str(bench), "train": str(bench / "train.jsonl"),
+                 "val": str(bench / "val.jsonl"), "video_features": ["video"], "text_features": "text"},
+        "train": {"epochs": epochs, "batch_size": 8, "progress": False, "out_dir": str(out)}}))
+    return config
+
+
+def test_training_refuses_a_users_folder_named_last_before_the_first_step(tmp_path, cli_error):
+    out = tmp_path / "out"
+    (out / "last").mkdir(parents=True)
+    (out / "last" / "todo.txt").write_text("mine\n")
+    message = cli_error(["train", tiny_config(tmp_path, out)])
+    assert message.startswith(f"{out / 'last'} exists and is not a training checkpoint folder written by vidmamba")
+    assert snapshot(out / "last") == {"todo.txt": b"mine\n"}
+
+
+def _wait_for(path: Path, proc, timeout=240.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"exited with {proc.returncode}"
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.2)
+
+
+def test_one_writer_per_run_folder_even_after_kill_9(tmp_path):
+    """Two real `vidmamba train` processes into one out_dir: the second gets one line and exit 2 and changes
+    nothing; the lock dies with its holder (kill -9), so a resume afterwards goes ahead."""
+    import signal
+
+    out = tmp_path / "run"
+    config = tiny_config(tmp_path, out, epochs=1000)
+    first = subprocess.Popen([str(ENTRY_POINT), "train", str(config)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(out / "last" / "meta.json", first)  # an epoch is done: the first run holds the lock
+        first.send_signal(signal.SIGSTOP)  # frozen, so the folder cannot change under the comparison
+        before = snapshot(out)
+        second = subprocess.run([str(ENTRY_POINT), "train", str(config)], capture_output=True, text=True,
+                                timeout=300)
+        assert second.returncode == 2, second.stderr
+        assert second.stderr.strip().splitlines() == [
+            f"vidmamba train: error: {out} is being written by another training (pid {first.pid}, lock "
+            f"{out / '.train.lock'}); wait for it to end, or choose another train.out_dir"]
+        assert snapshot(out) == before
+    finally:
+        first.kill()  # SIGKILL: no clean-up runs in the first process
+        first.wait()
+    done = Checkpoint(out / "last").meta["epoch"]  # (its .old backup if the kill fell between two renames)
+    resumed = subprocess.run([str(ENTRY_POINT), "train", str(config), "--resume", "--set",
+                              f"train.epochs={done + 1}"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert Checkpoint(out / "last").meta["epoch"] == done + 1
