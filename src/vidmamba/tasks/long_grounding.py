@@ -6,8 +6,8 @@ Config sections (see ``configs/hieramamba_*.yaml``):
   are read off the data when absent. SnAG-native models (HieraMamba) take the batch of
   :meth:`~vidmamba.data.snag.SnagDataset.collate`; lighthouse-batch models (MLVTG and its twins) are wrapped in
   :class:`PerQueryMomentAdapter`. Both answer ``predict`` with the grounding contract of :mod:`vidmamba.models`.
-* ``data``: ``synthetic: {params}`` (the benchmark of :mod:`vidmamba.data.synthetic_long`, generated once under
-  ``$VIDMAMBA_CACHE``; it fills the file and grid keys, explicit keys win) or ``annotations`` (the SnAG json);
+* ``data``: ``synthetic: {params}`` (the benchmark of :mod:`vidmamba.data.synthetic_long`, or with ``generator:
+  long_context`` that of :mod:`vidmamba.data.synthetic_long_context`, generated once under ``$VIDMAMBA_CACHE``; it fills the file and grid keys, explicit keys win) or ``annotations`` (the SnAG json);
   ``train_split`` / ``val_split`` (its split names; default "train" / "val"); ``video_features`` (list of feature
   folders, concatenated) and ``text_features`` (folder); ``clip_size`` / ``clip_stride`` (frames), ``downsample``,
   ``vid_stride`` (the seconds <-> grid conversion of :mod:`vidmamba.data.snag`); ``max_text_len``; training
@@ -33,7 +33,8 @@ from torch import nn
 from vidmamba.data.features import align_lengths
 from vidmamba.data.lighthouse import windows_to_foreground
 from vidmamba.data.snag import SnagDataset, SnagTrainDataset, load_snag_feature, load_snag_file
-from vidmamba.data.synthetic_long import SNAG_GRID, ensure_long_benchmark
+from vidmamba.data.synthetic_long import SNAG_GRID
+from vidmamba.data.synthetic_long_context import ensure_synthetic_snag
 from vidmamba.engine.config import check_data_keys, set_from_data
 from vidmamba.engine.trainer import to_device
 from vidmamba.metrics.evaluate import evaluate_predictions
@@ -55,7 +56,7 @@ def data_options(data: dict) -> dict:
     """``data`` with ``synthetic`` resolved to files (explicit keys win); unknown / missing keys are errors."""
     check_data_keys(data, DATA_KEYS)
     if data.get("synthetic") is not None:
-        root = ensure_long_benchmark(**data["synthetic"])
+        root = ensure_synthetic_snag(data["synthetic"])
         data = {"annotations": str(root / "annotations.json"), "video_features": [str(root / "video")],
                 "text_features": str(root / "text"), **SNAG_GRID, **data}
     check_data_keys(data, DATA_KEYS, ("annotations", "video_features", "text_features", "clip_size", "clip_stride"))
