@@ -308,6 +308,23 @@ def test_official_accounting_sums_cls_reg_and_averages_acc_spc(mode):
                         (accounting, videos, queries, name)
 
 
+@pytest.mark.parametrize("mode", ["early-adaln", "late-affine-transformer-text"])
+def test_official_accounting_is_the_official_trainers_on_the_same_outputs(mode):
+    """The official trainer's loss (``tests/oracles.py``: point labels, focal, IoU, ACC, SPC and their accounting
+    rewritten from ``libs/worker.py`` and the loss modules) on the model's own encoded batch. Unpadded videos of even
+    level lengths (the official ACC gap is a fraction of the padded length) and every negative drawn."""
+    from oracles import official_hieramamba_losses
+
+    model = tiny_model(**MODES[mode], reg_loss="diou" if mode.startswith("late") else "iou")
+    batch = make_batch([16, 16], [[(4, (2.0, 7.5)), (2, (0.2, 1.6)), (6, (5.0, 12.0))], [(3, (1.0, 14.0))]])
+    with torch.no_grad():
+        enc = model.encode(batch)
+        got = model.losses(enc, batch)
+        expected = official_hieramamba_losses(model, enc, batch["segments_grid"], float(model.loss_norm()))
+    for name, value in expected.items():
+        assert value > 0 and math.isclose(float(got[name]), value, rel_tol=1e-5), (name, float(got[name]), value)
+
+
 def test_official_normaliser_counts_positives_per_batch_and_lags_one_step():
     one = make_batch([13], [[(4, (2.0, 7.5))]])
     init = MODEL_TINY["loss_norm_init"]

@@ -1,9 +1,11 @@
-"""HieraMamba losses: ACC and SPC against slow loop references, the loss normaliser, focal / DIoU by hand."""
+"""HieraMamba losses: ACC and SPC against the official functions (rewritten in ``tests/oracles.py``), the loss
+normaliser, focal / DIoU by hand."""
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from oracles import official_acc, official_spc
 
 from vidmamba.nn import ctr_diou_loss, ctr_iou_loss, lengths_to_mask, sigmoid_focal_loss
 from vidmamba.nn.detection_losses import (
@@ -18,32 +20,35 @@ def _unit(*shape, seed=0):
     return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), dim=-1)
 
 
-def _acc_ref(za, zc, n_anchor, n_clip, tau, gap_ratio):
-    """One sample, every candidate negative used: the formula of the official ``libs/modeling/loss.py`` as loops."""
-    gap = max(1, int(gap_ratio * n_anchor))
-    losses = []
-    for i in range(n_anchor):
-        pos = [float(za[i] @ zc[c]) for c in (2 * i, 2 * i + 1) if c < n_clip]
-        if not pos:
-            continue
-        neg = [float(za[i] @ za[j]) for j in range(n_anchor) if abs(i - j) > gap]
-        p = sum(math.exp(s / tau) for s in pos)
-        n = sum(math.exp(s / tau) for s in neg)
-        losses.append(-math.log(p / (p + n)))
-    return sum(losses) / len(losses) if losses else 0.0
+def _unit_projector(x):
+    return F.normalize(x, dim=-1)                # the inputs are already projected: only the official re-normalising
 
 
 @pytest.mark.parametrize("gap_ratio", [0.2, 0.5])
-def test_acc_matches_loop_reference_per_sample(gap_ratio):
-    clips = [11, 6, 1]                   # valid clips per sample; anchors = ceil(clips / 2)
-    anchors = [math.ceil(c / 2) for c in clips]
-    za, zc = _unit(3, 6, 8, seed=1), _unit(3, 11, 8, seed=2)
-    got = anchor_contrastive_loss(za, zc, lengths_to_mask(torch.tensor(anchors), 6),
-                                  lengths_to_mask(torch.tensor(clips), 11), tau=0.1, neg_ratio=100.0,
-                                  gap_ratio=gap_ratio)
+def test_acc_is_the_official_function_on_an_unpadded_batch(gap_ratio):
+    """Every candidate drawn (neg_ratio 100): the official level loss is the mean over all the batch's anchors, i.e.
+    the anchor-weighted mean of the per-sample results."""
+    za, zc = _unit(3, 6, 8, seed=1), _unit(3, 12, 8, seed=2)
+    amask, cmask = torch.ones(3, 6, dtype=torch.bool), torch.ones(3, 12, dtype=torch.bool)
+    got = anchor_contrastive_loss(za, zc, amask, cmask, tau=0.1, neg_ratio=100.0, gap_ratio=gap_ratio)
+    ref = official_acc(za, zc, amask, cmask, _unit_projector, 0.1, 100.0, gap_ratio)
+    assert math.isclose(float(got.mean()), ref, rel_tol=1e-7)    # the official adds 1e-9 to the denominator
+
+
+@pytest.mark.parametrize("gap_ratio", [0.2, 0.5])
+def test_acc_of_a_padded_sample_is_the_official_function_on_it_alone(gap_ratio):
+    """The official gap is a fraction of the padded anchor length (a listed departure): each sample of a padded batch
+    gets what the official function gives it unpadded."""
+    clips = [12, 6, 2]                   # valid clips per sample (even, as the official padded training lengths)
+    anchors = [c // 2 for c in clips]
+    za, zc = _unit(3, 6, 8, seed=1), _unit(3, 12, 8, seed=2)
+    amask, cmask = lengths_to_mask(torch.tensor(anchors), 6), lengths_to_mask(torch.tensor(clips), 12)
+    got = anchor_contrastive_loss(za, zc, amask, cmask, tau=0.1, neg_ratio=100.0, gap_ratio=gap_ratio)
     for b in range(3):
-        ref = _acc_ref(za[b], zc[b], anchors[b], clips[b], 0.1, gap_ratio)
-        assert math.isclose(float(got[b]), ref, rel_tol=1e-9, abs_tol=1e-12)
+        ones_a, ones_c = torch.ones(1, anchors[b], dtype=torch.bool), torch.ones(1, clips[b], dtype=torch.bool)
+        ref = official_acc(za[b:b + 1, :anchors[b]], zc[b:b + 1, :clips[b]], ones_a, ones_c, _unit_projector, 0.1,
+                           100.0, gap_ratio)
+        assert math.isclose(float(got[b]), ref, rel_tol=1e-7, abs_tol=1e-7), b   # the official's + 1e-9
     assert float(got[2]) == 0.0  # a single anchor has no negative: -log(p / p) = 0
 
 
@@ -84,30 +89,18 @@ def test_acc_samples_the_requested_number_of_negatives():
     assert 0 < got < full  # fewer negatives -> smaller loss per row
 
 
-def _spc_ref(z, pos, neg, tau):
-    pos_i = [i for i in range(len(pos)) if pos[i]]
-    neg_i = [i for i in range(len(neg)) if neg[i] and not pos[i]]
-    if not pos_i or not neg_i:
-        return 0.0
-    proto = F.normalize(z[pos_i].mean(0), dim=0)
-    sp = [float(proto @ z[i]) / tau for i in pos_i]
-    sa = sp + [float(proto @ z[i]) / tau for i in neg_i]
-    return -(math.log(sum(math.exp(s) for s in sp)) - math.log(sum(math.exp(s) for s in sa)))
-
-
-def test_spc_matches_loop_reference():
+def test_spc_is_the_official_function():
     g = torch.Generator().manual_seed(5)
-    z = _unit(5, 12, 6, seed=6)
-    pos = torch.rand(5, 12, generator=g) < 0.3
-    neg = torch.rand(5, 12, generator=g) < 0.5
+    z = _unit(6, 12, 6, seed=6)
+    valid = lengths_to_mask(torch.tensor([12, 9, 12, 7, 12, 5]), 12)
+    pos = (torch.rand(6, 12, generator=g) < 0.3) & valid
+    span = pos | (torch.rand(6, 12, generator=g) < 0.3)           # the ground truth covers its positive points
     pos[3] = False                       # no positive -> not counted
-    neg[4] = pos[4]                      # no candidate negative -> not counted
-    loss, counted = segment_prototype_loss(z, pos, neg, tau=0.07, neg_ratio=100.0)
-    for r in range(5):
-        ref = _spc_ref(z[r], pos[r].tolist(), neg[r].tolist(), 0.07)
-        assert math.isclose(float(loss[r]), ref, rel_tol=1e-9, abs_tol=1e-12)
-    assert counted.tolist() == [bool(pos[r].any() and (neg[r] & ~pos[r]).any()) for r in range(5)]
-    assert not counted[3] and not counted[4]
+    span[4] = True                       # no negative -> not counted
+    loss, counted = segment_prototype_loss(z, pos, valid & ~span & ~pos, tau=0.07, neg_ratio=100.0)
+    ref = official_spc(z, valid, pos, span, _unit_projector, 0.07, 100.0)
+    assert math.isclose(float((loss * counted).sum() / counted.sum()), ref, rel_tol=1e-9)
+    assert not counted[3] and not counted[4] and int(counted.sum()) == 4
 
 
 def test_spc_negative_budget_is_floor_of_ratio_times_positives():
