@@ -203,6 +203,24 @@ def test_default_init_is_s4d_real_and_head_dropout_is_the_released_zero():
     assert MambaVLConfig().dropout == 0.0                     # MF.HEAD_DROPOUT of the released configs
 
 
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_released_init_is_the_released_code_run_on_the_same_module_and_seed(fusion):
+    """``init: released`` equals, bit for bit, the released code's own procedure (rewritten in tests/oracles.py from
+    the AVION class: xavier on every >1-d parameter in named_parameters order, then Module.apply's children-first
+    trunc-normal / zero / LayerNorm reset) run on the same module built from the same seed."""
+    from oracles import mambavl_released_init
+
+    cfg = dict(TINY, fusion=fusion)
+    torch.manual_seed(11)
+    ours = MambaVL(MambaVLConfig(**cfg, init="released"))
+    torch.manual_seed(11)
+    theirs = MambaVL(MambaVLConfig(**cfg))
+    mambavl_released_init(theirs)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    for name, value in ours.state_dict().items():
+        assert torch.equal(value, theirs.state_dict()[name]), name
+
+
 def test_released_init_matches_the_released_code():
     big = dict(TINY, d_model=64, num_verbs=97, num_nouns=300)
     torch.manual_seed(0)
