@@ -17,6 +17,36 @@ def shared_data():
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def grounding_run(tmp_path_factory):
+    """``(folder, bench, config)``: a tiny MLVTG trained for 2 epochs through ``vidmamba train`` on the tiny grounding
+    benchmark (:data:`tiny_data.GROUNDING_BENCH`, 16..40-clip videos) into ``folder / "run"``. Shared by the whole
+    session: copy the run before changing it."""
+    from tiny_data import GROUNDING_BENCH
+
+    from vidmamba.cli import main
+    from vidmamba.data.synthetic import generate_grounding_benchmark
+
+    tmp = tmp_path_factory.mktemp("grounding")
+    bench = generate_grounding_benchmark(tmp / "bench", **GROUNDING_BENCH)
+    config = tmp / "tiny.yaml"
+    config.write_text(f"""
+task: qvhighlights
+model: {{name: mlvtg, hidden_dim: 16, num_layers: 1}}
+data:
+  dataset: qvhighlight
+  feature_root: {bench}
+  train: {bench / 'train.jsonl'}
+  val: {bench / 'val.jsonl'}
+  video_features: [video]
+  text_features: text
+  max_text_len: 5  # shorter than most queries: predict must truncate as training does
+train: {{epochs: 2, batch_size: 8, lr: 1e-3, progress: false, out_dir: {tmp / 'run'}}}
+""")
+    assert main(["train", str(config), "--set", "train.eval_every=1"]) == 0
+    return tmp, bench, config
+
+
 @pytest.fixture
 def cli_error(capsys):
     """``cli_error(argv) -> message``: run ``vidmamba.cli.main(argv)``, check it failed the way every expected

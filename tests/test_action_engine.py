@@ -257,12 +257,12 @@ def test_shipped_configs_are_valid(name):
 
 def test_hf_text_encoder_from_a_local_folder(bench, tmp_path):
     """The EK100 config's default text encoder (a transformers checkpoint folder), here a tiny random one."""
-    from test_questions import _tiny_hf_checkpoint
+    from tiny_data import tiny_hf_checkpoint
 
     action_words = action.question_generator(action.data_options(
         {"train": "-", "verb_classes": bench / "EPIC_100_verb_classes.csv",
          "noun_classes": bench / "EPIC_100_noun_classes.csv", "features": "-"})).vocabulary_words()
-    _tiny_hf_checkpoint(tmp_path / "hf", action_words)
+    tiny_hf_checkpoint(tmp_path / "hf", action_words)
     argv = ["train", str(CONFIGS / "mambavl_ek100.yaml"), *_files(bench), *SMALL_MODEL,
             "--set", f"data.text_encoder={{kind: hf, path: {tmp_path / 'hf'}, max_length: 12}}",
             "--set", "train.epochs=1", "--set", f"train.out_dir={tmp_path / 'run'}"]

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_data import data_section, make_snag
 
-from test_grounding_cli import trained as grounding  # noqa: F401  (a tiny trained MLVTG run, its bench, config)
-from test_long_grounding import data_section, make_snag
 from vidmamba.cli import main
 
 ENTRY_POINT = Path(sys.executable).parent / "vidmamba"
@@ -72,8 +71,8 @@ def test_debug_shows_the_traceback(tmp_path):
         assert code == 1 and err[0].startswith("Traceback") and err[-1].endswith("config file not found: nope.yaml")
 
 
-def test_a_checkpoint_of_another_task_is_named(grounding, nlq, cli_error):
-    g_tmp, _, g_config = grounding
+def test_a_checkpoint_of_another_task_is_named(grounding_run, nlq, cli_error):
+    g_tmp, _, g_config = grounding_run
     n_tmp, _, n_config = nlq
     message = cli_error(["evaluate", n_config, "--ckpt", g_tmp / "run", "--out", n_tmp / "x"])
     assert f"{g_tmp / 'run'}: the checkpoint was trained for task 'qvhighlights' (mlvtg)" in message
@@ -89,8 +88,8 @@ def test_export_of_a_long_video_checkpoint_says_what_to_use(nlq, tmp_path, cli_e
     assert not (tmp_path / "pre").exists()
 
 
-def test_damaged_checkpoints_are_named(grounding, tmp_path, cli_error):
-    g_tmp, _, config = grounding
+def test_damaged_checkpoints_are_named(grounding_run, tmp_path, cli_error):
+    g_tmp, _, config = grounding_run
     run = tmp_path / "run"
     shutil.copytree(g_tmp / "run", run)
     meta = run / "best" / "meta.json"
@@ -108,8 +107,8 @@ def test_damaged_checkpoints_are_named(grounding, tmp_path, cli_error):
     assert str(state) in message and "weights_only" not in message
 
 
-def test_evaluate_submission_mistakes(grounding, tmp_path, cli_error):
-    _, bench, _ = grounding
+def test_evaluate_submission_mistakes(grounding_run, tmp_path, cli_error):
+    _, bench, _ = grounding_run
     gt = bench / "val.jsonl"
     rows = [{"qid": r["qid"], "pred_saliency_scores": [0.0] * int(r["duration"] // 2)}
             for r in map(json.loads, gt.read_text().splitlines())]
@@ -125,8 +124,8 @@ def test_evaluate_submission_mistakes(grounding, tmp_path, cli_error):
                                        tmp_path])
 
 
-def test_a_training_line_without_windows_is_named(grounding, tmp_path, cli_error):
-    _, bench, config = grounding
+def test_a_training_line_without_windows_is_named(grounding_run, tmp_path, cli_error):
+    _, bench, config = grounding_run
     lines = (bench / "train.jsonl").read_text().splitlines()
     broken = json.loads(lines[3])
     del broken["relevant_windows"]

@@ -5,50 +5,25 @@ import pathlib
 
 import numpy as np
 import pytest
+from tiny_data import GROUNDING_BENCH
 
 from vidmamba.cli import main
-from vidmamba.data.synthetic import generate_grounding_benchmark
 from vidmamba.metrics.evaluate import evaluate_prediction_files
 
-TINY = dict(num_train=48, num_val=12, min_clips=16, max_clips=40, max_event_clips=8, video_dim=24, text_dim=16,
-            latent_dim=8, hidden_dim=16, seed=3)
 
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("grounding")
-    bench = generate_grounding_benchmark(tmp / "bench", **TINY)
-    config = tmp / "tiny.yaml"
-    config.write_text(f"""
-task: qvhighlights
-model: {{name: mlvtg, hidden_dim: 16, num_layers: 1}}
-data:
-  dataset: qvhighlight
-  feature_root: {bench}
-  train: {bench / 'train.jsonl'}
-  val: {bench / 'val.jsonl'}
-  video_features: [video]
-  text_features: text
-  max_text_len: 5  # shorter than most queries: predict must truncate as training does
-train: {{epochs: 2, batch_size: 8, lr: 1e-3, progress: false, out_dir: {tmp / 'run'}}}
-""")
-    assert main(["train", str(config), "--set", "train.eval_every=1"]) == 0
-    return tmp, bench, config
-
-
-def test_train_writes_checkpoints_and_log(trained):
-    tmp, _, _ = trained
+def test_train_writes_checkpoints_and_log(grounding_run):
+    tmp, _, _ = grounding_run
     run = tmp / "run"
     assert (run / "best" / "model.safetensors").is_file() and (run / "last" / "model.safetensors").is_file()
     log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in log if r["split"] == "val"]
     assert [r["epoch"] for r in evals] == [1, 2] and all("MR-full-mAP" in r for r in evals)
     stored = json.loads((run / "last" / "config.json").read_text())["experiment"]
-    assert stored["model"]["video_dim"] == TINY["video_dim"] and stored["model"]["text_dim"] == TINY["text_dim"]
+    assert stored["model"]["video_dim"] == GROUNDING_BENCH["video_dim"] and stored["model"]["text_dim"] == GROUNDING_BENCH["text_dim"]
 
 
-def test_evaluate_checkpoint_writes_official_predictions(trained, tmp_path):
-    tmp, bench, config = trained
+def test_evaluate_checkpoint_writes_official_predictions(grounding_run, tmp_path):
+    tmp, bench, config = grounding_run
     assert main(["evaluate", str(config), "--ckpt", str(tmp / "run"), "--out", str(tmp_path)]) == 0
     preds = [json.loads(line) for line in (tmp_path / "val_preds.jsonl").read_text().splitlines()]
     gt = [json.loads(line) for line in (bench / "val.jsonl").read_text().splitlines()]
@@ -63,8 +38,8 @@ def test_evaluate_checkpoint_writes_official_predictions(trained, tmp_path):
     assert written == evaluate_prediction_files("qvhighlights", tmp_path / "val_preds.jsonl", bench / "val.jsonl")
 
 
-def test_predict_from_feature_files_matches_evaluate(trained, tmp_path, capsys):
-    tmp, bench, config = trained
+def test_predict_from_feature_files_matches_evaluate(grounding_run, tmp_path, capsys):
+    tmp, bench, config = grounding_run
     main(["evaluate", str(config), "--ckpt", str(tmp / "run"), "--out", str(tmp_path)])
     first = json.loads((tmp_path / "val_preds.jsonl").read_text().splitlines()[0])
     capsys.readouterr()
@@ -78,16 +53,16 @@ def test_predict_from_feature_files_matches_evaluate(trained, tmp_path, capsys):
     np.testing.assert_allclose(result["windows"], first["pred_relevant_windows"], rtol=1e-3, atol=1e-3)
 
 
-def test_predict_rejects_features_of_the_wrong_width(trained, tmp_path, cli_error):
-    tmp, bench, _ = trained
+def test_predict_rejects_features_of_the_wrong_width(grounding_run, tmp_path, cli_error):
+    tmp, bench, _ = grounding_run
     bad = tmp_path / "bad.npz"
-    np.savez(bad, features=np.zeros((20, TINY["video_dim"] + 1), dtype=np.float32))
+    np.savez(bad, features=np.zeros((20, GROUNDING_BENCH["video_dim"] + 1), dtype=np.float32))
     assert re.search(r"bad.npz.*features", cli_error(["predict", "--ckpt", tmp / "run", "--video-features", bad,
                                                       "--query-features", bench / "text" / "qid0.npz"]))
 
 
-def test_evaluate_needs_ckpt_for_a_config(trained, cli_error):
-    _, _, config = trained
+def test_evaluate_needs_ckpt_for_a_config(grounding_run, cli_error):
+    _, _, config = grounding_run
     assert "not a metric protocol" in cli_error(["evaluate", config])
 
 
@@ -104,13 +79,13 @@ def _copy_bench(bench, tmp_path):
     ("nan_video", r"\.npz.*(NaN|non-finite)"),
     ("empty_video", r"\.npz.*empty"),
 ])
-def test_bad_features_name_the_file_and_write_no_checkpoint(trained, tmp_path, corrupt, match, cli_error):
-    _, bench, config = trained
+def test_bad_features_name_the_file_and_write_no_checkpoint(grounding_run, tmp_path, corrupt, match, cli_error):
+    _, bench, config = grounding_run
     bench = _copy_bench(bench, tmp_path)
     gt = [json.loads(line) for line in (bench / "train.jsonl").read_text().splitlines()]
     victim = gt[5]
     if corrupt == "text_dim":
-        np.savez(bench / "text" / f"qid{victim['qid']}.npz", last_hidden_state=np.ones((4, TINY["text_dim"] + 3),
+        np.savez(bench / "text" / f"qid{victim['qid']}.npz", last_hidden_state=np.ones((4, GROUNDING_BENCH["text_dim"] + 3),
                                                                                          np.float32))
     else:
         path = bench / "video" / f"{victim['vid']}.npz"
@@ -124,8 +99,8 @@ def test_bad_features_name_the_file_and_write_no_checkpoint(trained, tmp_path, c
     assert not (run / "last").exists() and not (run / "best").exists()
 
 
-def test_evaluate_uses_the_data_of_the_given_config(trained, tmp_path):
-    tmp, bench, config = trained
+def test_evaluate_uses_the_data_of_the_given_config(grounding_run, tmp_path):
+    tmp, bench, config = grounding_run
     assert main(["evaluate", str(config), "--ckpt", str(tmp / "run"), "--out", str(tmp_path),
                  "--set", f"data.val={bench / 'train.jsonl'}"]) == 0
     preds = [json.loads(line)["qid"] for line in (tmp_path / "val_preds.jsonl").read_text().splitlines()]

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_data import data_section, make_snag
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -16,39 +17,6 @@ from vidmamba.metrics.evaluate import evaluate_predictions
 from vidmamba.metrics.validation import read_jsonl
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-EGO = dict(clip_size=32, clip_stride=8, downsample=2)  # 16 frames per grid step at 30 fps
-
-
-def make_snag(root: Path, video_dim: int, text_dim: int, lengths=(40, 56, 33), queries=3, fps=30.0,
-              clip_frames=16, seed=0, splits=("train", "val")) -> Path:
-    """Tiny SnAG data: videos of ``lengths`` clips (``clip_frames`` frames each at ``fps``), random features,
-    ``queries`` queries per video with random segments."""
-    rng = np.random.default_rng(seed)
-    (root / "video").mkdir(parents=True, exist_ok=True)
-    (root / "text").mkdir(exist_ok=True)
-    anno = {}
-    for split in splits:
-        anno[split] = {}
-        for i, T in enumerate(lengths):
-            vid = f"{split}{i}"
-            duration = T * clip_frames / fps
-            np.save(root / "video" / f"{vid}.npy", rng.normal(size=(T, video_dim)).astype(np.float32))
-            anns = []
-            for q in range(queries):
-                s = float(rng.uniform(0, duration * 0.8))
-                e = float(min(duration, s + rng.uniform(0.05, 0.3) * duration))
-                sid = f"{vid}_s{q}"
-                np.save(root / "text" / f"{sid}.npy", rng.normal(size=(int(rng.integers(3, 9)), text_dim)).astype(
-                    np.float32))
-                anns.append({"segment": [s, e], "sentence": f"query {q} of {vid}", "sentence_id": sid})
-            anno[split][vid] = {"fps": fps, "duration": duration, "annotations": anns}
-    (root / "anno.json").write_text(json.dumps(anno))
-    return root
-
-
-def data_section(root: Path, **extra) -> dict:
-    return {"annotations": str(root / "anno.json"), "video_features": [str(root / "video")],
-            "text_features": str(root / "text"), **EGO, **extra}
 
 
 class Oracle(nn.Module):

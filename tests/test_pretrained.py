@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from tiny_data import TINY_MLVTG, tiny_mlvtg
 
 from vidmamba import __version__
 from vidmamba.cli import main
@@ -11,17 +12,9 @@ from vidmamba.engine.checkpoint import CheckpointError, save_checkpoint
 from vidmamba.engine.ema import EMA
 from vidmamba.tasks import load_trained
 from vidmamba.tasks.pretrained import FORMAT_VERSION, PretrainedError, from_pretrained, save_pretrained
-from vidmamba.models import create_model
 
-MODEL = {"name": "mlvtg", "video_dim": 6, "text_dim": 5, "hidden_dim": 16, "num_layers": 1, "clip_length": 2.0}
 DATA = {"clip_length": 2.0, "video_dims": [4, 2], "text_dim": 5, "video_features": ["clip", "slowfast"],
         "text_features": "clip_text", "max_text_len": 8, "encoder": "openai/clip-vit-base-patch32"}
-
-
-def _model(seed=0, **over):
-    torch.manual_seed(seed)
-    opts = {**MODEL, **over}
-    return create_model(opts.pop("name"), **opts).eval()
 
 
 def _batch(seed=1):
@@ -53,8 +46,8 @@ def _edit_config(folder, **changes):
 
 @pytest.fixture
 def saved(tmp_path):
-    model = _model()
-    return model, save_pretrained(model, tmp_path / "pre", {"model": MODEL, "data": DATA})
+    model = tiny_mlvtg()
+    return model, save_pretrained(model, tmp_path / "pre", {"model": TINY_MLVTG, "data": DATA})
 
 
 def test_round_trip_gives_identical_weights_and_predictions(saved):
@@ -66,22 +59,22 @@ def test_round_trip_gives_identical_weights_and_predictions(saved):
     batch = _batch()
     assert loaded.predict(batch) == model.predict(batch)
     assert config["data"] == {**DATA, "normalize_video": True, "normalize_text": True}
-    assert config["model"] == MODEL and config["format_version"] == FORMAT_VERSION
+    assert config["model"] == TINY_MLVTG and config["format_version"] == FORMAT_VERSION
     assert config["vidmamba_version"] == __version__
     # a different random model predicts differently: the equality above is not vacuous
-    assert _model(seed=5).predict(batch) != model.predict(batch)
+    assert tiny_mlvtg(seed=5).predict(batch) != model.predict(batch)
 
 
 def test_save_refuses_a_config_that_does_not_rebuild_the_model(tmp_path):
     with pytest.raises(PretrainedError, match=r"does not rebuild the given MLVTG: .*shape mismatches: .*expected"):
-        save_pretrained(_model(hidden_dim=8), tmp_path / "x", {"model": MODEL, "data": DATA})
+        save_pretrained(tiny_mlvtg(hidden_dim=8), tmp_path / "x", {"model": TINY_MLVTG, "data": DATA})
     with pytest.raises(PretrainedError, match=r"model.video_dim = 6 disagrees with the data conventions \(7\)"):
-        save_pretrained(_model(), tmp_path / "x", {"model": MODEL, "data": {**DATA, "video_dims": [5, 2]}})
+        save_pretrained(tiny_mlvtg(), tmp_path / "x", {"model": TINY_MLVTG, "data": {**DATA, "video_dims": [5, 2]}})
     with pytest.raises(PretrainedError, match=r"missing \['clip_length'\]; unknown keys \['fps'\]"):
         data = {k: v for k, v in DATA.items() if k != "clip_length"}
-        save_pretrained(_model(), tmp_path / "x", {"model": MODEL, "data": {**data, "fps": 2}})
+        save_pretrained(tiny_mlvtg(), tmp_path / "x", {"model": TINY_MLVTG, "data": {**data, "fps": 2}})
     with pytest.raises(PretrainedError, match=r"data.video_dims = \[4, 0\]; expected a non-empty list of positive"):
-        save_pretrained(_model(), tmp_path / "x", {"model": MODEL, "data": {**DATA, "video_dims": [4, 0]}})
+        save_pretrained(tiny_mlvtg(), tmp_path / "x", {"model": TINY_MLVTG, "data": {**DATA, "video_dims": [4, 0]}})
     assert not (tmp_path / "x").exists()
 
 
@@ -154,13 +147,13 @@ def test_hub_id_is_fetched_only_when_not_a_local_path(saved, monkeypatch, tmp_pa
 
 
 def test_export_a_trained_run_uses_its_ema_weights(tmp_path):
-    model = _model()
+    model = tiny_mlvtg()
     ema = EMA(model, decay=0.5)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.1)
     ema.update(model)  # shadow = weights + 0.05: differs from both the start and the raw weights
-    experiment = {"task": "qvhighlights", "model": MODEL,
+    experiment = {"task": "qvhighlights", "model": TINY_MLVTG,
                   "data": {"dataset": "qvhighlight", "feature_root": "f", "train": "t.jsonl", "val": "v.jsonl",
                            "video_features": ["clip", "slowfast"], "video_dims": [4, 2], "text_features": "clip_text",
                            "text_dim": 5, "max_text_len": 8},

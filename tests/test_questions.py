@@ -3,6 +3,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tiny_data import tiny_hf_checkpoint
 
 from vidmamba.data.questions import (MASK, NOUN_TEMPLATES, VERB_TEMPLATES, HFTokenEmbedding, QuestionDataset,
                                      QuestionGenerator, WordVocab, key_to_words, leaked_words, mask_words,
@@ -151,30 +152,9 @@ def test_question_dataset_feeds_mambavl_and_embedding_gets_no_gradient():
     assert pred["noun_question_text"] == gen.generate(0, 1, key="P01_2").noun_question
 
 
-def _tiny_hf_checkpoint(path, words):
-    transformers = pytest.importorskip("transformers")
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocab = {w: i for i, w in enumerate(specials + sorted(set(words)))}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
-                                                       special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
-                                                cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
-    fast.save_pretrained(path)
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig(vocab_size=len(vocab), hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-                                  intermediate_size=16, max_position_embeddings=64)
-    model = transformers.BertModel(cfg)
-    model.save_pretrained(path, safe_serialization=True)
-    return fast, model.get_input_embeddings().weight.detach()
-
-
 def test_hf_token_embedding_reads_only_the_embedding_matrix(tmp_path):
     gen = QuestionGenerator(VERBS, NOUNS)
-    fast, table = _tiny_hf_checkpoint(tmp_path, gen.vocabulary_words())
+    fast, table = tiny_hf_checkpoint(tmp_path, gen.vocabulary_words())
     torch.testing.assert_close(read_input_embedding(tmp_path), table)
     emb = HFTokenEmbedding(tmp_path, max_length=40)
     assert not emb.embedding.weight.requires_grad and emb.dim == 8

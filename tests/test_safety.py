@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_pretrained import MODEL, _model
+from tiny_data import GROUNDING_BENCH, TINY_MLVTG, tiny_mlvtg
 from vidmamba.cli import main
 from vidmamba.engine.checkpoint import Checkpoint, save_checkpoint
 
 ENTRY_POINT = Path(sys.executable).parent / "vidmamba"
-EXPERIMENT = {"task": "qvhighlights", "model": MODEL,
+EXPERIMENT = {"task": "qvhighlights", "model": TINY_MLVTG,
               "data": {"dataset": "qvhighlight", "feature_root": "f", "train": "t.jsonl", "val": "v.jsonl",
                        "video_features": ["clip", "slowfast"], "video_dims": [4, 2], "text_features": "clip_text",
                        "text_dim": 5, "max_text_len": 8},
@@ -32,7 +32,7 @@ def snapshot(root: Path) -> dict:
 def make_run(run: Path) -> Path:
     """A run folder as ``vidmamba train`` leaves it: best/ and last/ (with training state) and metrics.jsonl."""
     for name in ("best", "last"):
-        save_checkpoint(run / name, _model(), config={"trainer": {}, "experiment": EXPERIMENT},
+        save_checkpoint(run / name, tiny_mlvtg(), config={"trainer": {}, "experiment": EXPERIMENT},
                         training_state={"epoch": 1})
     (run / "metrics.jsonl").write_text('{"split": "train", "epoch": 1, "step": 3, "loss": 1.5}\n')
     return run
@@ -103,10 +103,9 @@ def test_export_refusal_through_the_installed_entry_point(runs):
 
 def tiny_config(tmp_path: Path, out: Path, epochs: int = 1) -> Path:
     """A config training a tiny MLVTG on a tiny synthetic benchmark into ``out``."""
-    from test_grounding_cli import TINY
     from vidmamba.data.synthetic import generate_grounding_benchmark
 
-    bench = generate_grounding_benchmark(tmp_path / "bench", **TINY)
+    bench = generate_grounding_benchmark(tmp_path / "bench", **GROUNDING_BENCH)
     config = tmp_path / "tiny.json"  # JSON is YAML
     config.write_text(json.dumps({
         "task": "qvhighlights", "model": {"name": "mlvtg", "hidden_dim": 16, "num_layers": 1},

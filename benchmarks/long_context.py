@@ -1,0 +1,386 @@
+"""Long-context grounding: does a model read beyond a window? HieraMamba (whole videos) vs its transformer twin in
+128-clip windows vs a per-clip model vs MLVTG (whole videos), on :mod:`vidmamba.data.synthetic_long_context`.
+
+Data and recipe: ``configs/hieramamba_long_context.yaml`` ("the first time X after Y", "the last time X before Y",
+"the second / third time X"; every copy of X and the context >= W + e clips apart, W = 128; val videos at
+context-to-answer gaps of 1, 4, 16 and 64 windows; ``ceiling.json`` beside the data: the windowed ceiling E[1/K] and
+a position-aware ceiling). Every model gets the same data, epochs, batch, optimiser and seeds; the last epoch's EMA
+weights are scored (no selection on val). Per model, the config overrides of :data:`VARIANTS`:
+
+* ``hieramamba``: trained and scored on whole videos;
+* ``hieramamba-transformer``: trained on 128-clip windows that keep the truth, scored in half-overlapping 128-clip
+  windows merged by NMS (a model that reads 128 clips);
+* ``mlvtg-perclip``: MLVTG's heads on each clip alone (no temporal context), trained and scored like the twin;
+* ``mlvtg``: MLVTG (the model as it is in ``vidmamba.models``), trained and scored on whole videos.
+
+Scores: R1@0.5 (percent) on val per gap and per query kind, and on the counterfactual split ``val_cf`` (the same
+videos with each query's context edited so that another copy of X is the answer); the flip rate = the fraction of
+queries answered right on both the original and the counterfactual video (a model that ignores the context cannot
+do both: only the context differs). Baselines without training, on the same files: ``random`` (a span of an event's
+length at a uniform place), ``position-only`` (the training answers' most frequent place in the video, ignoring the
+query) and ``text-only`` (the same per query kind, read from the query text).
+
+    python benchmarks/long_context.py                                  # every model, seed 0
+    python benchmarks/long_context.py --models hieramamba --seeds 0 1 2 --out /tmp/h.json
+    python benchmarks/long_context.py --merge /tmp/h.json /tmp/t.json  # one results file + the figure
+    python benchmarks/long_context.py --render benchmarks/results_long_context.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from vidmamba.config import apply_overrides, load_config  # noqa: E402
+from vidmamba.data.snag import read_snag_json  # noqa: E402
+from vidmamba.data.synthetic import CLIP_LEN  # noqa: E402
+from vidmamba.metrics.moment_retrieval import top1_ious  # noqa: E402
+from vidmamba.tasks import get_task  # noqa: E402
+from vidmamba.tasks.long_grounding import NLQTask  # noqa: E402
+from vidmamba.utils import atomic_write_bytes, atomic_write_text  # noqa: E402
+
+CONFIG = REPO / "configs" / "hieramamba_long_context.yaml"
+DEFAULT_OUT = REPO / "benchmarks" / "results_long_context.json"
+NLQ = get_task("nlq")
+
+
+class _LastEpochOnly(NLQTask):
+    """The nlq task training without a val split: the last epoch is scored once, below, on val and val_cf (the
+    trainer's own val pass would repeat the longest part of the evaluation)."""
+
+    def has_split(self, data: dict, split: str) -> bool:
+        return split != "val"
+
+
+TRAIN = _LastEpochOnly("nlq", "avg")
+WINDOW = 128
+_MLVTG = {"hidden_dim": 32, "num_layers": 2, "d_state": 16, "score_mode": "fg", "w_sal_intra": 0.0,
+          "w_sal_inter": 0.0, "max_windows": 10}
+# model -> (model section replacing the config's, or None: the config's; data overrides)
+VARIANTS = {
+    "hieramamba": (None, {}),
+    "hieramamba-transformer": ({"name": "hieramamba-transformer"}, {"max_clips": WINDOW, "eval_window": WINDOW}),
+    "mlvtg-perclip": ({"name": "mlvtg-perclip", **_MLVTG}, {"max_clips": WINDOW, "eval_window": WINDOW}),
+    "mlvtg": ({"name": "mlvtg", **_MLVTG}, {}),
+}
+THRESHOLD = 0.5
+
+
+def experiment(name: str, config: dict) -> dict:
+    """The config of model ``name`` (:data:`VARIANTS`)."""
+    cfg = json.loads(json.dumps(config))
+    model, data = VARIANTS[name]
+    if model is not None:
+        cfg["model"] = ({**cfg["model"], **model} if name.startswith("hieramamba") else dict(model))
+    cfg["data"].update(data)
+    return cfg
+
+
+def hits(rows: list[dict], truth: dict[str, list]) -> dict[str, bool]:
+    """Per query id: the top-1 window's IoU with one of the query's ``truth`` windows (seconds) >= 0.5."""
+    qids = [r["qid"] for r in rows]
+    ious = top1_ious([r["pred_relevant_windows"] or [[0.0, 0.0, 0.0]] for r in rows], [truth[q] for q in qids])
+    return {q: bool(v >= THRESHOLD) for q, v in zip(qids, ious)}
+
+
+def truths(ceiling: dict) -> dict[str, dict[str, list]]:
+    """Per split ("val", "val_cf", "any": every copy of X) the windows (seconds) a query's top-1 must hit."""
+    sec = lambda w: [CLIP_LEN * w[0], CLIP_LEN * w[1]]  # noqa: E731
+    qs = ceiling["queries"]
+    return {"val": {f"qid{q['qid']}": [sec(q["candidates"][q["answer"]])] for q in qs},
+            "val_cf": {f"qid{q['cf_qid']}": [sec(q["candidates"][q["cf_answer"]])] for q in qs},
+            "any": {f"qid{q['qid']}": [sec(c) for c in q["candidates"]] for q in qs}}
+
+
+def score(ceiling: dict, val: dict[str, bool], cf: dict[str, bool], any_copy: dict[str, bool]) -> dict:
+    """Percent of queries: R1@0.5 overall, per gap, per kind and per gap x kind; R1@0.5 on the counterfactual
+    split; the flip rate; ``any_copy``: the top-1 hits some copy of X (localisation without the context)."""
+    def pct(sel, fn):
+        return round(100.0 * float(np.mean([fn(q) for q in sel])), 2) if sel else None
+
+    qs = ceiling["queries"]
+    orig = lambda q: val[f"qid{q['qid']}"]  # noqa: E731
+    flip = lambda q: val[f"qid{q['qid']}"] and cf[f"qid{q['cf_qid']}"]  # noqa: E731
+    copy = lambda q: any_copy[f"qid{q['qid']}"]  # noqa: E731
+    out = {"R1@0.5": pct(qs, orig), "cf_R1@0.5": pct(qs, lambda q: cf[f"qid{q['cf_qid']}"]), "flip": pct(qs, flip),
+           "any_copy": pct(qs, copy)}
+    gaps = sorted({q["gap"] for q in qs})
+    kinds = sorted({q["kind"] for q in qs})
+    out["by_gap"] = {str(g): {"R1@0.5": pct([q for q in qs if q["gap"] == g], orig),
+                              "flip": pct([q for q in qs if q["gap"] == g], flip),
+                              "any_copy": pct([q for q in qs if q["gap"] == g], copy)} for g in gaps}
+    out["by_kind"] = {k: {"R1@0.5": pct([q for q in qs if q["kind"] == k], orig),
+                          "flip": pct([q for q in qs if q["kind"] == k], flip)} for k in kinds}
+    out["by_gap_kind"] = {f"{g}/{k}": pct([q for q in qs if q["gap"] == g and q["kind"] == k], orig)
+                          for g in gaps for k in kinds}
+    return out
+
+
+def run_model(name: str, config: dict, runs: Path, seed: int, ceiling: dict) -> dict:
+    """Train ``name`` with ``seed``, score its last epoch on val and val_cf."""
+    cfg = experiment(name, config)
+    run_dir = runs / f"{name}-s{seed}"
+    cfg["train"].update(out_dir=str(run_dir), progress=False, tensorboard=False, seed=seed)
+    started = time.perf_counter()
+    summary = TRAIN.train(cfg)
+    log = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train_s = sum(r["time_s"] for r in log if r["split"] == "train")
+    data = {"eval_window": cfg["data"].get("eval_window")}
+    started_eval = time.perf_counter()
+    preds = {split: NLQ.evaluate(run_dir / "last", run_dir / "eval", split=split, data=data)[1]
+             for split in ("val", "val_cf")}
+    truth = truths(ceiling)
+    val, cf, any_copy = (hits(preds[s], truth[t]) for s, t in (("val", "val"), ("val_cf", "val_cf"), ("val", "any")))
+    model, _ = NLQ.load_trained(run_dir / "last")
+    return {"model": name, "seed": seed, "params": sum(p.numel() for p in model.parameters()),
+            "scores": score(ceiling, val, cf, any_copy), "final_train_loss": summary["train"]["loss"],
+            "epochs": summary["epoch"], "steps": summary["step"], "train_s": round(train_s, 1),
+            "eval_s": round(time.perf_counter() - started_eval, 1),
+            "total_s": round(time.perf_counter() - started, 1), "eval_window": data["eval_window"],
+            "loadavg": os.getloadavg()}
+
+
+def benchmark_root(config: dict) -> Path:
+    """The folder of the config's benchmark (generated when not cached)."""
+    return Path(NLQ.data_options(dict(config["data"]))["annotations"]).parent
+
+
+# ------------------------------------------------------------------------------------------------------ baselines
+def baselines(root: Path, ceiling: dict, draws: int = 20) -> list[dict]:
+    """random / position-only / text-only top-1 spans, scored like the models (mean of ``draws`` for random)."""
+    ann = root / "annotations.json"
+    train = read_snag_json(ann, "train")
+    truth = truths(ceiling)
+    kind_of = {f"qid{q['qid']}": q["kind"] for q in ceiling["queries"]}
+    kind_of.update({f"qid{q['cf_qid']}": q["kind"] for q in ceiling["queries"]})
+    durations = {q.text_id: v.duration for split in ("val", "val_cf") for v in read_snag_json(ann, split)
+                 for q in v.queries}
+    length = float(np.median([q.segment[1] - q.segment[0] for v in train for q in v.queries]))
+    bins = 20
+
+    def best_place(sel):  # the centre of the most frequent bin of the answers' relative centres
+        centres = [(q.segment[0] + q.segment[1]) / 2 / v.duration for v, q in sel]
+        counts = np.bincount(np.minimum((np.asarray(centres) * bins).astype(int), bins - 1), minlength=bins)
+        return (np.argmax(counts) + 0.5) / bins
+
+    pairs = [(v, q) for v in train for q in v.queries]
+    anywhere = best_place(pairs)
+    per_kind = {k: best_place([(v, q) for v, q in pairs if _kind(q.sentence) == k]) for k in set(kind_of.values())}
+
+    def at(place):
+        return lambda qid: [[place(qid) * durations[qid] - length / 2, place(qid) * durations[qid] + length / 2, 1.0]]
+
+    def scored(fn):
+        rows = {s: [{"qid": q, "pred_relevant_windows": fn(q)} for q in truth[s]] for s in ("val", "val_cf")}
+        return score(ceiling, *(hits(rows[s], truth[t]) for s, t in (("val", "val"), ("val_cf", "val_cf"),
+                                                                     ("val", "any"))))
+
+    out = [{"model": name, "seed": None, "scores": scored(fn)} for name, fn in (
+        ("position-only", at(lambda q: anywhere)), ("text-only", at(lambda q: per_kind[kind_of[q]])))]
+    draws_scores = []
+    for d in range(draws):
+        rng = np.random.default_rng(d)
+        draws_scores.append(scored(at(lambda q: rng.uniform(0, 1))))
+    out.append({"model": "random", "seed": None, "draws": draws, "scores": _mean_scores(draws_scores)})
+    return out
+
+
+def _kind(sentence: str) -> str:
+    """The query kind named by a query's words."""
+    words = sentence.split()
+    if words[1] in ("second", "third"):
+        return words[1]
+    return "first_after" if words[1] == "first" else "last_before"
+
+
+def _mean_scores(scores: list[dict]):
+    """The element-wise mean of nested score dicts (None stays None)."""
+    first = scores[0]
+    if isinstance(first, dict):
+        return {k: _mean_scores([s[k] for s in scores]) for k in first}
+    return None if first is None else round(float(np.mean(scores)), 2)
+
+
+# ---------------------------------------------------------------------------------------------------- summarising
+def summarise(rows: list[dict], ceiling: dict) -> dict:
+    """Per model: R1@0.5 and flip rate overall and per gap, mean and sample std over seeds (percent); the ceilings."""
+    out = {"ceiling": {"windowed": round(100 * ceiling["overall"]["windowed"], 2),
+                       "position": round(100 * ceiling["overall"]["position"], 2),
+                       "by_gap": {g: {"windowed": round(100 * c["windowed"], 2), "position": round(100 * c["position"], 2),
+                                      "position_mc": round(100 * c["position_mc"], 2)}
+                                  for g, c in ceiling["by_gap"].items()}},
+           "models": {}}
+    for name in dict.fromkeys(r["model"] for r in rows):
+        rs = [r for r in rows if r["model"] == name]
+
+        def ms(get):
+            v = [get(r["scores"]) for r in rs]
+            return [round(float(np.mean(v)), 2), round(float(np.std(v, ddof=1)), 2) if len(v) > 1 else 0.0]
+
+        out["models"][name] = {
+            "seeds": [r["seed"] for r in rs], "R1@0.5": ms(lambda s: s["R1@0.5"]),
+            "cf_R1@0.5": ms(lambda s: s["cf_R1@0.5"]), "flip": ms(lambda s: s["flip"]),
+            "any_copy": ms(lambda s: s["any_copy"]),
+            "by_gap": {g: {k: ms(lambda s: s["by_gap"][g][k]) for k in ("R1@0.5", "flip", "any_copy")}
+                       for g in rs[0]["scores"]["by_gap"]},
+            "by_kind": {k: ms(lambda s: s["by_kind"][k]["R1@0.5"]) for k in rs[0]["scores"]["by_kind"]}}
+    return out
+
+
+def goals(summary: dict) -> dict:
+    """The benchmark's three checks, from the summary (percent)."""
+    c, m = summary["ceiling"], summary["models"]
+    out = {}
+    if "hieramamba-transformer" in m:
+        mean, std = m["hieramamba-transformer"]["R1@0.5"]
+        out["windowed twin within 2 std of the windowed ceiling"] = abs(mean - c["windowed"]) <= 2 * std
+    mamba = [k for k in ("hieramamba", "mlvtg") if k in m]
+    if mamba:
+        best = max(mamba, key=lambda k: m[k]["R1@0.5"][0])
+        g4, g16 = m[best]["by_gap"].get("4"), m[best]["by_gap"].get("16")
+        out["best Mamba model"] = best
+        if g4:
+            out["R1@0.5 at gap 4W >= 2x the windowed ceiling"] = g4["R1@0.5"][0] >= 2 * c["by_gap"]["4"]["windowed"]
+        if g16:
+            out["R1@0.5 at gap 16W > windowed ceiling + 2 std"] = (g16["R1@0.5"][0] > c["by_gap"]["16"]["windowed"]
+                                                                   + 2 * g16["R1@0.5"][1])
+        out["flip rate >= 0.8x R1@0.5"] = m[best]["flip"][0] >= 0.8 * m[best]["R1@0.5"][0]
+    return out
+
+
+def render(result: dict) -> str:
+    """Markdown table: R1@0.5 per gap (mean ± std over seeds), overall, counterfactual, flip rate."""
+    s = result["summary"]
+    gaps = list(s["ceiling"]["by_gap"])
+    head = ("| model | seeds | " + " | ".join(f"gap {g}W" for g in gaps)
+            + " | all | counterfactual | flip rate | top-1 on some copy of X |")
+    lines = [head, "|---|---:|" + "---:|" * (len(gaps) + 4)]
+    fmt = lambda v: f"{v[0]:.1f} ± {v[1]:.1f}"  # noqa: E731
+    for name, g in s["models"].items():
+        lines.append(f"| {name} | {len(g['seeds'])} | " + " | ".join(fmt(g["by_gap"][k]["R1@0.5"]) for k in gaps)
+                     + f" | {fmt(g['R1@0.5'])} | {fmt(g['cf_R1@0.5'])} | {fmt(g['flip'])} | {fmt(g['any_copy'])} |")
+    for r in result["baselines"]:
+        sc = r["scores"]
+        lines.append(f"| {r['model']} | - | " + " | ".join(f"{sc['by_gap'][k]['R1@0.5']:.1f}" for k in gaps)
+                     + f" | {sc['R1@0.5']:.1f} | {sc['cf_R1@0.5']:.1f} | {sc['flip']:.1f} | {sc['any_copy']:.1f} |")
+    for key, label in (("windowed", "windowed ceiling E[1/K]"), ("position", "position-aware ceiling")):
+        lines.append(f"| {label} | - | " + " | ".join(f"{s['ceiling']['by_gap'][k][key]:.1f}" for k in gaps)
+                     + f" | {s['ceiling'][key]:.1f} | - | - | - |")
+    lines += ["", "Goals: " + json.dumps(result.get("goals", {}))]
+    return "\n".join(lines)
+
+
+def figure(result: dict, path: Path) -> None:
+    """R1@0.5 against the context-to-answer distance per model (mean ± std over seeds), the ceilings drawn."""
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = result["summary"]
+    gaps = list(s["ceiling"]["by_gap"])
+    x = [int(g) for g in gaps]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, g in s["models"].items():
+        mean = [g["by_gap"][k]["R1@0.5"][0] for k in gaps]
+        std = [g["by_gap"][k]["R1@0.5"][1] for k in gaps]
+        ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=f"{name} ({len(g['seeds'])} seeds)")
+    ax.plot(x, [s["ceiling"]["by_gap"][k]["windowed"] for k in gaps], "k--", label="windowed ceiling E[1/K]")
+    ax.plot(x, [s["ceiling"]["by_gap"][k]["position"] for k in gaps], ":", color="gray",
+            label="position-aware ceiling")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(x, [f"{g}W" for g in gaps])
+    ax.set_xlabel(f"context-to-answer distance (W = {WINDOW} clips)")
+    ax.set_ylabel("R1@0.5 (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8)
+    ax.set_title("Long-context grounding: accuracy vs context distance")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def finish(result: dict, out: Path) -> None:
+    result["summary"] = summarise([r for r in result["rows"]], result["ceiling_file"])
+    result["goals"] = goals(result["summary"])
+    stored = {k: v for k, v in result.items() if k != "ceiling_file"}
+    atomic_write_text(out, json.dumps(stored, indent=2) + "\n")
+    figure(result, out.with_name("long_context.png") if out == DEFAULT_OUT else out.with_suffix(".png"))
+    print(render(result))
+
+
+def merge(files: list[Path]) -> dict:
+    """One result from several runs of this script with the same config: all model rows, the first's baselines."""
+    parts = [json.loads(f.read_text()) for f in files]
+    for key in ("config", "overrides", "synthetic", "data_sizes"):
+        if any(p[key] != parts[0][key] for p in parts):
+            raise ValueError(f"cannot merge results with different {key!r}")
+    result = {k: v for k, v in parts[0].items() if k not in ("rows", "summary", "goals", "runs", "command",
+                                                              "machine")}
+    result["runs"] = [r for p in parts for r in p.get("runs", [{"command": p["command"], "machine": p["machine"]}])]
+    result["rows"] = [r for p in parts for r in p["rows"]]
+    return result
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--set", nargs="+", default=[], metavar="SECTION.KEY=VALUE", help="config overrides (YAML values)")
+    ap.add_argument("--threads", type=int, default=1, help="intra-op threads")
+    ap.add_argument("--runs", type=Path, help="folder for the checkpoints (default: a temporary folder)")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--merge", nargs="+", type=Path, metavar="RESULTS_JSON", help="merge results files into --out")
+    ap.add_argument("--render", type=Path, metavar="RESULTS_JSON", help="print the table of a results file")
+    args = ap.parse_args(argv)
+    if args.render:
+        print(render(json.loads(args.render.read_text())))
+        return 0
+    torch.set_num_threads(args.threads)
+    config = apply_overrides(load_config(CONFIG), args.set)
+    root = benchmark_root(config)
+    ceiling = json.loads((root / "ceiling.json").read_text())
+    if args.merge:
+        result = merge(args.merge)
+        result["ceiling_file"] = ceiling
+        finish(result, args.out)
+        return 0
+    meta = json.loads((root / "meta.json").read_text())
+    result = {"command": "python benchmarks/long_context.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,
+                          "torch": torch.__version__, "loadavg_start": os.getloadavg()},
+              "config": str(CONFIG.relative_to(REPO)), "overrides": args.set,
+              "synthetic": config["data"]["synthetic"], "train": config["train"], "data_sizes": meta["sizes"],
+              "variants": {m: VARIANTS[m] for m in args.models}, "rows": [],
+              "baselines": baselines(root, ceiling), "ceiling_file": ceiling}
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = args.runs or Path(tmp)
+        for seed in args.seeds:
+            for name in args.models:
+                row = run_model(name, config, runs, seed, ceiling)
+                result["rows"].append(row)
+                print(json.dumps({k: row[k] for k in ("model", "seed", "train_s", "eval_s")}
+                                 | {"R1@0.5": row["scores"]["R1@0.5"], "flip": row["scores"]["flip"],
+                                    "by_gap": {g: v["R1@0.5"] for g, v in row["scores"]["by_gap"].items()}}),
+                      file=sys.stderr, flush=True)
+    result["machine"]["loadavg_end"] = os.getloadavg()
+    finish(result, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
