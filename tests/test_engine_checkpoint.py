@@ -82,7 +82,11 @@ def test_corrupt_training_state_gets_our_message(tmp_path):
     folder = save_checkpoint(tmp_path / "ck", _model(1.0), training_state={"epoch": 2})
     state = folder / "trainer_state.pt"
     state.write_bytes(b"\x00" * state.stat().st_size)         # same size: passes the size check, unreadable
-    with pytest.raises(CheckpointError) as exc:
+    with pytest.raises(CheckpointError, match=f"{state} is corrupt or was modified: its sha256 differs"):
+        Checkpoint(folder).training_state()
+    meta = json.loads((folder / "meta.json").read_text())      # an older folder, without checksums: read, and named
+    (folder / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "sha256"}))
+    with pytest.raises(CheckpointError) as exc, pytest.warns(UserWarning, match="records no sha256 checksums"):
         Checkpoint(folder).training_state()
     msg = str(exc.value)
     assert msg.startswith(f"cannot read the training state {state}: the file is corrupt") and "\n" not in msg

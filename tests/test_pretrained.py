@@ -1,4 +1,5 @@
 """save_pretrained / from_pretrained / export: predictions survive the round trip, every incompatibility is named."""
+import hashlib
 import json
 
 import pytest
@@ -28,10 +29,12 @@ def _batch(seed=1):
 
 
 def _rewrite(folder, name, data: bytes):
-    """Replace one file of a folder and update the size recorded in meta.json (a consistent foreign folder)."""
+    """Replace one file of a folder and update the size and sha256 recorded in meta.json (a consistent foreign
+    folder)."""
     (folder / name).write_bytes(data)
     meta = json.loads((folder / "meta.json").read_text())
     meta["files"][name] = len(data)
+    meta["sha256"][name] = hashlib.sha256(data).hexdigest()
     (folder / "meta.json").write_text(json.dumps(meta))
 
 

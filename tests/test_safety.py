@@ -12,7 +12,7 @@ import torch
 
 from tiny_data import GROUNDING_BENCH, TINY_MLVTG, tiny_mlvtg
 from vidmamba.cli import main
-from vidmamba.engine.checkpoint import Checkpoint, save_checkpoint
+from vidmamba.engine.checkpoint import Checkpoint, CheckpointError, save_checkpoint
 
 ENTRY_POINT = Path(sys.executable).parent / "vidmamba"
 EXPERIMENT = {"task": "qvhighlights", "model": TINY_MLVTG,
@@ -162,3 +162,38 @@ def test_one_writer_per_run_folder_even_after_kill_9(tmp_path):
                               f"train.epochs={done + 1}"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert Checkpoint(out / "last").meta["epoch"] == done + 1
+
+
+def test_weights_carry_a_sha256_and_a_flipped_byte_is_named(runs, cli_error):
+    import hashlib
+
+    from vidmamba.tasks.pretrained import from_pretrained
+
+    run, pre = runs / "runs" / "a", runs / "pre"
+    assert main(["export", str(run), "--out", str(pre)]) == 0
+    for folder in (run / "best", run / "last", pre):
+        meta = json.loads((folder / "meta.json").read_text())
+        assert meta["sha256"] == {name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
+                                  for name in meta["files"]}
+
+    def flip_a_bit(folder: Path) -> str:
+        """Flip a bit of the last tensor's data (same size, still a valid safetensors file); the expected error."""
+        weights = folder / "model.safetensors"
+        data = bytearray(weights.read_bytes())
+        data[-3] ^= 0x10
+        weights.write_bytes(bytes(data))
+        return f"{weights} is corrupt or was modified: its sha256 differs from the one recorded in {folder / 'meta.json'}"
+
+    expected = flip_a_bit(run / "best")
+    assert cli_error(["export", run, "--out", runs / "pre2"]) == expected
+    assert not (runs / "pre2").exists()
+    expected = flip_a_bit(pre)
+    with pytest.raises(CheckpointError) as info:
+        from_pretrained(pre)
+    assert str(info.value) == expected
+    # a folder from before checksums (sizes only) still loads, and says that its files are checked by size only
+    meta = json.loads((pre / "meta.json").read_text())
+    del meta["sha256"]
+    (pre / "meta.json").write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match=f"checkpoint {pre} records no sha256 checksums .* checked by size only"):
+        from_pretrained(pre)

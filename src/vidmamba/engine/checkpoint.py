@@ -6,7 +6,7 @@ A checkpoint is a folder::
     ema.safetensors     EMA of the trainable weights (when EMA is on)
     config.json         {"trainer": ..., "experiment": ..., "vidmamba_version": ...}
     trainer_state.pt    optimizer, scheduler, epoch/step, best metric, RNG states (torch.load(weights_only=True))
-    meta.json           written last: format version, summary, and the byte size of every other file
+    meta.json           written last: format version, summary, the byte size and sha256 of every other file
 
 It is written into a hidden temp folder ``.<name>.tmp-<pid>-<hex>`` beside the target, which then replaces the target
 by two renames (target -> ``.<name>.old``, temp -> target). A crash at any point leaves either the old or the new
@@ -19,12 +19,14 @@ run always is. Temp folders left by a killed writer are removed at the next save
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import io
 import json
 import os
 import re
 import shutil
 import uuid
+import warnings
 from pathlib import Path
 
 import torch
@@ -33,7 +35,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from .. import __version__
-from ..utils import atomic_write_bytes, atomic_write_text
+from ..utils import atomic_write_bytes, atomic_write_text, file_digest
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
@@ -255,11 +257,11 @@ def save_checkpoint(folder, model: nn.Module, *, config: dict | None = None, tra
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     try:
-        files = {}
+        files, digests = {}, {}
 
         def write(name, payload: bytes):
             atomic_write_bytes(tmp / name, payload)
-            files[name] = len(payload)
+            files[name], digests[name] = len(payload), hashlib.sha256(payload).hexdigest()
 
         tensors, aliases = dedupe_tensors(model.state_dict())
         write(MODEL_FILE, _safetensors_payload(tensors, {"aliases": aliases}))
@@ -272,7 +274,7 @@ def save_checkpoint(folder, model: nn.Module, *, config: dict | None = None, tra
             buffer = io.BytesIO()
             torch.save(training_state, buffer)
             write(STATE_FILE, buffer.getvalue())
-        meta = {"format": FORMAT_VERSION, "files": files, **(info or {})}
+        meta = {"format": FORMAT_VERSION, "files": files, "sha256": digests, **(info or {})}
         atomic_write_text(tmp / META_FILE, json.dumps(meta, indent=2))
         _fsync_dir(tmp)
         _replace_dir(tmp, folder)
@@ -313,7 +315,9 @@ def run_checkpoint(path) -> Path:
 
 
 class Checkpoint:
-    """A verified checkpoint folder: every file named in ``meta.json`` exists with the recorded size."""
+    """A verified checkpoint folder: every file named in ``meta.json`` exists with the recorded size, and each file
+    read matches its recorded sha256 (checked once, when first read; folders written before checksums were recorded
+    are checked by size only, with a warning)."""
 
     def __init__(self, folder):
         self.path = resolve_checkpoint(folder)
@@ -338,22 +342,38 @@ class Checkpoint:
             if path.stat().st_size != size:
                 raise CheckpointError(f"{path} is truncated or modified: {path.stat().st_size} bytes, expected {size}")
         self.files = files
+        self.digests = self.meta.get("sha256")
+        if not isinstance(self.digests, dict):
+            self.digests = {}
+            warnings.warn(f"checkpoint {self.path} records no sha256 checksums (written by an older vidmamba): its "
+                          f"files are checked by size only", stacklevel=2)
+        self._checked = set()
+
+    def verified(self, name: str) -> Path:
+        """The path of file ``name``, its content checked against the sha256 in ``meta.json`` (once)."""
+        path = self.path / name
+        if name in self.digests and name not in self._checked:
+            if file_digest(path) != self.digests[name]:
+                raise CheckpointError(f"{path} is corrupt or was modified: its sha256 differs from the one recorded in "
+                                      f"{self.path / META_FILE}")
+            self._checked.add(name)
+        return path
 
     def has(self, name: str) -> bool:
         return name in self.files
 
     @property
     def config(self) -> dict:
-        path = self.path / CONFIG_FILE
+        path = self.verified(CONFIG_FILE)
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"cannot read {path}: {exc}") from exc
 
     def _read_tensors(self, name: str) -> tuple[dict, dict]:
-        path = self.path / name
         if not self.has(name):
             raise CheckpointError(f"checkpoint {self.path} has no {name}")
+        path = self.verified(name)
         try:
             with safe_open(path, framework="pt", device="cpu") as f:
                 metadata = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
@@ -391,9 +411,9 @@ class Checkpoint:
                 params[name].copy_(value)
 
     def training_state(self, map_location="cpu") -> dict:
-        path = self.path / STATE_FILE
         if not self.has(STATE_FILE):
             raise CheckpointError(f"checkpoint {self.path} has no training state ({STATE_FILE}); cannot resume")
+        path = self.verified(STATE_FILE)
         try:
             return torch.load(path, map_location=map_location, weights_only=True)
         except Exception as exc:  # unpickling errors come in many types; PyTorch's text suggests an unsafe load

@@ -1,7 +1,7 @@
 """Checkpoints for people: ``save_pretrained`` / ``from_pretrained`` (a local folder or a Hugging Face hub id).
 
 A pretrained folder is a :mod:`vidmamba.engine.checkpoint` folder without training state (written atomically,
-every file's size recorded in ``meta.json``)::
+every file's size and sha256 recorded in ``meta.json``)::
 
     model.safetensors   the weights (EMA weights when the run had EMA)
     config.json         {"format": "vidmamba-pretrained", "format_version": 1, "vidmamba_version": ...,
