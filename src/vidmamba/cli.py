@@ -92,10 +92,12 @@ def _cmd_predict(args) -> int:
         timing = {k: v for k, v in (("fps", args.fps), ("duration", args.duration)) if v is not None}
         result = predict_features(args.ckpt, args.video_features, args.query_features,
                                   query=queries[0] if queries else "", **timing)
-        text = json.dumps(result, indent=2)
+        from vidmamba.video.predict import format_table
+
+        print(format_table(result))
         if args.out:
-            atomic_write_text(args.out, text)
-        print(text)
+            atomic_write_text(args.out, json.dumps(result, indent=2))
+            print(f"wrote {args.out}")
         return 0
     if args.video is None or not queries:
         raise UsageError('give a video and at least one query: vidmamba predict VIDEO "query" [--query ...] --ckpt '
@@ -131,9 +133,18 @@ def _cmd_extract(args) -> int:
           f"-> {args.out}/clip_features")
     for video, error in report.failed:
         print(f"failed: {error}", file=sys.stderr)
-    if args.annotations is not None:
-        n = extract_text(args.annotations, args.out, encoder, dataset=args.dataset)
+    if args.annotations:
+        from vidmamba.data.errors import DataFormatError
+        from vidmamba.video.extract import write_nlq_annotations
+
+        n = sum(extract_text(path, args.out, encoder, dataset=args.dataset) for path in args.annotations)
         print(f"encoded {n} queries -> {args.out}/clip_text_features")
+        try:
+            path = write_nlq_annotations(args.annotations, args.out, clip_length=args.clip_length,
+                                         dataset=args.dataset)
+            print(f"wrote {path} (the same annotations for the nlq task: configs/hieramamba_clip.yaml)")
+        except DataFormatError as exc:  # the moment_retrieval files are fine; only the nlq copy cannot be made
+            print(f"note: no {args.out}/annotations.json for the nlq task: {exc}", file=sys.stderr)
     return 1 if report.failed else 0
 
 
@@ -205,8 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = command("predict", help="ranked moments and per-clip saliency for one video",
                         description='vidmamba predict VIDEO "query" [--query ...] --ckpt CKPT [--encoder PATH] '
-                                    "[--json OUT] [--plot OUT.png]  |  vidmamba predict --ckpt CKPT "
-                                    "--video-features F.npz --query-features Q.npz [--query TEXT] [--out OUT]")
+                                    "[--json FILE] [--plot OUT.png]  |  vidmamba predict --ckpt CKPT "
+                                    "--video-features F.npz --query-features Q.npz [--query TEXT] [--json FILE]")
     pr.add_argument("video", type=Path, nargs="?", help="video file (decoded, CLIP features cached)")
     pr.add_argument("queries", nargs="*", help="query texts (all run in one batch)")
     pr.add_argument("--ckpt", required=True, help="run, checkpoint or pretrained folder (MLVTG or HieraMamba), or a "
@@ -227,25 +238,34 @@ def build_parser() -> argparse.ArgumentParser:
                                               "checkpoints: maps the feature grid to seconds)")
     pr.add_argument("--duration", type=float, help="video length in seconds (nlq checkpoints; default: the span the "
                                                    "features cover)")
-    pr.add_argument("--out", "--json", dest="out", type=Path, help="also write the JSON here")
+    pr.add_argument("--json", "--out", dest="out", type=Path, metavar="FILE",
+                    help="write the full answer as JSON (every moment, the per-clip saliency)")
     pr.set_defaults(func=_cmd_predict)
 
-    xt = command("extract", help="CLIP features of videos in the lighthouse npz layout (cached, resumable)")
+    xt = command("extract", help="CLIP features of videos in the lighthouse npz layout (cached, resumable)",
+                 description="Decode videos, encode one CLIP feature per clip into OUT/clip_features/<video name>.npz "
+                             "(cached by content, resumable, sharded); with --annotations also encode the queries of "
+                             "lighthouse jsonl files into OUT/clip_text_features/ and write OUT/annotations.json, the "
+                             "same annotations for the nlq task (HieraMamba).")
     xt.add_argument("videos", type=Path, nargs="+", help="video files")
     xt.add_argument("--out", type=Path, required=True, help="feature root: writes clip_features/<vid>.npz")
     xt.add_argument("--model", help="CLIP folder or hub id (default openai/clip-vit-base-patch32)")
     xt.add_argument("--clip-length", type=float, default=2.0, help="seconds per clip (default 2, QVHighlights)")
     xt.add_argument("--frames-per-clip", type=int, default=1, help="frames averaged per clip (default 1)")
     xt.add_argument("--device", default="cpu", help="torch device of the CLIP encoder (default cpu)")
-    xt.add_argument("--workers", type=int, default=1, help="videos processed in parallel (threads)")
+    xt.add_argument("--workers", type=int, default=1, help="videos processed in parallel (threads; default 1)")
     xt.add_argument("--shard", default="0/1", help="i/n: process only every n-th video from the i-th (0-based)")
-    xt.add_argument("--annotations", type=Path, help="lighthouse jsonl: also encode its queries "
-                                                     "(clip_text_features/)")
-    xt.add_argument("--dataset", default="qvhighlight", help="dataset naming of the text files (with --annotations)")
+    xt.add_argument("--annotations", type=Path, nargs="+", metavar="JSONL",
+                    help="lighthouse jsonl files, one per split (e.g. train.jsonl val.jsonl): also encode their "
+                         "queries (clip_text_features/) and write annotations.json (split = file name)")
+    xt.add_argument("--dataset", default="qvhighlight",
+                    help="dataset naming of the text files (with --annotations; default qvhighlight: qid<qid>.npz)")
     xt.add_argument("--no-progress", action="store_true", help="no progress bar")
     xt.set_defaults(func=_cmd_extract)
 
-    ex = command("export", help="convert a trained run's best checkpoint into a pretrained folder")
+    ex = command("export", help="convert a trained run's best checkpoint into a pretrained folder",
+                 description="Write a self-contained pretrained folder (safetensors weights + versioned config.json) "
+                             "from a run's best checkpoint, to share or to pass to predict / serve --ckpt.")
     ex.add_argument("run", type=Path, help="run folder (its best/) or checkpoint folder")
     ex.add_argument("--out", type=Path, required=True, help="pretrained folder to write (an existing one is replaced "
                                                             "only when it is a pretrained folder vidmamba wrote)")
@@ -253,13 +273,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "nor a folder that is or holds a training run)")
     ex.set_defaults(func=_cmd_export)
 
-    sv = command("serve", help="web demo: find moments in an uploaded video (needs vidmamba[demo,video])")
+    sv = command("serve", help="web demo: find moments in an uploaded video (needs vidmamba[demo,video])",
+                 description="A web page on http://HOST:PORT: upload a video, type one query per line, get ranked "
+                             "moments and saliency; click a moment to seek the player.")
     sv.add_argument("--ckpt", required=True, help="run, checkpoint or pretrained folder (MLVTG or HieraMamba), or a "
                                                   "hub id (owner/name)")
     sv.add_argument("--encoder", help=ENCODER_HELP)
     sv.add_argument("--cache", type=Path, help=CACHE_HELP)
     sv.add_argument("--video-dir", type=Path, help="also allow videos named by path inside this server folder")
-    sv.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every interface)")
+    sv.add_argument("--host", default="127.0.0.1",
+                    help="interface to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every interface)")
     sv.add_argument("--port", type=int, default=7860)
     sv.set_defaults(func=_cmd_serve)
 

@@ -40,6 +40,7 @@ from ._checks import expect_int, expect_real, expect_str, is_real, short_repr
 from .collate import pad_sequences
 from .errors import DataFormatError
 from .features import align_lengths, find_feature_file, load_feature_array
+from .lighthouse import read_moment_jsonl, text_feature_path
 
 
 @dataclass
@@ -142,6 +143,35 @@ def read_snag_json(path, split: str | None = None) -> dict[str, list[SnagVideo]]
                 owner[q.text_id] = f"video {vid}"
             out[sp].append(v)
     return out if split is None else out[split]
+
+
+def snag_from_lighthouse(split_files: dict[str, Path], *, clip_length: float, dataset: str = "qvhighlight") -> dict:
+    """The SnAG json object of lighthouse jsonl files, one per split (``{split: path}``): what ``vidmamba extract
+    --annotations`` writes beside the features so that one annotation format serves both model families.
+
+    Each video gets ``fps = 1 / clip_length`` (one feature row per clip: ``clip_size = clip_stride = 1``) and its
+    ``duration``; each query one annotation whose ``sentence_id`` is the stem of its text feature file (e.g.
+    ``qid7``), so the nlq task reads the text features ``extract`` wrote. A query must have exactly one relevant
+    window, and the lines of one video must agree on its duration (else a DataFormatError naming the line).
+    """
+    out: dict[str, dict] = {}
+    for split, path in split_files.items():
+        videos = out.setdefault(split, {})
+        for ann in read_moment_jsonl(path, dataset=dataset, clip_length=clip_length):
+            item = f"line {ann.line} (qid {ann.qid})"
+            if not ann.windows or len(ann.windows) != 1:
+                raise DataFormatError(path, "the nlq task (HieraMamba) takes one relevant window per query; write "
+                                      "one line (own qid) per window", item=item, field="relevant_windows",
+                                      expected="exactly one window", found=len(ann.windows or []))
+            video = videos.setdefault(ann.vid, {"fps": 1.0 / clip_length, "duration": ann.duration,
+                                                "annotations": []})
+            if video["duration"] != ann.duration:
+                raise DataFormatError(path, f"video {ann.vid} has two durations", item=item, field="duration",
+                                      expected=video["duration"], found=ann.duration)
+            text_id = text_feature_path("", "", ann.qid, dataset).stem
+            video["annotations"].append({"segment": list(ann.windows[0]), "sentence": ann.query,
+                                         "sentence_id": text_id})
+    return out
 
 
 def _clip(x, lo, hi):

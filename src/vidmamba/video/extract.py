@@ -25,7 +25,9 @@ from typing import Sequence
 import numpy as np
 
 from vidmamba.data.lighthouse import get_dataset_spec, read_moment_jsonl, text_feature_path, video_feature_path
-from vidmamba.utils import atomic_write_bytes
+from vidmamba.data.errors import DataFormatError
+from vidmamba.data.snag import snag_from_lighthouse
+from vidmamba.utils import atomic_write_bytes, atomic_write_text
 from vidmamba.video.decode import VideoDecodeError, iter_clips
 from vidmamba.video.encoders import ClipEncoder
 
@@ -188,4 +190,19 @@ def extract_text(annotations, out_dir, encoder: ClipEncoder, *, dataset: str = "
             np.savez(buf, **{key: tokens})
             atomic_write_bytes(text_feature_path(out_dir, TEXT_FEATURES, ann.qid, dataset), buf.getvalue())
     return len(anns)
+
+
+def write_nlq_annotations(annotations: Sequence, out_dir, *, clip_length: float,
+                          dataset: str = "qvhighlight") -> Path:
+    """Write ``<out_dir>/annotations.json``: the lighthouse jsonl files ``annotations`` (one per split, the split
+    named by the file name without ``.jsonl``) as the SnAG json the nlq task (HieraMamba) reads
+    (:func:`vidmamba.data.snag.snag_from_lighthouse`). Returns the path."""
+    splits = {Path(path).stem: Path(path) for path in annotations}
+    if len(splits) != len(annotations):
+        raise DataFormatError(annotations[-1], "two annotation files share this name; the split of each is its "
+                              "file name without .jsonl, so the names must differ")
+    path = Path(out_dir) / "annotations.json"
+    atomic_write_text(path, json.dumps(snag_from_lighthouse(splits, clip_length=clip_length, dataset=dataset),
+                                       indent=1))
+    return path
 

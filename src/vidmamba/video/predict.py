@@ -80,16 +80,30 @@ def predict_video(ckpt, video, queries: Sequence[str], *, encoder: ClipEncoder |
     return VideoPredictor(ckpt, encoder, cache_dir=cache_dir, frames_per_clip=frames_per_clip)(video, queries)
 
 
-def format_table(result: dict, top: int = 10) -> str:
-    """The ranked moments of every query as a plain-text table."""
-    lines = [f"{result['video']}: {result['duration']:.2f} s, {result['num_clips']} clips of "
-             f"{result['clip_length']:g} s"]
-    for r in result["results"]:
+SCORE_NOTE = ("score: the model's confidence, for ranking the moments of one answer (not a probability); "
+              "--json FILE writes every moment and the saliency of every clip")
+
+
+def format_table(result: dict, top: int = 10, top_clips: int = 5) -> str:
+    """Plain text of an answer: per query the ranked moments (rank, start, end, score) and the ``top_clips`` clips
+    of highest saliency. ``result``: a :class:`VideoPredictor` answer, or the one-query answer of feature files
+    (:func:`vidmamba.tasks.predict_features`: ``windows``, ``saliency``, ``clip_length``, ``duration``)."""
+    lines = []
+    if "video" in result:
+        lines.append(f"{result['video']}: {result['duration']:.2f} s, {result['num_clips']} clips of "
+                     f"{result['clip_length']:g} s")
+    for r in result.get("results", [result]):
         lines.append(f"\nquery: {r['query']}")
         lines.append(f"{'rank':>4}  {'start':>9}  {'end':>9}  {'score':>7}")
         for k, (st, ed, score) in enumerate(r["windows"][:top], start=1):
             lines.append(f"{k:>4}  {st:>9.2f}  {ed:>9.2f}  {score:>7.4f}")
-    return "\n".join(lines)
+        saliency, length = r.get("saliency") or [], result["clip_length"]
+        end = result.get("duration") or float("inf")
+        best = sorted(range(len(saliency)), key=lambda i: -saliency[i])[:top_clips]
+        if best and length:
+            lines.append("top clips by saliency: " + ", ".join(
+                f"{i * length:.2f}-{min((i + 1) * length, end):.2f} s ({saliency[i]:.2f})" for i in best))
+    return "\n".join(lines + ["", SCORE_NOTE])
 
 
 def plot_paths(out, n: int) -> list[Path]:
