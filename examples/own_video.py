@@ -4,10 +4,11 @@ What it runs (the README's commands, through ``vidmamba.cli.main``):
 generate 14 short mp4s with PyAV (a grey picture with a white top band; during one 6-s event per video the band turns
 black) -> write a tiny *randomly initialised* CLIP offline -> ``vidmamba extract`` (video + query features) ->
 ``vidmamba train`` a tiny MLVTG on those CLIP-only features -> ``vidmamba export`` -> ``vidmamba predict VIDEO
-"query" --plot`` on a held-out 60-s video -> ``docs/own_video.png``. No real CLIP weights are used (none can be
-downloaded where this was made): the point is the pipeline, not the encoder.
+"query" --plot`` on a held-out 60-s video -> the figure. No real CLIP weights are used: the point is the pipeline,
+not the encoder.
 
-    python examples/own_video.py [--work runs/own_video] [--out docs/own_video.png]
+    python examples/own_video.py [--work runs/own_video] [--out FIGURE]   # default FIGURE: <work>/own_video.png
+    python examples/own_video.py --out docs/own_video.png                 # the README's figure
 """
 from __future__ import annotations
 
@@ -91,7 +92,7 @@ train: {{epochs: 30, batch_size: 8, lr: 3e-3, warmup_epochs: 1, seed: {seed}, pr
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("runs/own_video"), help="working folder")
-    parser.add_argument("--out", type=Path, default=Path("docs/own_video.png"), help="the figure")
+    parser.add_argument("--out", type=Path, help="the figure (default <work>/own_video.png)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    run(args.work, args.out, args.seed)
+    run(args.work, args.out or args.work / "own_video.png", args.seed)

@@ -7,6 +7,7 @@ is one line on stderr, ``vidmamba <command>: error: <what, where, what was expec
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -38,6 +39,21 @@ def _message(exc: BaseException) -> str:
     return " ".join(str(text).split()) or type(exc).__name__
 
 
+@contextlib.contextmanager
+def _public_data(config: dict):
+    """A data file of ``config`` that is not found gets the config's ``source`` line: where its public data comes
+    from."""
+    from vidmamba.data.errors import DataFormatError
+
+    try:
+        yield
+    except DataFormatError as exc:
+        if not (config.get("source") and exc.problem.endswith("file not found")):
+            raise
+        raise DataFormatError(exc.file, f"{exc.problem}; {config['source']}", item=exc.item, field=exc.field,
+                              expected=exc.expected, found=exc.found) from exc
+
+
 def _cmd_evaluate(args) -> int:
     from vidmamba.metrics.evaluate import TASKS
     from vidmamba.utils import atomic_write_text
@@ -62,7 +78,8 @@ def _cmd_evaluate(args) -> int:
                              "pass CONFIG --ckpt CKPT")
         out_dir = args.out or Path(args.ckpt)
         config = load_config(args.target, args.set)
-        metrics, _ = task_of(config).evaluate(args.ckpt, out_dir, split=args.split, data=config["data"])
+        with _public_data(config):
+            metrics, _ = task_of(config).evaluate(args.ckpt, out_dir, split=args.split, data=config["data"])
         print(f"wrote {out_dir}/{args.split}_preds.jsonl and {args.split}_metrics.json")
     print(json.dumps(metrics.get("brief", metrics), indent=4))
     return 0
@@ -74,7 +91,8 @@ def _cmd_train(args) -> int:
 
     config = load_config(args.config, args.set)
     config["train"].setdefault("out_dir", str(Path("runs") / Path(args.config).stem))
-    summary = task_of(config).train(config, resume=args.resume or None)
+    with _public_data(config):
+        summary = task_of(config).train(config, resume=args.resume or None)
     print(json.dumps({k: summary[k] for k in ("best_metric", "best_epoch", "eval") if k in summary}, indent=2))
     return 0
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-SECTIONS = ("task", "model", "data", "train")
+SECTIONS = ("task", "source", "model", "data", "train")  # source: where the public data comes from
 
 
 class _Loader(yaml.SafeLoader):
