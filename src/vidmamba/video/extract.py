@@ -27,20 +27,11 @@ import numpy as np
 from vidmamba.data.lighthouse import get_dataset_spec, read_moment_jsonl, text_feature_path, video_feature_path
 from vidmamba.data.errors import DataFormatError
 from vidmamba.data.snag import snag_from_lighthouse
-from vidmamba.utils import atomic_write_bytes, atomic_write_text
+from vidmamba.utils import atomic_write_bytes, atomic_write_text, file_digest
 from vidmamba.video.decode import VideoDecodeError, iter_clips
 from vidmamba.video.encoders import ClipEncoder
 
 VIDEO_FEATURES, TEXT_FEATURES = "clip_features", "clip_text_features"  # the QVHighlights folder names
-
-
-def file_digest(path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes, read in ``chunk``-byte pieces."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def cache_key(video_digest: str, encoder: ClipEncoder, clip_length: float, frames_per_clip: int) -> str:
@@ -205,4 +196,3 @@ def write_nlq_annotations(annotations: Sequence, out_dir, *, clip_length: float,
     atomic_write_text(path, json.dumps(snag_from_lighthouse(splits, clip_length=clip_length, dataset=dataset),
                                        indent=1))
     return path
-
