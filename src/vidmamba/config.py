@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from vidmamba.errors import ConfigError
+
 SECTIONS = ("task", "source", "model", "data", "train")  # source: where the public data comes from
 
 
@@ -30,10 +32,6 @@ def _yaml(text: str):
     return yaml.load(text, Loader=_Loader)
 
 
-class ConfigError(ValueError):
-    """A config file or override that cannot be used; the message names the file and key."""
-
-
 def parse_override(text: str) -> tuple[list[str], object]:
     """``"a.b=1e-4"`` -> (["a", "b"], 0.0001)."""
     if "=" not in text:
@@ -42,7 +40,12 @@ def parse_override(text: str) -> tuple[list[str], object]:
     path = key.strip().split(".")
     if not all(path):
         raise ConfigError(f"override {text!r} has an empty key part")
-    return path, _yaml(value)
+    try:
+        return path, _yaml(value)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({problem}); quote it, e.g. "
+                          f"{key.strip()}='\"...\"', or write a list as [a, b]") from None
 
 
 def apply_overrides(config: dict, overrides, source: str = "<config>") -> dict:
@@ -64,6 +67,8 @@ def apply_overrides(config: dict, overrides, source: str = "<config>") -> dict:
 def load_config(path, overrides=()) -> dict:
     """Read a YAML experiment config and apply overrides. Relative data paths stay relative to the working dir."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config {path} is a folder; expected a YAML file such as configs/mlvtg_qvhighlights.yaml")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:

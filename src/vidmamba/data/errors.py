@@ -4,8 +4,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from vidmamba.errors import VidmambaError
 
-class DataFormatError(ValueError):
+
+class DataFormatError(VidmambaError, ValueError):
     """A data file (annotation or feature) does not have the expected format.
 
     The message always names the file, and when known the item (qid, video id, line or row number), the field,

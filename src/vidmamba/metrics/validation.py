@@ -17,6 +17,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from vidmamba.errors import VidmambaError
+
 __all__ = [
     "MetricsInputError",
     "SubmissionError",
@@ -30,7 +32,7 @@ __all__ = [
 ]
 
 
-class MetricsInputError(ValueError):
+class MetricsInputError(VidmambaError, ValueError):
     """A prediction or ground-truth input cannot be evaluated.
 
     Attributes ``path``, ``line``, ``qid`` and ``field`` hold what is known about the location (else ``None``).

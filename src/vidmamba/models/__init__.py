@@ -13,48 +13,59 @@ One prediction contract per kind of model: every grounding model's ``predict(bat
 """
 from __future__ import annotations
 
+import difflib
 from typing import Callable
 
 import torch.nn as nn
 
+from vidmamba.errors import ConfigError, ConfigTypeError
 from vidmamba.models.hieramamba import HieraMamba, HieraMambaConfig
 from vidmamba.models.mambavl import MambaVL, MambaVLConfig
 from vidmamba.models.mlvtg import MLVTG, MLVTGConfig
 
 
-def _mlvtg(aligner: str) -> Callable[..., nn.Module]:
-    def build(**cfg) -> nn.Module:
+def _mlvtg(aligner: str) -> Callable[..., MLVTGConfig]:
+    def config(**cfg) -> MLVTGConfig:
         if cfg.get("aligner", aligner) != aligner:
-            raise ValueError(f"aligner {cfg['aligner']!r} conflicts with the model name (aligner {aligner!r})")
-        return MLVTG(MLVTGConfig.from_dict({**cfg, "aligner": aligner}))
-    return build
+            raise ConfigError(f"model.aligner {cfg['aligner']!r} conflicts with the model name (aligner {aligner!r})")
+        return MLVTGConfig.from_dict({**cfg, "aligner": aligner})
+    return config
 
 
-def _hieramamba(mixer: str) -> Callable[..., nn.Module]:
-    def build(preset: str | None = None, **cfg) -> nn.Module:
+def _hieramamba(mixer: str) -> Callable[..., HieraMambaConfig]:
+    def config(preset: str | None = None, **cfg) -> HieraMambaConfig:
         if cfg.get("mixer", mixer) != mixer:
-            raise ValueError(f"mixer {cfg['mixer']!r} conflicts with the model name (mixer {mixer!r})")
+            raise ConfigError(f"model.mixer {cfg['mixer']!r} conflicts with the model name (mixer {mixer!r})")
         cfg = {**cfg, "mixer": mixer}
-        return HieraMamba(HieraMambaConfig.preset(preset, **cfg) if preset else HieraMambaConfig.from_dict(cfg))
-    return build
+        return HieraMambaConfig.preset(preset, **cfg) if preset else HieraMambaConfig.from_dict(cfg)
+    return config
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "mlvtg": _mlvtg("mamba"),
-    "mlvtg-transformer": _mlvtg("transformer"),
-    "mlvtg-perclip": _mlvtg("perclip"),
-    "hieramamba": _hieramamba("hydra"),
-    "hieramamba-transformer": _hieramamba("attention"),
-    "mambavl": lambda **cfg: MambaVL(MambaVLConfig.from_dict(cfg)),
+#: name -> (model class, ``config(**options)`` building its checked config dataclass)
+MODELS: dict[str, tuple[Callable[..., nn.Module], Callable]] = {
+    "mlvtg": (MLVTG, _mlvtg("mamba")),
+    "mlvtg-transformer": (MLVTG, _mlvtg("transformer")),
+    "mlvtg-perclip": (MLVTG, _mlvtg("perclip")),
+    "hieramamba": (HieraMamba, _hieramamba("hydra")),
+    "hieramamba-transformer": (HieraMamba, _hieramamba("attention")),
+    "mambavl": (MambaVL, lambda **cfg: MambaVLConfig.from_dict(cfg)),
 }
 
 
-def create_model(name: str, **options) -> nn.Module:
-    """Build the registered model ``name`` with config fields ``options``; an unknown name is a ``KeyError``
-    listing the known ones, bad options a ``ValueError`` / ``TypeError`` from the model's config."""
+def model_config(name: str, **options):
+    """The checked config dataclass of the registered model ``name`` with ``options`` (no weights are built): an
+    unknown name, key or a bad value is a :class:`~vidmamba.errors.ConfigError` naming ``model.<key>``."""
     if name not in MODELS:
-        raise KeyError(f"unknown model {name!r}; known: {sorted(MODELS)}")
-    return MODELS[name](**options)
+        close = difflib.get_close_matches(str(name), MODELS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigTypeError(f"model.name: unknown model {name!r}{hint} (known: {', '.join(sorted(MODELS))})")
+    return MODELS[name][1](**options)
+
+
+def create_model(name: str, **options) -> nn.Module:
+    """Build the registered model ``name`` with config fields ``options`` (checked by :func:`model_config`)."""
+    config = model_config(name, **options)
+    return MODELS[name][0](config)
 
 
 def list_models() -> list[str]:
@@ -62,4 +73,4 @@ def list_models() -> list[str]:
 
 
 __all__ = ["HieraMamba", "HieraMambaConfig", "MLVTG", "MLVTGConfig", "MambaVL", "MambaVLConfig", "MODELS",
-           "create_model", "list_models"]
+           "create_model", "list_models", "model_config"]

@@ -25,7 +25,6 @@ softmax scores) and ``<split>_metrics.json`` (:func:`~vidmamba.metrics.action.ek
 """
 from __future__ import annotations
 
-import copy
 import csv
 import json
 from pathlib import Path
@@ -39,16 +38,15 @@ from vidmamba.data.errors import DataFormatError
 from vidmamba.data.features import find_feature_file
 from vidmamba.data.questions import HFTokenEmbedding, QuestionDataset, QuestionGenerator, WordVocab, tokenize
 from vidmamba.data.synthetic_action import ensure_action_benchmark
-from vidmamba.engine.config import check_data_keys, set_from_data
+from vidmamba.engine.config import set_from_data
 from vidmamba.engine.trainer import to_device
 from vidmamba.metrics.action import ACTION_MODES, ek100_metrics, topk_indices
 from vidmamba.models import create_model
+from vidmamba.errors import ConfigError
 from vidmamba.tasks.base import Task, register
+from vidmamba.tasks.data_config import ActionData
 
 MODES = {"action": "recognition", "anticipation": "anticipation"}
-DATA_KEYS = {"synthetic", "train", "val", "test", "verb_classes", "noun_classes", "features", "fps", "obs_seconds",
-             "tau_a", "text_encoder", "question_seed", "question_context", "predicted_actions", "action_mode",
-             "feat_dim", "vocab"}
 SYNTHETIC_FILES = {"train": "EPIC_100_train.csv", "val": "EPIC_100_validation.csv",
                    "verb_classes": "EPIC_100_verb_classes.csv", "noun_classes": "EPIC_100_noun_classes.csv",
                    "features": "features"}
@@ -57,19 +55,18 @@ TEXT_ENCODER_KEYS = {"words": {"kind", "dim", "seed", "max_length"}, "hf": {"kin
 
 
 def data_options(data: dict) -> dict:
-    """A copy of the data section with ``synthetic`` resolved to files; unknown / missing keys are errors."""
-    check_data_keys(data, DATA_KEYS)
-    data = dict(data)
+    """The data section (:class:`~vidmamba.tasks.data_config.ActionData`) completed, with ``synthetic`` resolved to
+    files; unknown / missing keys are errors."""
+    data = ActionData.complete(data)
+    if data["action_mode"] not in ACTION_MODES:
+        raise ConfigError(f"data.action_mode must be one of {ACTION_MODES}, got {data['action_mode']!r}")
+    if data.get("question_context") not in (None, "narration"):
+        raise ConfigError(f"data.question_context must be 'narration' or null, got {data['question_context']!r}")
     if data.get("synthetic") is not None:
         root = ensure_action_benchmark(**data["synthetic"])
         for key, name in SYNTHETIC_FILES.items():
             data.setdefault(key, str(root / name))
-    check_data_keys(data, DATA_KEYS, ("train", "verb_classes", "noun_classes", "features"))
-    mode = data.get("action_mode", "outer")
-    if mode not in ACTION_MODES:
-        raise ValueError(f"data.action_mode must be one of {ACTION_MODES}, got {mode!r}")
-    if data.get("question_context") not in (None, "narration"):
-        raise ValueError(f"data.question_context must be 'narration' or null, got {data['question_context']!r}")
+    ActionData.check_required(data)
     return data
 
 
@@ -86,10 +83,10 @@ def _classes(data: dict) -> tuple[list, list]:
 def build_base_dataset(data: dict, split: str, task: str) -> EK100Dataset:
     """The EK100 samples of ``split``; every feature file is checked to exist before anything is trained."""
     if split not in data:
-        raise ValueError(f"data config has no {split!r} annotation file")
+        raise ConfigError(f"data.{split} is missing: the {split!r} annotation file")
     verbs, nouns = _classes(data)
     ds = EK100Dataset(data[split], data["features"], mode=MODES[task], labels=_has_labels(data[split]),
-                      fps=data.get("fps"), obs_seconds=data.get("obs_seconds"), tau_a=data.get("tau_a", 1.0),
+                      fps=data.get("fps"), obs_seconds=data.get("obs_seconds"), tau_a=data["tau_a"],
                       verb_classes=verbs, noun_classes=nouns, feat_dim=data.get("feat_dim"))
     stems = sorted({a.narration_id if task == "action" else a.video_id for a in ds.actions})
     for stem in stems:
@@ -99,7 +96,7 @@ def build_base_dataset(data: dict, split: str, task: str) -> EK100Dataset:
 
 def question_generator(data: dict) -> QuestionGenerator:
     verbs, nouns = _classes(data)
-    return QuestionGenerator([c.key for c in verbs], [c.key for c in nouns], seed=int(data.get("question_seed", 0)))
+    return QuestionGenerator([c.key for c in verbs], [c.key for c in nouns], seed=data["question_seed"])
 
 
 def text_embedder(data: dict):
@@ -107,14 +104,14 @@ def text_embedder(data: dict):
     enc = dict(data.get("text_encoder") or {"kind": "words"})
     kind = enc.get("kind", "words")
     if kind not in TEXT_ENCODER_KEYS:
-        raise ValueError(f"data.text_encoder.kind must be one of {sorted(TEXT_ENCODER_KEYS)}, got {kind!r}")
+        raise ConfigError(f"data.text_encoder.kind must be one of {sorted(TEXT_ENCODER_KEYS)}, got {kind!r}")
     unknown = sorted(set(enc) - TEXT_ENCODER_KEYS[kind])
     if unknown:
-        raise ValueError(f"unknown data.text_encoder keys {unknown} for kind {kind!r}")
+        raise ConfigError(f"unknown data.text_encoder keys {unknown} for kind {kind!r}")
     max_length = int(enc.get("max_length", 40))
     if kind == "hf":
         if "path" not in enc:
-            raise ValueError("data.text_encoder of kind 'hf' needs 'path' (a local transformers checkpoint folder)")
+            raise ConfigError("data.text_encoder of kind 'hf' needs 'path' (a local transformers checkpoint folder)")
         return HFTokenEmbedding(enc["path"], max_length=max_length)
     return WordVocab(data["vocab"], dim=int(enc.get("dim", 768)), seed=int(enc.get("seed", 0)), max_length=max_length)
 
@@ -198,6 +195,7 @@ class ActionTask(Task):
 
     family = "action"
     input_keys = INPUT_KEYS
+    data_config = ActionData
 
     def data_options(self, data: dict) -> dict:
         return data_options(data)
@@ -205,8 +203,7 @@ class ActionTask(Task):
     def prepare(self, config: dict):
         """As the skeleton's, but the questions' text embedder needs the vocabulary that :meth:`read_widths` fixes:
         the EK100 samples are built first, their questions after."""
-        config = copy.deepcopy(config)
-        config["task"] = self.name
+        config = self.check_config(config)
         data = config["data"] = self.data_options(config["data"])
         base = build_base_dataset(data, "train", self.name)
         self.read_widths(config, base)
@@ -240,7 +237,7 @@ class ActionTask(Task):
         return predict_scores(model, loader, device)
 
     def scorer(self, data: dict, split: str, dataset):
-        return lambda pred: score(pred, data.get("action_mode", "outer"))
+        return lambda pred: score(pred, data["action_mode"])
 
     def output_rows(self, predictions: dict) -> list[dict]:
         return prediction_rows(predictions)
@@ -249,5 +246,5 @@ class ActionTask(Task):
 # checkpoint selection: action top-1 (recognition), action mean top-5 recall (the EK100 anticipation protocol)
 register(ActionTask("action", "action_top1"), ActionTask("anticipation", "action_mean_top5_recall"))
 
-__all__ = ["ActionTask", "DATA_KEYS", "build_base_dataset", "build_dataset", "data_options", "predict_scores",
+__all__ = ["ActionTask", "build_base_dataset", "build_dataset", "data_options", "predict_scores",
            "prediction_rows", "score"]

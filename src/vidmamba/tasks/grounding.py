@@ -32,15 +32,15 @@ from vidmamba.data.lighthouse import (MomentDataset, get_dataset_spec, load_text
 from vidmamba.data.tvsum_umt import TVSUM_CLIP_LENGTH, TVSumUMTDataset
 from vidmamba.data.umt import I3D_DIM
 from vidmamba.data.youtube import YOUTUBE_CLIP_STEP_FRAMES, YouTubeUMTDataset
-from vidmamba.engine.config import check_data_keys, set_from_data
+from vidmamba.engine.config import require, set_from_data
 from vidmamba.engine.trainer import to_device
 from vidmamba.metrics.evaluate import evaluate_predictions
 from vidmamba.metrics.validation import GroundTruthError, read_jsonl
 from vidmamba.models import create_model
+from vidmamba.errors import ConfigError
 from vidmamba.tasks.base import Task, register
+from vidmamba.tasks.data_config import GroundingData
 
-DATA_KEYS = {"dataset", "feature_root", "train", "val", "video_features", "text_features", "max_text_len",
-             "normalize_video", "window_tol", "video_dims", "text_dim", "domain", "audio", "query_dir"}
 UMT = "tvsum_umt"       # data.dataset value of the TVSum UMT layout
 YOUTUBE_UMT = "youtube_umt"
 UMT_LAYOUTS = (UMT, YOUTUBE_UMT)
@@ -50,17 +50,17 @@ YOUTUBE_FPS = 30.0      # the usual frame rate: a YouTube UMT clip every 50 fram
 def build_dataset(data: dict, split: str, *, train: bool = False):
     """The ``split`` ("train" / "val") dataset described by the (checked) ``data`` config section; ``train``: every
     annotation line must carry the training target (an error naming the line otherwise)."""
-    umt = dict(normalize=data.get("normalize_video", True), audio=data.get("audio", False))
+    umt = dict(normalize=data["normalize_video"], audio=data["audio"])
     if data["dataset"] == UMT:
         return TVSumUMTDataset(data["feature_root"], data["domain"], data.get(split, split), **umt)
     if data["dataset"] == YOUTUBE_UMT:
         return YouTubeUMTDataset(data["feature_root"], data["domain"], data.get(split, split), **umt,
                                  text_dim=data.get("text_dim", 512), query_dir=data.get("query_dir"))
     if split not in data:
-        raise ValueError(f"data config has no {split!r} annotation file")
+        raise ConfigError(f"data.{split} is missing: the {split!r} annotation file")
     return MomentDataset(data[split], data["feature_root"], data["video_features"], data["text_features"],
                          dataset=data["dataset"], max_text_len=data.get("max_text_len"), domain=data.get("domain"),
-                         normalize_video=data.get("normalize_video", True), window_tol=data.get("window_tol", 0.5),
+                         normalize_video=data["normalize_video"], window_tol=data["window_tol"],
                          video_dims=data.get("video_dims"), text_dim=data.get("text_dim"), require_targets=train)
 
 
@@ -112,12 +112,20 @@ class GroundingTask(Task):
 
     family = "grounding"
     input_keys = ("video_dims", "text_dim")
+    data_config = GroundingData
 
     def data_options(self, data: dict) -> dict:
-        required = ("feature_root", "domain") if data.get("dataset") in UMT_LAYOUTS else \
-            ("feature_root", "video_features", "text_features")
-        check_data_keys(data, DATA_KEYS, ("dataset",) + required)
-        return dict(data)
+        data = GroundingData.complete(data)
+        GroundingData.check_required(data)
+        require(data, ("domain",) if data["dataset"] in UMT_LAYOUTS else ("video_features", "text_features"), "data")
+        return data
+
+    def check_data(self, dataset) -> None:
+        """UMT layouts (whole videos, a few hundred files): read every item now, so a missing, short, wide or NaN
+        feature file is an error before the first step or any write."""
+        if isinstance(dataset, (TVSumUMTDataset, YouTubeUMTDataset)):
+            for i in range(len(dataset)):
+                dataset[i]
 
     def build_dataset(self, data: dict, split: str, *, train: bool = False):
         return build_dataset(data, split, train=train)
@@ -190,7 +198,7 @@ class GroundingTask(Task):
         prepare them (per-clip L2 of the video when ``data.normalize_video``, ``max_text_len``, the dataset's text
         normalisation): (video tensor, [text tensors])."""
         data = config["data"]
-        if data.get("normalize_video", True):
+        if data["normalize_video"]:
             video = l2_normalize(video)
         max_len = data.get("max_text_len")
         texts = [t[:max_len] if max_len is not None else t for t in texts]
@@ -204,7 +212,7 @@ class GroundingTask(Task):
         type of the checkpoint, in its order (UMT layout: the ``_rgb.npy`` and ``_opt.npy`` files); ``query_file``:
         the query's token features (npz key ``last_hidden_state``, TVSum ``token``)."""
         data = config["data"]
-        video = torch.from_numpy(load_video_files(list(video_files), normalize=data.get("normalize_video", True),
+        video = torch.from_numpy(load_video_files(list(video_files), normalize=data["normalize_video"],
                                                   dims=data["video_dims"]))
         text_format = "tvsum" if data.get("dataset") == UMT else data.get("dataset", "qvhighlight")
         text = torch.from_numpy(load_text_file(query_file, dataset=text_format, max_len=data.get("max_text_len"),
@@ -216,5 +224,5 @@ class GroundingTask(Task):
 register(GroundingTask("qvhighlights", "MR-full-mAP"), GroundingTask("moment_retrieval", "MR-full-mAP"),
          GroundingTask("tvsum", "HL-top5-mAP"), GroundingTask("youtube", "HL-mAP"))
 
-__all__ = ["DATA_KEYS", "GroundingTask", "build_dataset", "clip_length", "duration_in_clips", "ground_truth",
-           "predict_loader"]
+__all__ = ["GroundingTask", "build_dataset", "clip_length", "duration_in_clips", "ground_truth",
+           "predict_loader", "training_clips"]

@@ -32,6 +32,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from vidmamba.data.errors import DataFormatError
+from vidmamba.errors import InputError, require_extra
 
 
 class VideoDecodeError(DataFormatError):
@@ -44,11 +45,7 @@ class VideoSizeChangeWarning(UserWarning):
 
 
 def _av():
-    try:
-        import av
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("video decoding needs PyAV: pip install 'vidmamba[video]'") from e
-    return av
+    return require_extra("av", "video", "video decoding")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +79,16 @@ END_TOLERANCE = 1e-3
 def num_clips_for(duration: float, clip_length: float) -> int:
     """Clips needed to cover ``duration`` seconds (a last partial clip counts if longer than END_TOLERANCE); >= 1."""
     return max(1, math.ceil((duration - END_TOLERANCE) / clip_length))
+
+
+def check_video(path) -> Path:
+    """Open ``path`` as a video and close it again (no frame is decoded): a missing file, a folder, or a file with
+    no video stream is a :class:`VideoDecodeError` naming it, before any slow step. Returns the path."""
+    path = Path(path)
+    if path.is_dir():
+        raise VideoDecodeError(path, "this is a folder", expected="a video file")
+    _Frames(path).close()
+    return path
 
 
 class _Frames:
@@ -215,9 +222,9 @@ def iter_clips(path, clip_length: float, frames_per_clip: int = 1, batch_clips: 
     first are resized to it (one :class:`VideoSizeChangeWarning` per video).
     """
     if not clip_length > 0:
-        raise ValueError(f"clip_length must be > 0 seconds, got {clip_length}")
+        raise InputError(f"clip_length must be > 0 seconds, got {clip_length}")
     if frames_per_clip < 1 or batch_clips < 1:
-        raise ValueError(f"frames_per_clip and batch_clips must be >= 1, got {frames_per_clip}, {batch_clips}")
+        raise InputError(f"frames_per_clip and batch_clips must be >= 1, got {frames_per_clip}, {batch_clips}")
     frames = _Frames(path)
     times = (t for i in itertools.count() for t in sample_times(i, clip_length, frames_per_clip))
 
