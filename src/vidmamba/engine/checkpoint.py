@@ -35,6 +35,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from .. import __version__
+from ..errors import MissingFileError, VidmambaError
 from ..utils import atomic_write_bytes, atomic_write_text, file_digest
 
 FORMAT_VERSION = 1
@@ -45,7 +46,7 @@ STATE_FILE = "trainer_state.pt"
 META_FILE = "meta.json"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(VidmambaError, RuntimeError):
     """A checkpoint that is incomplete, corrupt, or does not match the model."""
 
 
@@ -301,9 +302,12 @@ def resolve_checkpoint(folder) -> Path:
     for candidate in (folder, backup_path(folder)):
         if (candidate / META_FILE).is_file():
             return candidate
+    if folder.is_file():
+        raise CheckpointError(f"{folder} is a file; expected a checkpoint folder (a run folder, its best/ or last/, "
+                              "or a pretrained folder)")
     if folder.exists():
         raise CheckpointError(f"{folder} is not a complete checkpoint: {folder / META_FILE} is missing")
-    raise FileNotFoundError(f"checkpoint folder {folder} not found")
+    raise MissingFileError(f"checkpoint folder {folder} not found")
 
 
 def run_checkpoint(path) -> Path:
@@ -326,6 +330,8 @@ class Checkpoint:
             self.meta = json.loads(meta_file.read_text())
             files = dict(self.meta["files"])
             fmt = self.meta["format"]
+        except OSError as exc:
+            raise CheckpointError(f"cannot read checkpoint metadata {meta_file}: {exc.strerror or exc}") from exc
         except (ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"corrupt checkpoint metadata {meta_file}: {exc!r}") from exc
         if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 1:
@@ -353,7 +359,11 @@ class Checkpoint:
         """The path of file ``name``, its content checked against the sha256 in ``meta.json`` (once)."""
         path = self.path / name
         if name in self.digests and name not in self._checked:
-            if file_digest(path) != self.digests[name]:
+            try:
+                digest = file_digest(path)
+            except OSError as exc:
+                raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from exc
+            if digest != self.digests[name]:
                 raise CheckpointError(f"{path} is corrupt or was modified: its sha256 differs from the one recorded in "
                                       f"{self.path / META_FILE}")
             self._checked.add(name)

@@ -31,6 +31,9 @@ from vidmamba.data.lighthouse import DATASETS
 from vidmamba.engine.checkpoint import Checkpoint, CheckpointError, check_replaceable, load_weights, run_checkpoint
 from vidmamba.engine.config import TrainerConfig
 from vidmamba.engine.trainer import Trainer
+from vidmamba.errors import ConfigError, InputError
+from vidmamba.models import model_config
+from vidmamba.tasks.data_config import DataSection
 from vidmamba.tasks.pretrained import (EXPORTABLE_TASKS, FORMAT, PretrainedError, from_pretrained, is_hub_id,
                                        save_pretrained)
 from vidmamba.utils import atomic_write_text
@@ -39,7 +42,7 @@ EXPERIMENT_KEY = "experiment"
 DEFAULT_TASK = "qvhighlights"
 
 
-class TaskMismatchError(ValueError):
+class TaskMismatchError(InputError):
     """A checkpoint used for something its task cannot do (e.g. an action model asked for moments)."""
 
 
@@ -50,6 +53,7 @@ class Task:
     family: str = ""                   # "grounding" | "nlq" | "action": what a checkpoint of this task can do
     selection_metric: str = ""         # the checkpoint-selection metric (a percentage, higher is better)
     input_keys: tuple[str, ...] = ()   # data keys fixed by training (widths, encoders): evaluation keeps them
+    data_config: type[DataSection] = DataSection  # the data section's keys, types and defaults
 
     def __init__(self, name: str, selection_metric: str):
         self.name, self.selection_metric = name, selection_metric
@@ -82,11 +86,31 @@ class Task:
     def has_split(self, data: dict, split: str) -> bool:
         return split in data
 
+    def check_data(self, dataset) -> None:
+        """Read what the dataset's constructor did not check yet (a family whose items are cheap to read reads them
+        all): a data error then comes before the first step or any write."""
+
     # ------------------------------------------------------------------ the shared skeleton
-    def prepare(self, config: dict) -> tuple[dict, Any]:
-        """(a copy of ``config`` with its data resolved and every feature width fixed, the training set)."""
+    def check_config(self, config: dict) -> dict:
+        """A copy of ``config`` with every section checked before any file is read or written: the model's name,
+        keys and types (:func:`~vidmamba.models.model_config`), the data section (:attr:`data_config`, completed
+        with its defaults) and the trainer options. A mistake is a :class:`~vidmamba.errors.ConfigError` naming
+        ``section.key``."""
         config = copy.deepcopy(config)
+        for section in ("model", "data", "train"):
+            if not isinstance(config.setdefault(section, {}), dict):
+                raise ConfigError(f"{section}: expected a mapping of keys to values, got {config[section]!r}")
+        if "name" not in config["model"]:
+            raise ConfigError("model.name is missing (a model of vidmamba.models.create_model, e.g. mlvtg)")
+        model_config(**config["model"])
+        config["data"] = self.data_config.complete(config["data"])
+        TrainerConfig.from_dict(config["train"])
         config["task"] = self.name
+        return config
+
+    def prepare(self, config: dict) -> tuple[dict, Any]:
+        """(a copy of ``config`` checked, its data resolved and every feature width fixed, the training set)."""
+        config = self.check_config(config)
         config["data"] = self.data_options(config["data"])
         train_set = self.build_dataset(config["data"], "train", train=True)
         self.read_widths(config, train_set)
@@ -107,6 +131,9 @@ class Task:
         config, train_set = self.prepare(config)
         data = config["data"]
         val_set = self.build_dataset(data, "val") if self.has_split(data, "val") else None
+        for dataset in (train_set, val_set):
+            if dataset is not None:
+                self.check_data(dataset)
         trainer_opts = dict(config.get("train", {}))
         if "metric" not in trainer_opts and val_set is not None:
             trainer_opts.update(metric=self.selection_metric, higher_is_better=True)
@@ -156,9 +183,9 @@ def register(*tasks: Task) -> None:
 
 
 def get_task(name: str) -> Task:
-    """The registered task ``name``; unknown names are a ``ValueError`` listing the known ones."""
+    """The registered task ``name``; unknown names are a ``ConfigError`` listing the known ones."""
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+        raise ConfigError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
     return TASKS[name]
 
 
@@ -194,6 +221,7 @@ def load_trained(ckpt) -> tuple[nn.Module, dict, Task]:
         return model, config, task_of(config)
     config = experiment_of(checkpoint)
     task = task_of(config)
+    config = {**config, "data": task.data_config.complete(config["data"])}  # defaults of older checkpoints
     model = task.build_model(config)
     load_weights(checkpoint, model, use_ema=True)
     return model.eval(), config, task
@@ -218,7 +246,7 @@ def predict_features(ckpt, video_files, query_file, query: str = "", **timing) -
     video, texts, found = task.read_feature_files(config, files, query_file, **timing)
     answer = task.predict_clips(model, config, video, texts, **found)[0]
     length = task.conventions(config)[0] if "fps" not in found else \
-        config["data"]["clip_stride"] * config["data"].get("downsample", 1) / found["fps"]
+        config["data"]["clip_stride"] * config["data"]["downsample"] / found["fps"]
     return {"query": query, **answer, "clip_length": length, "duration": found["duration"]}
 
 
@@ -247,7 +275,7 @@ def write_evaluation(out_dir, split: str, rows: list[dict], metrics: dict) -> No
     ``out_dir`` must be a folder (created when missing)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"evaluation output {out_dir} is a file; --out takes a folder in this mode")
+        raise InputError(f"evaluation output {out_dir} is a file; --out takes a folder in this mode")
     atomic_write_text(out_dir / f"{split}_preds.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     atomic_write_text(out_dir / f"{split}_metrics.json", json.dumps(metrics, indent=4))
 

@@ -35,17 +35,16 @@ from vidmamba.data.lighthouse import windows_to_foreground
 from vidmamba.data.snag import SnagDataset, SnagTrainDataset, load_snag_feature, load_snag_file
 from vidmamba.data.synthetic_long import SNAG_GRID
 from vidmamba.data.synthetic_long_context import ensure_synthetic_snag
-from vidmamba.engine.config import check_data_keys, set_from_data
+from vidmamba.engine.config import set_from_data
 from vidmamba.engine.trainer import to_device
 from vidmamba.metrics.evaluate import evaluate_predictions
 from vidmamba.models import MLVTG, create_model
 from vidmamba.models.hieramamba import grid_timing
 from vidmamba.nn.nms import nms_1d
+from vidmamba.errors import ConfigError, InputError
 from vidmamba.tasks.base import Task, register
+from vidmamba.tasks.data_config import SnagData
 
-DATA_KEYS = {"synthetic", "annotations", "train_split", "val_split", "video_features", "text_features", "clip_size",
-             "clip_stride", "downsample", "vid_stride", "max_text_len", "max_clips", "max_queries", "crop_ratio",
-             "trunc_thresh", "eval_window", "video_dims", "text_dim", "clip_length"}
 WINDOW_NMS_IOU = 0.7  # merging the predictions of overlapping evaluation windows (hard NMS)
 
 
@@ -53,21 +52,22 @@ WINDOW_NMS_IOU = 0.7  # merging the predictions of overlapping evaluation window
 # data
 # ---------------------------------------------------------------------------------------------------------------------
 def data_options(data: dict) -> dict:
-    """``data`` with ``synthetic`` resolved to files (explicit keys win); unknown / missing keys are errors."""
-    check_data_keys(data, DATA_KEYS)
+    """``data`` (:class:`~vidmamba.tasks.data_config.SnagData`) completed, with ``synthetic`` resolved to files
+    (explicit keys win); unknown / missing keys are errors."""
+    data = SnagData.complete(data)
     if data.get("synthetic") is not None:
         root = ensure_synthetic_snag(data["synthetic"])
-        data = {"annotations": str(root / "annotations.json"), "video_features": [str(root / "video")],
-                "text_features": str(root / "text"), **SNAG_GRID, **data}
-    check_data_keys(data, DATA_KEYS, ("annotations", "video_features", "text_features", "clip_size", "clip_stride"))
-    if not isinstance(data["video_features"], (list, tuple)) or not data["video_features"]:
-        raise ValueError(f"data.video_features must be a non-empty list of folders, got {data['video_features']!r}")
-    return dict(data)
+        data = SnagData.complete({"annotations": str(root / "annotations.json"), "video_features": [str(root / "video")],
+                                  "text_features": str(root / "text"), **SNAG_GRID, **data})
+    SnagData.check_required(data)
+    if not data["video_features"]:
+        raise ConfigError("data.video_features: expected a non-empty list of folders, got []")
+    return data
 
 
 def split_name(data: dict, split: str) -> str:
     """The annotation-json split of ``split`` ("train" / "val" map through ``train_split`` / ``val_split``)."""
-    return data.get(f"{split}_split", split) if split in ("train", "val") else split
+    return data[f"{split}_split"] if split in ("train", "val") else split
 
 
 def build_dataset(data: dict, split: str, *, train: bool = False) -> SnagDataset:
@@ -216,7 +216,7 @@ def predict_rows(model: nn.Module, loader, data: dict, device="cpu") -> list[dic
         for one in video_batches(batch):
             one.update(timing(data, one["fps"][0]))
             if window:
-                preds = predict_windowed(model, one, int(window), data.get("vid_stride", 1))
+                preds = predict_windowed(model, one, int(window), data["vid_stride"])
             else:
                 preds = model.predict(one)
             for q, p in enumerate(preds):
@@ -233,6 +233,7 @@ class NLQTask(Task):
 
     family = "nlq"
     input_keys = ("video_dims", "text_dim", "clip_length")
+    data_config = SnagData
 
     def data_options(self, data: dict) -> dict:
         return data_options(data)
@@ -286,7 +287,7 @@ class NLQTask(Task):
         checkpoint's inputs."""
         data = config["data"]
         if "clip_length" not in data:
-            raise ValueError("the checkpoint's data section has no clip_length (its training videos had different "
+            raise InputError("the checkpoint's data section has no clip_length (its training videos had different "
                              "frame rates): set data.clip_length (seconds per input clip) and retrain, or predict "
                              "from feature files with --fps")
         return float(data["clip_length"]), False
@@ -294,7 +295,7 @@ class NLQTask(Task):
     def prepare_inputs(self, config: dict, video: np.ndarray, texts: list[np.ndarray]) -> tuple:
         """Features as the SnAG readers give them (``downsample``, ``max_text_len``; no normalisation)."""
         data = config["data"]
-        video = video[::data.get("downsample", 1)]
+        video = video[::data["downsample"]]
         max_len = data.get("max_text_len")
         texts = [t[:max_len] if max_len else t for t in texts]
         return torch.from_numpy(np.ascontiguousarray(video)), [torch.from_numpy(np.ascontiguousarray(t))
@@ -316,7 +317,7 @@ class NLQTask(Task):
         one = SnagDataset.collate([item])
         one.update(timing(data, fps))
         window = data.get("eval_window")
-        stride = data.get("vid_stride", 1)
+        stride = data["vid_stride"]
         preds = predict_windowed(model, one, int(window), stride) if window else model.predict(one)
         return [{"windows": p["pred_relevant_windows"],
                  "saliency": np.repeat(p["pred_saliency_scores"], stride)[:len(video)].tolist()} for p in preds]
@@ -329,24 +330,24 @@ class NLQTask(Task):
         second of the video the features came from) maps the grid to seconds; ``duration`` defaults to the span
         the features cover."""
         if fps is None or not fps > 0:
-            raise ValueError("predicting with an nlq (SnAG) checkpoint from feature files needs the video's frame "
+            raise InputError("predicting with an nlq (SnAG) checkpoint from feature files needs the video's frame "
                              "rate: pass --fps")
         data = config["data"]
         files = list(video_files)
         if len(files) != len(data["video_dims"]):
-            raise ValueError(f"the checkpoint reads {len(data['video_dims'])} video feature file(s) per video "
+            raise InputError(f"the checkpoint reads {len(data['video_dims'])} video feature file(s) per video "
                              f"(widths {data['video_dims']}), got {len(files)}: {[str(f) for f in files]}")
         arrays = [load_snag_file(f, "video", dim=d, item="video features") for f, d in zip(files, data["video_dims"])]
         video = np.concatenate(align_lengths(arrays, files, mode="pad_last", item="video features"), axis=1)
         text = load_snag_file(query_file, "text", dim=data["text_dim"], item="query features")
         video, texts = self.prepare_inputs(config, video, [text])
         if duration is None:
-            stride = data["clip_stride"] * data.get("downsample", 1)
+            stride = data["clip_stride"] * data["downsample"]
             duration = ((len(video) - 1) * stride + data["clip_size"]) / fps
         return video, texts, {"duration": float(duration), "fps": float(fps)}
 
 
 register(NLQTask("nlq", "avg"))  # avg: the Ego4D-NLQ average of R1@0.3, R1@0.5, R5@0.3, R5@0.5
 
-__all__ = ["DATA_KEYS", "NLQTask", "PerQueryMomentAdapter", "build_dataset", "data_options", "ground_truth_rows",
+__all__ = ["NLQTask", "PerQueryMomentAdapter", "build_dataset", "data_options", "ground_truth_rows",
            "moment_batch", "predict_rows", "predict_windowed", "timing", "video_batches"]

@@ -1,0 +1,65 @@
+"""Scoring helpers of benchmarks/long_context.py: hits against hand-made windows, the flip rate, the curriculum's
+stages, the baselines on a small generated benchmark."""
+import importlib.util
+import json
+import pathlib
+
+import pytest
+
+from vidmamba.data.synthetic_long_context import generate_long_context_benchmark
+
+_PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "long_context.py"
+_spec = importlib.util.spec_from_file_location("bench_long_context", _PATH)
+lc = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(lc)
+
+
+def _ceiling():
+    """Two queries, each with three copies of X (clips); the answers and their counterfactuals by hand."""
+    q = dict(kind="second", gap=1, T=900, K=3, windowed=1 / 3, position=0.0, context=[0, 4], y=None, cf_y=None,
+             cf_deleted=0)
+    return {"queries": [{**q, "qid": 0, "cf_qid": 10, "candidates": [[0, 4], [300, 306], [600, 603]], "answer": 1,
+                         "cf_answer": 2},
+                        {**q, "qid": 1, "cf_qid": 11, "kind": "third", "gap": 4,
+                         "candidates": [[10, 14], [200, 204], [500, 510]], "answer": 1, "cf_answer": 2}]}
+
+
+def test_hits_and_flip_rate_by_hand():
+    c = _ceiling()
+    truth = lc.truths(c)
+    assert truth["val"]["qid0"] == [[600.0, 612.0]] and truth["val_cf"]["qid10"] == [[1200.0, 1206.0]]
+    rows = [{"qid": "qid0", "pred_relevant_windows": [[601.0, 612.0, 0.9], [0.0, 8.0, 0.1]]},  # IoU 11/12: hit
+            {"qid": "qid1", "pred_relevant_windows": [[20.0, 28.0, 0.9]]}]  # the first copy: a copy, not the answer
+    val, any_copy = lc.hits(rows, truth["val"]), lc.hits(rows, truth["any"])
+    assert val == {"qid0": True, "qid1": False} and any_copy == {"qid0": True, "qid1": True}
+    cf_rows = [{"qid": "qid10", "pred_relevant_windows": [[1200.0, 1206.0, 1.0]]},
+               {"qid": "qid11", "pred_relevant_windows": [[1000.0, 1020.0, 1.0]]}]
+    s = lc.score(c, val, lc.hits(cf_rows, truth["val_cf"]), any_copy)
+    assert (s["R1@0.5"], s["cf_R1@0.5"], s["flip"], s["any_copy"]) == (50.0, 100.0, 50.0, 100.0)
+    assert s["by_gap"]["4"] == {"R1@0.5": 0.0, "flip": 0.0, "any_copy": 100.0}
+    assert lc.score(c, val, None, any_copy)["flip"] is None  # windowed models: no counterfactual pass
+
+
+def test_curriculum_stages():
+    config = {"model": {"name": "hieramamba", "embd_dim": 32}, "data": {"max_clips": None, "max_queries": 2},
+              "train": {"epochs": 5, "batch_size": 2}}
+    first, last = lc.stages("hieramamba", config, 3)
+    assert (first["train"]["epochs"], last["train"]["epochs"]) == (3, 2)
+    assert first["data"]["max_clips"] == 128 and last["data"]["max_clips"] is None and "eval_window" not in last["data"]
+    (twin,) = lc.stages("hieramamba-transformer", config, 3)
+    assert twin["model"] == {"name": "hieramamba-transformer", "embd_dim": 32}
+    assert (twin["train"]["epochs"], twin["data"]["max_clips"], twin["data"]["eval_window"]) == (5, 128, 128)
+    assert lc.stages("mlvtg", config, 0)[0]["data"]["max_clips"] is None  # no first stage
+    with pytest.raises(ValueError, match="short-epochs"):
+        lc.stages("hieramamba", config, 5)
+
+
+def test_baselines_score_near_zero(tmp_path):
+    root = generate_long_context_benchmark(tmp_path / "b", num_train=3, val_videos_per_gap=2, gaps=[1, 2],
+                                           train_gaps=[1], queries_per_video=4, window=16, max_event_clips=4,
+                                           video_dim=8, text_dim=8, latent_dim=8, hidden_dim=8, ceiling_draws=10)
+    ceiling = json.loads((root / "ceiling.json").read_text())
+    rows = {r["model"]: r["scores"] for r in lc.baselines(root, ceiling, draws=3)}
+    assert set(rows) == {"random", "position-only", "text-only"}
+    for s in rows.values():  # a blind 2-4 clip span in a few hundred clips
+        assert s["R1@0.5"] <= 100 * ceiling["overall"]["windowed"] and s["flip"] <= s["R1@0.5"]
