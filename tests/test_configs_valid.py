@@ -7,10 +7,9 @@ import pytest
 from vidmamba.config import load_config
 from vidmamba.engine import TrainerConfig
 from vidmamba.models import MODELS, create_model
-from vidmamba.tasks import action, grounding, long_grounding, task_of
+from vidmamba.tasks import task_of
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
-DATA_KEYS = {"grounding": grounding.DATA_KEYS, "nlq": long_grounding.DATA_KEYS, "action": action.DATA_KEYS}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
@@ -18,7 +17,8 @@ def test_config_is_complete(path):
     config = load_config(path)
     task = task_of(config)
     assert task.name == config["task"]
-    assert set(config["data"]) <= DATA_KEYS[task.family]
+    task.data_config.from_dict(config["data"])  # keys and types
+    task.check_config(config)  # every section
     TrainerConfig.from_dict(config["train"])
     assert config["model"]["name"] in MODELS
     if task.family == "grounding":

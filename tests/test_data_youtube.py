@@ -12,25 +12,7 @@ from vidmamba.data.youtube import (YOUTUBE_DOMAINS, YOUTUBE_SPLITS, YouTubeUMTDa
                                    read_youtube_annotations)
 from vidmamba.metrics.evaluate import evaluate_predictions
 
-# real ids of UMT's dog split (datasets/utils/static.py): two train videos and one val video
-DOG_TRAIN, DOG_VAL = ["BsjTtq337mM", "eGCD1F74iy8"], ["a2nj7XCo2Rk"]
-MATCH = {"BsjTtq337mM": [-1, 0, 1, 1, 0, 1], "eGCD1F74iy8": [1, 1, -1, -1], "a2nj7XCo2Rk": [0, 0, 0]}
-
-
-def write_umt_youtube(root, match=MATCH, fps=30.0, audio_extra=1, extra=None):
-    """UMT layout: youtube_anno.json + I3D rgb / flow (T, 1024) + audio (T + audio_extra, 8) per video."""
-    (root / "video_features").mkdir(parents=True, exist_ok=True)
-    (root / "audio_features").mkdir(exist_ok=True)
-    anno = {}
-    for i, (vid, m) in enumerate(match.items()):
-        anno[vid] = {"match": m, **({"fps": fps} if fps else {}), **(extra or {}).get(vid, {})}
-        rng = np.random.default_rng(i)
-        np.save(root / "video_features" / f"{vid}_rgb.npy", rng.normal(size=(len(m), 1024)))
-        np.save(root / "video_features" / f"{vid}_opt.npy", rng.normal(size=(len(m), 1024)))
-        np.save(root / "audio_features" / f"{vid}.npy", rng.normal(size=(len(m) + audio_extra, 8)))
-    (root / "youtube_anno.json").write_text(json.dumps(anno))
-    return root
-
+from tiny_data import DOG_TRAIN, DOG_VAL, MATCH, write_umt_youtube
 
 def test_foreground_windows_hand_computed():
     np.testing.assert_array_equal(foreground_windows([0, 1, 1, 0, 1], 2.0), [[2, 6], [8, 10]])

@@ -184,11 +184,12 @@ def test_tvsum_umt_config_errors(tmp_path):
     from vidmamba.tasks.grounding import build_dataset
 
     root = _write_umt(tmp_path / "umt")
-    with pytest.raises(ValueError, match="missing 'domain'"):
+    with pytest.raises(ValueError, match="data.domain is missing"):
         get_task("tvsum").data_options({"dataset": "tvsum_umt", "feature_root": str(root)})
     from vidmamba.data.errors import DataFormatError
     with pytest.raises(DataFormatError, match="domain GA"):
-        build_dataset({"dataset": "tvsum_umt", "feature_root": str(root), "domain": "GA"}, "train")
+        build_dataset(get_task("tvsum").data_options({"dataset": "tvsum_umt", "feature_root": str(root),
+                                                      "domain": "GA"}), "train")
 
 
 def test_tvsum_umt_real_domain_trains_through_the_cli(shared_data, tmp_path):

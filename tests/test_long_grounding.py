@@ -11,8 +11,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from vidmamba.cli import main
-from vidmamba.tasks.long_grounding import (build_dataset, ground_truth_rows, moment_batch, predict_rows,
-                                            predict_windowed, video_batches)
+from vidmamba.tasks.long_grounding import (build_dataset, data_options, ground_truth_rows, moment_batch,
+                                            predict_rows, predict_windowed, video_batches)
 from vidmamba.metrics.evaluate import evaluate_predictions
 from vidmamba.metrics.validation import read_jsonl
 
@@ -37,7 +37,7 @@ class Oracle(nn.Module):
 
 def test_predictions_are_converted_to_seconds_and_scored(tmp_path):
     root = make_snag(tmp_path, 6, 4)
-    data = data_section(root)
+    data = data_options(data_section(root))  # the checked section, defaults filled in
     ds = build_dataset(data, "val")
     rows = predict_rows(Oracle(), DataLoader(ds, batch_size=2, collate_fn=ds.collate), data)
     gt = ground_truth_rows(ds)
@@ -104,7 +104,7 @@ def test_windowed_prediction_shifts_and_merges(vid_stride, peak):
 
 def test_video_batches_split_queries_per_video(tmp_path):
     root = make_snag(tmp_path, 6, 4, lengths=(12, 20))
-    ds = build_dataset(data_section(root), "val")
+    ds = build_dataset(data_options(data_section(root)), "val")
     batch = ds.collate([ds[0], ds[1]])
     ones = list(video_batches(batch))
     assert [o["video"].shape for o in ones] == [(1, 6, 6), (1, 10, 6)]  # downsample 2

@@ -252,11 +252,11 @@ def test_registry_builds_each_name_and_rejects_unknown():
         m = create_model(name, **TINY)
         assert isinstance(m, MLVTG) and type(m.aligner) is cls
     assert create_model("mlvtg-perclip", **TINY).head.cls.out.conv.kernel_size == (1,)
-    with pytest.raises(KeyError, match="unknown model"):
+    with pytest.raises(TypeError, match="model.name: unknown model 'mlvtg-lstm'; did you mean 'mlvtg"):
         create_model("mlvtg-lstm", **TINY)
     with pytest.raises(ValueError, match="conflicts"):
         create_model("mlvtg", aligner="transformer", **TINY)
-    with pytest.raises(TypeError, match="unknown MLVTG config keys"):
+    with pytest.raises(TypeError, match="model.hiden_dim: unknown key; did you mean 'hidden_dim'"):
         create_model("mlvtg", hiden_dim=3, **TINY)
     with pytest.raises(ValueError, match="per-clip"):
         MLVTGConfig(aligner="perclip", llm_refiner={"model": "x", "layer": 0})

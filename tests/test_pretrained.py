@@ -99,7 +99,7 @@ def test_unknown_model_name(saved):
 def test_unknown_model_option(saved):
     _, folder = saved
     _edit_config(folder, model__hidden_size=16)
-    with pytest.raises(PretrainedError, match=r"cannot build model 'mlvtg' .*unknown .*\['hidden_size'\]"):
+    with pytest.raises(PretrainedError, match=r"cannot build model 'mlvtg' .*model.hidden_size: unknown key; did you mean 'hidden_dim'"):
         from_pretrained(folder)
 
 

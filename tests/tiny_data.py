@@ -82,3 +82,23 @@ def tiny_hf_checkpoint(path, words):
     model = transformers.BertModel(cfg)
     model.save_pretrained(path, safe_serialization=True)
     return fast, model.get_input_embeddings().weight.detach()
+
+
+# real ids of UMT's dog split (datasets/utils/static.py): two train videos and one val video
+DOG_TRAIN, DOG_VAL = ["BsjTtq337mM", "eGCD1F74iy8"], ["a2nj7XCo2Rk"]
+MATCH = {"BsjTtq337mM": [-1, 0, 1, 1, 0, 1], "eGCD1F74iy8": [1, 1, -1, -1], "a2nj7XCo2Rk": [0, 0, 0]}
+
+
+def write_umt_youtube(root, match=MATCH, fps=30.0, audio_extra=1, extra=None):
+    """UMT layout: youtube_anno.json + I3D rgb / flow (T, 1024) + audio (T + audio_extra, 8) per video."""
+    (root / "video_features").mkdir(parents=True, exist_ok=True)
+    (root / "audio_features").mkdir(exist_ok=True)
+    anno = {}
+    for i, (vid, m) in enumerate(match.items()):
+        anno[vid] = {"match": m, **({"fps": fps} if fps else {}), **(extra or {}).get(vid, {})}
+        rng = np.random.default_rng(i)
+        np.save(root / "video_features" / f"{vid}_rgb.npy", rng.normal(size=(len(m), 1024)))
+        np.save(root / "video_features" / f"{vid}_opt.npy", rng.normal(size=(len(m), 1024)))
+        np.save(root / "audio_features" / f"{vid}.npy", rng.normal(size=(len(m) + audio_extra, 8)))
+    (root / "youtube_anno.json").write_text(json.dumps(anno))
+    return root

@@ -83,8 +83,6 @@ class HieraMambaBackboneConfig(ModelConfig):
     rms_eps: the block's RMSNorms (1e-6).
     """
 
-    display_name = "HieraMamba backbone"
-
     in_dim: int = 384
     embd_dim: int = 384
     num_embd_convs: int = 2
@@ -413,8 +411,6 @@ class HieraMambaConfig(HieraMambaBackboneConfig):
       divide w_spc / w_acc by those factors for the official balance. An SPC (query, level) pair without positives
       or negatives counts 0 there.
     """
-
-    display_name = "HieraMamba"
 
     in_dim: int | None = None
     video_dim: int = 256

@@ -66,8 +66,6 @@ class MambaVLConfig(ModelConfig):
         re-initialisation after building).
     """
 
-    display_name = "MambaVL"
-
     video_dim: int = 1024
     text_dim: int = 768
     d_model: int = 256
