@@ -50,15 +50,16 @@ def nlq(tmp_path_factory):
 def test_first_contact_mistakes_are_one_line(tmp_path):
     assert "config file not found: nope.yaml" in one_line_error(["train", "nope.yaml"], cwd=tmp_path)
     (tmp_path / "bad.yaml").write_text("task: bogus\nmodel: {name: mlvtg}\ndata: {}\ntrain: {}\n")
-    assert "unknown task 'bogus'; known tasks: action, anticipation, moment_retrieval, nlq, qvhighlights, tvsum, " \
-           "youtube" == one_line_error(["train", tmp_path / "bad.yaml"])
+    assert f"{tmp_path / 'bad.yaml'}: unknown task 'bogus'; known tasks: action, anticipation, moment_retrieval, nlq, " \
+           "qvhighlights, tvsum, youtube" == one_line_error(["train", tmp_path / "bad.yaml"])
     (tmp_path / "runs").mkdir()
     message = one_line_error(["predict", "--ckpt", "runs/mlvtg_nope", "--video-features", "a.npz",
                               "--query-features", "b.npz"], cwd=tmp_path)
-    assert message == "checkpoint runs/mlvtg_nope: no such folder"
-    # an owner/name that is not local either: tried on the hub (offline here) and said so, in one line
-    assert "someone/nothing: no such local folder, and fetching it as a hub id failed" in one_line_error(
-        ["predict", "--ckpt", "someone/nothing", "--video-features", "a.npz", "--query-features", "b.npz"],
+    assert message == ("checkpoint runs/mlvtg_nope: no such folder (to fetch it from the Hugging Face hub, write "
+                       "hf://runs/mlvtg_nope)")
+    # a hub id, asked for: tried on the hub (offline here) and said so, in one line
+    assert "hf://someone/nothing: fetching it from the Hugging Face hub failed" in one_line_error(
+        ["predict", "--ckpt", "hf://someone/nothing", "--video-features", "a.npz", "--query-features", "b.npz"],
         cwd=tmp_path)
     assert "video missing.mp4: no such file" in one_line_error(["predict", "missing.mp4", "q", "--ckpt", "x"],
                                                                cwd=tmp_path)

@@ -1,8 +1,9 @@
 """Command-line interface: ``vidmamba demo | train | evaluate | predict | extract | export | serve``.
 
-Every expected mistake (a bad config, data file, checkpoint, submission or video, a missing file, an unknown task)
-is one line on stderr, ``vidmamba <command>: error: <what, where, what was expected>``, and exit status 2;
-``--debug`` (or ``VIDMAMBA_DEBUG=1``) shows the traceback instead. Unexpected exceptions keep theirs.
+Every expected mistake (a bad config, data file, checkpoint, submission or video, a missing file, an unknown task,
+a missing optional dependency) is a :class:`~vidmamba.errors.VidmambaError`, printed as one line on stderr,
+``vidmamba <command>: error: <what, where, what was expected>``, with exit status 2; ``--debug`` (or
+``VIDMAMBA_DEBUG=1``) shows the traceback instead. Any other exception is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -14,29 +15,34 @@ import sys
 from pathlib import Path
 
 from vidmamba.allocator import keep_freed_memory
+from vidmamba.utils import hub_ref
+from vidmamba.errors import ConfigError, InputError, MissingFileError, VidmambaError, require_extra
 
 CACHE_DIRS = "$VIDMAMBA_CACHE, else $XDG_CACHE_HOME/vidmamba, else ~/.cache/vidmamba"
 CACHE_HELP = f"feature cache folder (default {CACHE_DIRS})"
-ENCODER_HELP = "CLIP folder or hub id the checkpoint's features came from (default openai/clip-vit-base-patch32)"
+ENCODER_HELP = ("CLIP folder, or hub id hf://owner/name[@revision], the checkpoint's features came from (default "
+                "hf://openai/clip-vit-base-patch32)")
 
 
-class UsageError(ValueError):
+class UsageError(InputError):
     """A command-line combination that cannot work; the message says what to pass instead."""
 
 
-def expected_errors() -> tuple[type[BaseException], ...]:
-    """The exception types that report a user's mistake rather than a bug: our data, config, metric-input, video and
-    checkpoint errors (all ``ValueError`` subclasses or :class:`~vidmamba.engine.checkpoint.CheckpointError`), bad
-    option values (``ValueError`` / ``TypeError`` / ``KeyError`` from the config dataclasses and the registries) and
-    files that are missing or unreadable (``OSError``)."""
-    from vidmamba.engine.checkpoint import CheckpointError
-
-    return ValueError, TypeError, KeyError, OSError, CheckpointError
-
-
 def _message(exc: BaseException) -> str:
-    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-    return " ".join(str(text).split()) or type(exc).__name__
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _load_config(path: Path, overrides) -> dict:
+    """The experiment config of ``path`` with ``overrides``, every section checked (keys, types) before any file is
+    read or written; a mistake names the config file and ``section.key``."""
+    from vidmamba.config import load_config
+    from vidmamba.tasks import task_of
+
+    config = load_config(path, overrides)
+    try:
+        return task_of(config).check_config(config)
+    except ConfigError as exc:
+        raise type(exc)(f"{path}: {exc}") from exc
 
 
 @contextlib.contextmanager
@@ -70,14 +76,15 @@ def _cmd_evaluate(args) -> int:
         if args.out:
             atomic_write_text(args.out, json.dumps(metrics, indent=4))
     else:  # a trained checkpoint on the data of a config
-        from vidmamba.config import load_config
         from vidmamba.tasks import task_of
 
         if args.ckpt is None:
             raise UsageError(f"{args.target!r} is not a metric protocol ({', '.join(TASKS)}); to evaluate a checkpoint "
                              "pass CONFIG --ckpt CKPT")
+        if args.out is None and hub_ref(args.ckpt) is not None:
+            raise UsageError(f"--ckpt {args.ckpt} is a hub id: pass --out DIR for the predictions and metrics")
         out_dir = args.out or Path(args.ckpt)
-        config = load_config(args.target, args.set)
+        config = _load_config(Path(args.target), args.set)
         with _public_data(config):
             metrics, _ = task_of(config).evaluate(args.ckpt, out_dir, split=args.split, data=config["data"])
         print(f"wrote {out_dir}/{args.split}_preds.jsonl and {args.split}_metrics.json")
@@ -86,10 +93,9 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from vidmamba.config import load_config
     from vidmamba.tasks import task_of
 
-    config = load_config(args.config, args.set)
+    config = _load_config(args.config, args.set)
     config["train"].setdefault("out_dir", str(Path("runs") / Path(args.config).stem))
     with _public_data(config):
         summary = task_of(config).train(config, resume=args.resume or None)
@@ -120,13 +126,11 @@ def _cmd_predict(args) -> int:
     if args.video is None or not queries:
         raise UsageError('give a video and at least one query: vidmamba predict VIDEO "query" [--query ...] --ckpt '
                          "CKPT (or --video-features/--query-features)")
-    if not args.video.is_file():
-        raise FileNotFoundError(f"video {args.video}: no such file")
-    from vidmamba.video.encoders import DEFAULT_CLIP
+    encoder = _check_video_inputs("vidmamba predict VIDEO", args.encoder, [args.video])
     from vidmamba.video.predict import VideoPredictor, format_table, plot_result
 
-    predictor = VideoPredictor(args.ckpt, args.encoder or DEFAULT_CLIP, cache_dir=args.cache,
-                               frames_per_clip=args.frames_per_clip, device=args.device)
+    predictor = VideoPredictor(args.ckpt, encoder, cache_dir=args.cache, frames_per_clip=args.frames_per_clip,
+                               device=args.device)
     result = predictor(args.video, queries)
     print(format_table(result))
     if args.out:
@@ -138,12 +142,36 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+def _check_video_inputs(what: str, encoder, videos=()) -> str:
+    """Fail fast, before any model loads: each video exists and is a file, the optional dependencies are installed,
+    each video opens as a video (nothing decoded), and the CLIP encoder can be loaded (a local folder, a reachable or
+    cached hub id). Returns the encoder to load (default :data:`~vidmamba.video.encoders.DEFAULT_CLIP`)."""
+    for video in videos:
+        if Path(video).is_dir():
+            raise InputError(f"video {video} is a folder; expected a video file")
+        if not Path(video).is_file():
+            raise MissingFileError(f"video {video}: no such file")
+    for module in ("av", "transformers"):
+        require_extra(module, "video", what)
+    from vidmamba.video.decode import check_video
+    from vidmamba.video.encoders import DEFAULT_CLIP, encoder_source
+
+    for video in videos:
+        check_video(video)
+    encoder = encoder or DEFAULT_CLIP
+    encoder_source(encoder)
+    return encoder
+
+
 def _cmd_extract(args) -> int:
-    from vidmamba.video.encoders import DEFAULT_CLIP, ClipEncoder
-    from vidmamba.video.extract import extract_text, extract_videos, parse_shard
+    from vidmamba.video.extract import parse_shard
 
     shard = parse_shard(args.shard)
-    encoder = ClipEncoder(args.model or DEFAULT_CLIP, device=args.device)
+    model = _check_video_inputs("vidmamba extract", args.model)
+    from vidmamba.video.encoders import ClipEncoder
+    from vidmamba.video.extract import extract_text, extract_videos
+
+    encoder = ClipEncoder(model, device=args.device)
     report = extract_videos(args.videos, args.out, encoder, clip_length=args.clip_length,
                             frames_per_clip=args.frames_per_clip, workers=args.workers, shard=shard,
                             progress=not args.no_progress)
@@ -175,11 +203,16 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_serve(args) -> int:
-    from vidmamba.serve import make_predictor, serve
-    from vidmamba.video.encoders import DEFAULT_CLIP
+    from vidmamba.serve import check_listen_address, make_predictor, serve
 
-    predict_fn = make_predictor(args.ckpt, args.encoder or DEFAULT_CLIP, cache_dir=args.cache)
-    serve(predict_fn, video_dir=args.video_dir, host=args.host, port=args.port)
+    if args.video_dir is not None and not args.video_dir.is_dir():
+        raise MissingFileError(f"--video-dir {args.video_dir}: no such folder")
+    check_listen_address(args.host, args.port)
+    for module in ("gradio", "matplotlib"):
+        require_extra(module, "demo", "vidmamba serve")
+    encoder = _check_video_inputs("vidmamba serve", args.encoder)
+    predict_fn = make_predictor(args.ckpt, encoder, cache_dir=args.cache, workers=args.workers)
+    serve(predict_fn, video_dir=args.video_dir, host=args.host, port=args.port, workers=args.workers)
     return 0
 
 
@@ -216,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--gt", type=Path, help="ground-truth jsonl (protocol mode)")
     ev.add_argument("--highlights-only", action="store_true",
                     help="qvhighlights: score the saliency only (a submission without pred_relevant_windows)")
-    ev.add_argument("--ckpt", type=Path, help="checkpoint folder or run folder (config mode)")
+    ev.add_argument("--ckpt", help="checkpoint folder or run folder, or a hub id hf://owner/name[@revision] of a "
+                                   "pretrained folder (config mode)")
     ev.add_argument("--split", default="val", help="annotation split of the config's data section (config mode)")
     ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config value (config mode), e.g. --set data.val=test.jsonl")
@@ -239,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("video", type=Path, nargs="?", help="video file (decoded, CLIP features cached)")
     pr.add_argument("queries", nargs="*", help="query texts (all run in one batch)")
     pr.add_argument("--ckpt", required=True, help="run, checkpoint or pretrained folder (MLVTG or HieraMamba), or a "
-                                                  "hub id (owner/name) of a pretrained folder")
+                                                  "hub id hf://owner/name[@revision] of a pretrained folder")
     pr.add_argument("--query", action="append", default=[], help="another query (repeatable); with "
                     "--video-features: the query text, echoed in the output")
     pr.add_argument("--encoder", help=ENCODER_HELP)
@@ -267,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "same annotations for the nlq task (HieraMamba).")
     xt.add_argument("videos", type=Path, nargs="+", help="video files")
     xt.add_argument("--out", type=Path, required=True, help="feature root: writes clip_features/<vid>.npz")
-    xt.add_argument("--model", help="CLIP folder or hub id (default openai/clip-vit-base-patch32)")
+    xt.add_argument("--model", help="CLIP folder or hub id hf://owner/name[@revision] (default "
+                                    "hf://openai/clip-vit-base-patch32)")
     xt.add_argument("--clip-length", type=float, default=2.0, help="seconds per clip (default 2, QVHighlights)")
     xt.add_argument("--frames-per-clip", type=int, default=1, help="frames averaged per clip (default 1)")
     xt.add_argument("--device", default="cpu", help="torch device of the CLIP encoder (default cpu)")
@@ -295,13 +330,15 @@ def build_parser() -> argparse.ArgumentParser:
                  description="A web page on http://HOST:PORT: upload a video, type one query per line, get ranked "
                              "moments and saliency; click a moment to seek the player.")
     sv.add_argument("--ckpt", required=True, help="run, checkpoint or pretrained folder (MLVTG or HieraMamba), or a "
-                                                  "hub id (owner/name)")
+                                                  "hub id hf://owner/name[@revision] of a pretrained folder")
     sv.add_argument("--encoder", help=ENCODER_HELP)
     sv.add_argument("--cache", type=Path, help=CACHE_HELP)
     sv.add_argument("--video-dir", type=Path, help="also allow videos named by path inside this server folder")
     sv.add_argument("--host", default="127.0.0.1",
                     help="interface to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every interface)")
-    sv.add_argument("--port", type=int, default=7860)
+    sv.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
+    sv.add_argument("--workers", type=int, default=0, help="requests answered at once (default 0: one per CPU core, "
+                                                          "at most 8)")
     sv.set_defaults(func=_cmd_serve)
 
     demo = command("demo", help="run the built-in demo",
@@ -315,10 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("VIDMAMBA_DEBUG", "") not in ("", "0")
-    keep_freed_memory()  # long videos: reuse freed activations instead of faulting in fresh pages
     try:
+        keep_freed_memory()  # long videos: reuse freed activations instead of faulting in fresh pages
         return args.func(args)
-    except expected_errors() as exc:
+    except VidmambaError as exc:
         if debug:
             raise
         print(f"vidmamba {args.command}: error: {_message(exc)}", file=sys.stderr)

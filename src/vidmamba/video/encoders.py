@@ -8,42 +8,89 @@
   ``ClipFeatureExtractor.encode_text``, which keeps ``last_hidden_state[:length]``). Not normalised: the dataset
   readers L2-normalise tokens as in training.
 
-The model, tokenizer and image processor come from a local folder (``save_pretrained`` layout) or a hub id when
-online. :func:`save_tiny_clip` writes a tiny random one offline, for tests and demos.
+The model, tokenizer and image processor come from a local folder (``save_pretrained`` layout) or a hub id
+``hf://owner/name[@revision]`` (online, or from the local Hugging Face cache). :func:`save_tiny_clip` writes a tiny random one offline, for tests and demos.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
+import socket
 from functools import cached_property
 from pathlib import Path
 from typing import Sequence
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
 
-DEFAULT_CLIP = "openai/clip-vit-base-patch32"
+from vidmamba.errors import InputError, MissingFileError, require_extra
+from vidmamba.utils import hub_ref, no_such_folder
+
+DEFAULT_CLIP = "hf://openai/clip-vit-base-patch32"
+ENCODER_HINT = "pass --encoder PATH, a CLIP folder written by save_pretrained"
 
 
 def _transformers():
+    return require_extra("transformers", "video", "the CLIP encoder")
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout_s: float = 2.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection within ``timeout_s`` (False when ``HF_HUB_OFFLINE`` is
+    set); asked once per process."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     try:
-        import transformers
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("the CLIP encoders need transformers: pip install 'vidmamba[video]'") from e
-    return transformers
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout_s).close()
+    except OSError:
+        return False
+    return True
+
+
+def encoder_source(name_or_path) -> tuple[str, bool, str | None]:
+    """(what to load, local files only, hub revision) for a CLIP encoder, checked before anything loads: a local
+    folder must hold a ``save_pretrained`` CLIP; a hub id is written ``hf://owner/name[@revision]``, and when the hub
+    cannot be reached it must be in the local Hugging Face cache (then it loads offline, without the hub client's
+    retries). Anything else is a :class:`~vidmamba.errors.MissingFileError` that names ``--encoder PATH``."""
+    ref = hub_ref(os.fspath(name_or_path))
+    if ref is None:
+        local = Path(name_or_path).expanduser()
+        if not local.exists():
+            raise MissingFileError(f"{no_such_folder('encoder', name_or_path)}; {ENCODER_HINT}")
+        if not (local / "config.json").is_file():
+            raise MissingFileError(f"encoder {name_or_path}: not a CLIP model folder (expected config.json, model "
+                                   f"weights, tokenizer and preprocessor_config.json from save_pretrained); "
+                                   f"{ENCODER_HINT}")
+        return str(local), True, None
+    name, revision = ref
+    if hub_reachable():
+        return name, False, revision
+    from huggingface_hub import try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str):
+        raise MissingFileError(f"encoder {name_or_path!r} is not in the local Hugging Face cache and the hub cannot "
+                               f"be reached (offline); {ENCODER_HINT}")
+    return name, True, revision
 
 
 def _image_processor_class(tf):
     """The PIL-based CLIP image processor (CLIP's own preprocessing: PIL bicubic resize + centre crop); newer
-    transformers default to a torchvision one, which may be absent and resizes slightly differently."""
-    return getattr(tf, "CLIPImageProcessorPil", tf.CLIPImageProcessor)
+    transformers default to a torchvision one, which may be absent and resizes slightly differently. The default
+    name is looked up only when the PIL one is missing: without torchvision, looking it up prints a warning."""
+    pil = getattr(tf, "CLIPImageProcessorPil", None)
+    return pil if pil is not None else tf.CLIPImageProcessor
 
 
 class ClipEncoder:
     """Frozen CLIP image + text encoder.
 
     Args:
-        name_or_path: a folder written by ``save_pretrained`` (model, tokenizer, image processor) or a hub id.
+        name_or_path: a folder written by ``save_pretrained`` (model, tokenizer, image processor) or a hub id
+            ``hf://owner/name[@revision]``.
         device: torch device for the model.
         batch_size: images per forward pass.
     """
@@ -52,18 +99,16 @@ class ClipEncoder:
                  batch_size: int = 64):
         tf = _transformers()
         self.name = str(name_or_path)
-        local = Path(name_or_path)
-        if local.exists() and not (local / "config.json").is_file():
-            raise FileNotFoundError(f"{local}: not a CLIP model folder (expected config.json, model weights, "
-                                    "tokenizer and preprocessor_config.json from save_pretrained)")
+        source, offline, revision = encoder_source(name_or_path)
         tf.utils.logging.disable_progress_bar()  # no "Loading weights" bars between our own lines
         try:
-            self.model = tf.CLIPModel.from_pretrained(self.name).to(device).eval()
-            self.tokenizer = tf.CLIPTokenizer.from_pretrained(self.name)
-            self.processor = _image_processor_class(tf).from_pretrained(self.name)
+            self.model = tf.CLIPModel.from_pretrained(source, local_files_only=offline, revision=revision)
+            self.model = self.model.to(device).eval()
+            self.tokenizer = tf.CLIPTokenizer.from_pretrained(source, local_files_only=offline, revision=revision)
+            self.processor = _image_processor_class(tf).from_pretrained(source, local_files_only=offline,
+                                                                        revision=revision)
         except OSError as e:
-            raise OSError(f"cannot load the CLIP encoder {self.name!r} (a local save_pretrained folder, or a hub id "
-                          f"with network access or a warm cache): {e}") from e
+            raise MissingFileError(f"cannot load the CLIP encoder {self.name!r}: {e}; {ENCODER_HINT}") from e
         self.model.requires_grad_(False)
         self.device = torch.device(device)
         self.batch_size = batch_size
@@ -109,7 +154,7 @@ class ClipEncoder:
         queries = list(queries)
         for i, q in enumerate(queries):
             if not isinstance(q, str) or not q.strip():
-                raise ValueError(f"query {i} is empty: expected a non-empty string, got {q!r}")
+                raise InputError(f"query {i} is empty: expected a non-empty string, got {q!r}")
         if not queries:
             return []
         tok = self.tokenizer(queries, padding=True, truncation=True, max_length=self.max_text_len,

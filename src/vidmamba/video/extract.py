@@ -27,6 +27,7 @@ import numpy as np
 from vidmamba.data.lighthouse import get_dataset_spec, read_moment_jsonl, text_feature_path, video_feature_path
 from vidmamba.data.errors import DataFormatError
 from vidmamba.data.snag import snag_from_lighthouse
+from vidmamba.errors import InputError
 from vidmamba.utils import atomic_write_bytes, atomic_write_text, file_digest
 from vidmamba.video.decode import VideoDecodeError, iter_clips
 from vidmamba.video.encoders import ClipEncoder
@@ -107,9 +108,9 @@ def parse_shard(text: str) -> tuple[int, int]:
     try:
         i, n = (int(v) for v in text.split("/"))
     except ValueError:
-        raise ValueError(f"--shard must be i/n with integers 0 <= i < n, got {text!r}") from None
+        raise InputError(f"--shard must be i/n with integers 0 <= i < n, got {text!r}") from None
     if not 0 <= i < n:
-        raise ValueError(f"--shard must be i/n with 0 <= i < n, got {text!r}")
+        raise InputError(f"--shard must be i/n with 0 <= i < n, got {text!r}")
     return i, n
 
 
@@ -120,7 +121,7 @@ def select_videos(videos: Sequence, shard: tuple[int, int] = (0, 1)) -> list[Pat
     by_vid: dict[str, Path] = {}
     for p in paths:
         if p.stem in by_vid:
-            raise ValueError(f"two videos would write the same feature file {p.stem}.npz: {by_vid[p.stem]} and {p}")
+            raise InputError(f"two videos would write the same feature file {p.stem}.npz: {by_vid[p.stem]} and {p}")
         by_vid[p.stem] = p
     i, n = shard
     return paths[i::n]

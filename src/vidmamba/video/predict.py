@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from vidmamba.data.cache import default_cache_dir
+from vidmamba.errors import InputError
 from vidmamba.tasks.base import load_moment_model
 from vidmamba.video.encoders import ClipEncoder
 from vidmamba.video.extract import VIDEO_FEATURES, cache_key, features_for, file_digest_checked
@@ -23,7 +24,7 @@ def check_encoder_matches(ckpt, data: dict, encoder: ClipEncoder) -> None:
     width; otherwise a ValueError saying what differs."""
     video_dims, text_dim = list(data["video_dims"]), int(data["text_dim"])
     if video_dims != [encoder.image_dim] or text_dim != encoder.text_dim:
-        raise ValueError(
+        raise InputError(
             f"{ckpt}: checkpoint was trained on video features {data.get('video_features')} of widths {video_dims} "
             f"and text features of width {text_dim}, but the encoder {encoder.name!r} gives one CLIP video feature "
             f"of width {encoder.image_dim} and text of width {encoder.text_dim}: predicting from a video needs a "
@@ -60,7 +61,7 @@ class VideoPredictor:
         """
         queries = list(queries)
         if not queries:
-            raise ValueError("predicting a video needs at least one query")
+            raise InputError("predicting a video needs at least one query")
         enc, clip_length = self.encoder, self.clip_length
         texts = enc.encode_text(queries)  # before the (long) video work: a bad query fails fast
         key = cache_key(file_digest_checked(video), enc, clip_length, self.frames_per_clip)
