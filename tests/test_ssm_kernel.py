@@ -109,10 +109,10 @@ def test_kernel_threads_give_identical_results(path, monkeypatch):
     for other in results[1:]:
         for a, b in zip(results[0], other):
             assert torch.equal(a, b)
-    if path == "pool":       # the two paths run the same kernel code compiled in two contexts (fastmath): ulp-close
+    if path == "pool":       # the same kernel compiled in two contexts (no reassociation): the same bits
         monkeypatch.undo()
         for a, b in zip(results[0], forward_and_grads(kw, "kernel", w, wl, mask=mixed_mask(3, 33))):
-            assert_rel(a, b, 1e-6)
+            assert torch.equal(a, b)
 
 
 @needs_numba

@@ -13,14 +13,9 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from vidmamba.utils import default_cache_dir  # the cache folder (defined in utils: ssm uses it too)
+
 META_FILE = "meta.json"
-
-
-def default_cache_dir() -> Path:
-    """``$VIDMAMBA_CACHE``, else ``$XDG_CACHE_HOME/vidmamba``, else ``~/.cache/vidmamba``."""
-    if os.environ.get("VIDMAMBA_CACHE"):
-        return Path(os.environ["VIDMAMBA_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vidmamba"
 
 
 def params_cache_dir(kind: str, version: int, params: dict) -> Path:

@@ -134,13 +134,14 @@ def domain_of(vid: str) -> str | None:
 
 
 def read_youtube_annotations(root) -> dict[str, YouTubeVideo]:
-    """Read and validate ``<root>/youtube_anno.json`` -> {vid: YouTubeVideo}, in file order.
+    """Read and validate ``<root>/youtube_anno.json`` (or ``root`` itself when it names a ``.json`` file) ->
+    {vid: YouTubeVideo}, in file order.
 
     Each video needs ``match`` (a non-empty list of -1 / 0 / 1); ``fps`` (positive) and ``domain`` are optional. The
     domain comes from UMT's splits; a video in none of them needs a ``domain`` field, and a ``domain`` that disagrees
     with the splits is an error.
     """
-    path = Path(root) / "youtube_anno.json"
+    path = Path(root) if Path(root).suffix == ".json" else Path(root) / "youtube_anno.json"
     out = {}
     for vid, rec, item in video_records(path, ("match",), "a non-empty {vid: {match, ...}} object"):
         match = rec["match"]
@@ -165,6 +166,13 @@ def read_youtube_annotations(root) -> dict[str, YouTubeVideo]:
         out[vid] = YouTubeVideo(vid, domain or split_domain, np.asarray(match, dtype=np.int8),
                                 None if fps is None else float(fps))
     return out
+
+
+def umt_gt_rows(videos: dict[str, YouTubeVideo], domain: str, split: str = "val") -> list[dict]:
+    """Ground-truth rows for ``evaluate("youtube", ...)``, ``{"qid": vid, "vid", "domain", "match"}``, of the videos
+    of UMT's ``split`` of ``domain`` that ``videos`` holds, in the split's order (UMT skips the others)."""
+    return [{"qid": v, "vid": v, "domain": domain, "match": videos[v].match.tolist()}
+            for v in YOUTUBE_SPLITS[domain][split] if v in videos]
 
 
 def domain_query_features(domain: str, text_dim: int) -> np.ndarray:
@@ -224,7 +232,7 @@ class YouTubeUMTDataset(PaddedCollate, Dataset):
 
     def gt_rows(self) -> list[dict]:
         """Ground-truth rows for ``evaluate("youtube", ...)``: ``{"qid", "vid", "domain", "match"}`` per video."""
-        return [{"qid": v, "vid": v, "domain": self.domain, "match": self.videos[v].match.tolist()} for v in self.vids]
+        return umt_gt_rows(self.videos, self.domain, self.split)
 
     def __getitem__(self, index: int) -> dict:
         v = self.videos[self.vids[index]]

@@ -18,8 +18,10 @@ GT qid set and qids must be unique):
     (one per clip). A prediction longer than ``T`` is truncated to ``T``; a shorter one is rejected. Top-5 mAP
     (:func:`~vidmamba.metrics.highlight.tvsum_map`).
 ``youtube``
-    YouTube Highlights (UMT protocol, github TencentARC/UMT ``datasets/youtube.py``). GT rows carry either ``label``,
-    the per-clip labels ``(T,)`` or ``(T, 1)`` as in lighthouse's ``youtube_highlight_val_release.jsonl`` (0 / 1), or
+    YouTube Highlights (UMT protocol, github TencentARC/UMT ``datasets/youtube.py``). The GT may also be UMT's release
+    file ``youtube_anno.json`` itself (``{vid: {"match": [...]}}``, any ``.json`` file): its rows are then the val
+    videos of UMT's split of each domain that the submission's qids (video ids) belong to. GT rows carry either
+    ``label``, the per-clip labels ``(T,)`` or ``(T, 1)`` as in lighthouse's ``youtube_highlight_val_release.jsonl`` (0 / 1), or
     UMT's ``match`` ``(T,)`` in {-1, 0, 1}; a clip is a highlight when its value is > 0. An optional ``domain`` adds a
     per-domain mAP. Predictions: ``pred_saliency_scores`` (one per clip; longer is truncated to ``T``, shorter is
     rejected). Per video, clips are ranked by score (stable) and the trapezoid AP over **all** clips is taken
@@ -153,11 +155,26 @@ def evaluate_predictions(task: str, submission: list[dict], ground_truth: list[d
     raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
 
 
+def _umt_youtube_gt(gt_path, submission: list[dict]) -> list[dict]:
+    """GT rows from UMT's ``youtube_anno.json``: the val videos of UMT's split of every domain a submitted qid (a video
+    id) belongs to."""
+    from vidmamba.data.youtube import domain_of, read_youtube_annotations, umt_gt_rows
+
+    videos = read_youtube_annotations(gt_path)
+    domains = sorted({d for row in submission if (d := domain_of(str(row.get("qid")))) is not None})
+    if not domains:
+        raise GroundTruthError("no submitted qid is a video of UMT's YouTube Highlights splits (with UMT's "
+                               "youtube_anno.json as the ground truth, the qids are video ids)", path=gt_path,
+                               field="qid")
+    return [row for domain in domains for row in umt_gt_rows(videos, domain)]
+
+
 def evaluate_prediction_files(task: str, submission_path, gt_path, *, highlights_only: bool = False) -> dict:
     """Read the prediction and GT jsonl files and return the metrics dict for ``task`` (see the module docstring)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-    ground_truth = read_jsonl(gt_path, GroundTruthError)
     submission = read_jsonl(submission_path, SubmissionError)
+    ground_truth = _umt_youtube_gt(gt_path, submission) if task == "youtube" and str(gt_path).endswith(".json") \
+        else read_jsonl(gt_path, GroundTruthError)
     return evaluate_predictions(task, submission, ground_truth, submission_path=submission_path, gt_path=gt_path,
                                 highlights_only=highlights_only)

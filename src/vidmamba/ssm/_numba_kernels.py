@@ -29,9 +29,21 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
+from vidmamba.ssm._kernel_cache import use_kernel_cache
+
 BLOCK = 64          # channels per thread block (measured, b=1 l=16k d=512 n=16: 16 -> 0.18 s, 32 -> 0.12, 64 -> 0.08)
-# error_model="numpy": divisions without Python's zero-division check, whose branch kept them from vectorising
-_JIT = dict(cache=True, fastmath=True, nogil=True, error_model="numpy")
+# error_model="numpy": divisions without Python's zero-division check, whose branch kept them from vectorising.
+# fastmath without reassociation (nor arcp, afn, nsz): multiply-adds may fuse and values are taken as finite, but no
+# sum is reordered. With full fastmath the order depended on where a kernel was compiled (a parallel wrapper's body
+# optimised on its own in the process that compiled it, re-optimised after linking in the cached object): a kernel
+# just compiled gave other gradients than the same kernel loaded from the cache. Channel sums use ``_lane_sum``.
+_FASTMATH = {"nnan", "ninf", "contract"}
+_JIT = dict(fastmath=_FASTMATH, nogil=True, error_model="numpy")
+
+
+def _kernel(**options):
+    """``njit`` with the kernels' options, cached on disk by ``_kernel_cache.KernelCache``."""
+    return lambda fn: use_kernel_cache(njit(**_JIT, **options)(fn))
 _F = np.float32
 
 
@@ -48,7 +60,7 @@ def _exp(x):
     return math.exp(x)
 
 
-@overload(_exp, jit_options=dict(fastmath=True, error_model="numpy"))
+@overload(_exp, jit_options=dict(fastmath=_FASTMATH, error_model="numpy"))
 def _exp_overload(x):
     if x != types.float32:
         return lambda x: math.exp(x)
@@ -76,7 +88,7 @@ def _softplus(x):
     return math.log1p(math.exp(x)) if x <= 20.0 else x
 
 
-@overload(_softplus, jit_options=dict(fastmath=True, error_model="numpy"))
+@overload(_softplus, jit_options=dict(fastmath=_FASTMATH, error_model="numpy"))
 def _softplus_overload(x):
     if x != types.float32:
         return lambda x: math.log1p(math.exp(x)) if x <= 20.0 else x
@@ -133,7 +145,27 @@ def _copy_state(h, full, c0, w, to_full):
                 h[k, i] = full[k, c0 + i]
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
+def _lane_sum(v, w):
+    """sum(v[:w]) in a fixed order: 8 lanes (lane l adds v[l], v[l + 8], ...; the tail goes to lane 0), then a fixed
+    tree. Written out because the kernels compile without ``reassoc``: a plain ``s += v[i]`` would not vectorise."""
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = v.dtype.type(0.0)
+    w8 = w - w % 8
+    for i in range(0, w8, 8):
+        s0 += v[i]
+        s1 += v[i + 1]
+        s2 += v[i + 2]
+        s3 += v[i + 3]
+        s4 += v[i + 4]
+        s5 += v[i + 5]
+        s6 += v[i + 6]
+        s7 += v[i + 7]
+    for i in range(w8, w):
+        s0 += v[i]
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+@_kernel()
 def scan_fwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_mask, chunk, save,
              y, last, starts, blk0, blk1):
     """Forward of blocks blk0 .. blk1 - 1 (of b * g * nbg, nbg = ceil(d / g / BLOCK) blocks per group). Writes
@@ -177,7 +209,7 @@ def scan_fwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
                 last[bi, c0 + i, k] = h[k, i]
 
 
-@njit(**_JIT)
+@_kernel()
 def scan_bwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_mask, chunk, starts, dy, dlast,
              du, ddelta, dz, dB_part, dC_part, dA_part, dD_part, dbias_part, blk0, blk1):
     """Backward of ``scan_fwd`` for blocks blk0 .. blk1 - 1, given dy (b, l, d) and dlast (b, d, n). Writes du, ddelta,
@@ -204,6 +236,8 @@ def scan_bwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
         gdt = np.empty(BLOCK, u.dtype)
         acc = np.empty(BLOCK, u.dtype)
         dyf = np.empty(BLOCK, u.dtype)
+        terms_c = np.empty(BLOCK, u.dtype)                # per-channel terms of dC_t and dB_t, summed by _lane_sum
+        terms_b = np.empty(BLOCK, u.dtype)
         dA_acc = np.zeros((n, BLOCK), u.dtype)
         for i in range(w):
             for k in range(n):
@@ -246,19 +280,17 @@ def scan_bwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
                     dD_part[bi, c0 + i] += dyf[i] * u[bi, t, c0 + i]
                 for k in range(n):
                     bk, ck = B[bi, t, gi, k], C[bi, t, gi, k]
-                    sc = zero
-                    sb = zero
                     for i in range(w):
                         dhv = dh[k, i] + dyf[i] * ck      # dh_t = C_t dy_t + exp(dt_{t+1} A) dh_{t+1}
-                        sc += dyf[i] * hs[j + 1, k, i]
-                        sb += dhv * dtus[j, i]
+                        terms_c[i] = dyf[i] * hs[j + 1, k, i]
+                        terms_b[i] = dhv * dtus[j, i]
                         gdtu[i] += dhv * bk
                         q = dhv * hs[j, k, i] * decay[j, k, i]    # d loss / d(dt A)
                         gdt[i] += q * a_blk[k, i]
                         dA_acc[k, i] += q * dts[j, i]
                         dh[k, i] = decay[j, k, i] * dhv
-                    dC_part[bi, jb, t, gi, k] = sc
-                    dB_part[bi, jb, t, gi, k] = sb
+                    dC_part[bi, jb, t, gi, k] = _lane_sum(terms_c, w)
+                    dB_part[bi, jb, t, gi, k] = _lane_sum(terms_b, w)
                 for i in range(w):
                     c = c0 + i
                     du[bi, t, c] = dyf[i] * D[c] + gdtu[i] * dts[j, i]
@@ -273,14 +305,14 @@ def scan_bwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
                 dA_part[bi, k, c0 + i] = dA_acc[k, i]
 
 
-@njit(parallel=True, **_JIT)
+@_kernel(parallel=True)
 def scan_fwd_parallel(args, nblocks, nthreads):
     """``scan_fwd(*args, lo, hi)`` over ``nthreads`` contiguous ranges of blocks [0, nblocks), one per numba thread."""
     for i in prange(nthreads):
         scan_fwd(*args, nblocks * i // nthreads, nblocks * (i + 1) // nthreads)
 
 
-@njit(parallel=True, **_JIT)
+@_kernel(parallel=True)
 def scan_bwd_parallel(args, nblocks, nthreads):
     """``scan_bwd(*args, lo, hi)`` over ``nthreads`` contiguous ranges of blocks [0, nblocks)."""
     for i in prange(nthreads):
@@ -301,7 +333,7 @@ def _conv_at(xb, wb, bb, mask, offsets, has_mask, bi, t, acc):
                 acc[i] += wb[j, i] * xb[s, i]
 
 
-@njit(**_JIT)
+@_kernel()
 def conv_fwd(x, w, bias, mask, offsets, has_mask, silu, y, blk0, blk1):
     """Forward of the depthwise conv for blocks blk0 .. blk1 - 1 (of b * ceil(c / BLOCK)). x, y (b, l, c); w (k, c);
     bias (c,); offsets (k,) int64: output t reads input t + offsets[j] with weight w[j].
@@ -323,7 +355,7 @@ def conv_fwd(x, w, bias, mask, offsets, has_mask, silu, y, blk0, blk1):
                 yb[t, i] = acc[i]
 
 
-@njit(**_JIT)
+@_kernel()
 def conv_bwd(x, w, bias, mask, offsets, has_mask, silu, dy, dpre, dx, dw_part, dbias_part, blk0, blk1):
     """Backward of ``conv_fwd`` for blocks blk0 .. blk1 - 1, given dy (b, l, c). With ``silu``, dpre (b, l, c) is
     scratch for the gradient w.r.t. the pre-activation (recomputed from x); without, pass dy as dpre (only read).
@@ -371,14 +403,14 @@ def conv_bwd(x, w, bias, mask, offsets, has_mask, silu, dy, dpre, dx, dw_part, d
         dw_part[bi, :, c0:c0 + wd] = dw[:, :wd]
 
 
-@njit(parallel=True, **_JIT)
+@_kernel(parallel=True)
 def conv_fwd_parallel(args, nblocks, nthreads):
     """``conv_fwd(*args, lo, hi)`` over ``nthreads`` contiguous ranges of blocks [0, nblocks)."""
     for i in prange(nthreads):
         conv_fwd(*args, nblocks * i // nthreads, nblocks * (i + 1) // nthreads)
 
 
-@njit(parallel=True, **_JIT)
+@_kernel(parallel=True)
 def conv_bwd_parallel(args, nblocks, nthreads):
     """``conv_bwd(*args, lo, hi)`` over ``nthreads`` contiguous ranges of blocks [0, nblocks)."""
     for i in prange(nthreads):

@@ -11,15 +11,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vidmamba.ssm.scan_kernel import _np, _num_blocks, _run_blocks, kernel_available, mask_u8
+from vidmamba.ssm.scan_kernel import _np, _num_blocks, _run_blocks, mask_u8, require_kernels
 
 
 def depthwise_conv_kernel(x, weight, bias, mask, offsets, silu):
     """x (b, c, l) (any strides; read in place when its channels are contiguous), weight (c, 1, k), bias (c,) or None, mask (b, l) bool or None, offsets: k ints
     (output t reads input t + offsets[j] with weight[:, 0, j]), silu: apply SiLU. Returns (b, c, l) in x's dtype, a
     transposed view of a contiguous (b, l, c) tensor (computed in float32, or float64 for float64 inputs)."""
-    if not kernel_available():
-        raise ImportError("the conv kernel needs numba (pip install numba)")
+    require_kernels()
     if x.device.type != "cpu":
         raise ValueError(f"the conv kernel runs on CPU tensors, got {x.device}")
     ctype = torch.promote_types(x.dtype, torch.float32)

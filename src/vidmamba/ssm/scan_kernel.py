@@ -1,18 +1,19 @@
 """The compiled CPU selective scan (numba), wrapped as a torch autograd op, and the runtime of all numba kernels.
 
-``kernel_available()`` says whether numba imports (checked once, lazily: importing this module never imports
-numba). ``selective_scan_kernel`` has the semantics of ``selective_scan_ref`` (mask and reverse handled inside the
+``kernel_available()`` says whether the kernels can be used: numba imports (checked once, lazily: importing this
+module never imports numba) and no kernel failed to compile in this process (then one warning, and "auto" callers
+take the PyTorch path: ``KernelError``). ``selective_scan_kernel`` has the semantics of ``selective_scan_ref`` (mask and reverse handled inside the
 kernel, no flipped copies); the kernels themselves are in ``_numba_kernels.py``, run over ranges of (batch, channel
 block) pairs on ``torch.get_num_threads()`` threads (torch's own OpenMP threads where numba can share them) by
 ``_run_blocks``, which ``conv_kernel.py`` uses too.
-First-call JIT compilation is cached on disk by numba (``cache=True``: next to the module, or under NUMBA_CACHE_DIR /
-the user cache when that is not writable).
+First-call JIT compilation is cached on disk in the user cache folder (``_kernel_cache.py``).
 """
 from __future__ import annotations
 
 import os
 import sys
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -21,6 +22,11 @@ CHUNK = 64          # steps between saved states: the backward recomputes at mos
 _kernels = None     # the imported _numba_kernels module once loaded; False if numba cannot be imported
 _pool, _pool_size, _pool_lock = None, 0, threading.Lock()
 _openmp = None     # whether the kernels run on numba's OpenMP threads (None: not decided yet)
+_failure = None    # the first exception a kernel raised in this process (compilation): the kernels are off
+
+
+class KernelError(RuntimeError):
+    """A numba kernel failed to compile or run in this process."""
 
 
 def _load():
@@ -36,8 +42,16 @@ def _load():
 
 
 def kernel_available() -> bool:
-    """True when the numba kernels can be used (numba importable)."""
-    return bool(_load())
+    """True when the numba kernels can be used: numba importable, no kernel failed in this process."""
+    return bool(_load()) and _failure is None
+
+
+def require_kernels() -> None:
+    """Raise unless the kernels can be used: ImportError without numba, KernelError after a kernel failed."""
+    if not _load():
+        raise ImportError("impl='kernel' needs numba (pip install numba)")
+    if _failure is not None:
+        raise KernelError(f"the numba kernels failed in this process ({type(_failure).__name__}: {_failure})")
 
 
 def _np(t):
@@ -83,9 +97,23 @@ if hasattr(os, "register_at_fork"):          # POSIX
 
 
 def _run_blocks(name, args, nblocks):
-    """The kernel ``name`` ("scan_fwd" / "scan_bwd") over blocks [0, nblocks) in ``torch.get_num_threads()``
-    contiguous ranges: on numba's OpenMP threads (shared with torch, see ``_numba_openmp``), otherwise the calling
-    thread runs the first range and a thread pool the others (the kernels release the GIL)."""
+    """The kernel ``name`` ("scan_fwd", "conv_bwd", ...) over blocks [0, nblocks) (``_run_blocks_on_threads``). A
+    kernel that raises (it could not be compiled) turns the kernels off in this process: one warning, KernelError."""
+    global _failure
+    try:
+        _run_blocks_on_threads(name, args, nblocks)
+    except Exception as e:       # compilation (typing, lowering, LLVM) or loading: the kernels are off in this process
+        _failure = e
+        first = (str(e).strip().splitlines() or [""])[0]
+        warnings.warn(f"vidmamba: the numba CPU kernels failed ({type(e).__name__}: {first}); impl='auto' uses the "
+                      "PyTorch path (same results up to float rounding, slower)", RuntimeWarning, stacklevel=3)
+        raise KernelError(f"numba kernel {name!r} failed: {type(e).__name__}: {first}") from e
+
+
+def _run_blocks_on_threads(name, args, nblocks):
+    """Blocks [0, nblocks) in ``torch.get_num_threads()`` contiguous ranges: on numba's OpenMP threads (shared with
+    torch, see ``_numba_openmp``), otherwise the calling thread runs the first range and a thread pool the others (the
+    kernels release the GIL)."""
     global _pool, _pool_size
     kernels = _load()
     threads = max(1, min(torch.get_num_threads(), nblocks))
@@ -127,8 +155,7 @@ def selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, m
     mask (b, l) bool. Returns y (b, d, l) in u's dtype (a transposed view of a (b, l, d) tensor) and the last state
     (b, d, n) in float32 or float64. Inputs whose memory is already (b, l, d) (the mixers' projections) are not copied.
     """
-    if not kernel_available():
-        raise ImportError("impl='kernel' needs numba (pip install numba)")
+    require_kernels()
     if u.device.type != "cpu":
         raise ValueError(f"impl='kernel' runs on CPU tensors, got {u.device}")
     ctype = torch.promote_types(u.dtype, torch.float32)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from vidmamba.ssm.common import IMPLS, check_impl, expand_groups, flip_time
-from vidmamba.ssm.scan_kernel import kernel_available, selective_scan_kernel
+from vidmamba.ssm.scan_kernel import KernelError, kernel_available, selective_scan_kernel
 
 SCAN_IMPLS = IMPLS + ("kernel", "mamba_ssm")
 
@@ -30,17 +30,23 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     state (b, d, n) in float32 or wider (for ``reverse``, the state after the first valid step).
     ``impl``: "ref" (sequential loop, the test oracle), "fast" (chunked pure PyTorch, custom backward), "kernel"
     (fused numba CPU kernel, ``scan_kernel.py``), "mamba_ssm" (its CUDA ``selective_scan_fn``, extra ``[cuda]``) or
-    "auto": "kernel" for CPU tensors when numba imports, "mamba_ssm" for CUDA tensors when it imports, else "fast".
+    "auto": "kernel" for CPU tensors when numba imports, "mamba_ssm" for CUDA tensors when it imports, else "fast"
+    (also after a kernel failed to compile: ``scan_kernel.KernelError``).
     """
-    impl = check_impl(impl, SCAN_IMPLS)
-    if impl == "auto":
+    auto = check_impl(impl, SCAN_IMPLS) == "auto"
+    if auto:
         if u.device.type == "cpu":
             impl = "kernel" if kernel_available() else "fast"
         else:
             impl = "mamba_ssm" if u.device.type == "cuda" and mamba_ssm_scan_fn() is not None else "fast"
     if impl == "kernel":
-        y, last = selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, mask, reverse)
-        return (y, last) if return_last_state else y
+        try:
+            y, last = selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, mask, reverse)
+            return (y, last) if return_last_state else y
+        except KernelError:
+            if not auto:
+                raise
+            impl = "fast"                    # the kernels failed to compile in this process (warned once)
     if reverse:
         u, delta, B, C, z, mask = flip_time([u, delta, B, C, z, mask], dims=[-1, -1, -1, -1, -1, -1])
     fn = {"ref": selective_scan_ref, "fast": _selective_scan_fast, "mamba_ssm": _selective_scan_mamba_ssm}[impl]
