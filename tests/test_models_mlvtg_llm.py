@@ -17,7 +17,7 @@ transformers = pytest.importorskip("transformers")
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DATASETS = ("qvhighlights", "charades")
-PAPER_LLM, PAPER_LAYER = "state-spaces/mamba-2.8b-hf", 20
+PAPER_LLM, PAPER_LAYER = "hf://state-spaces/mamba-2.8b-hf", 20
 
 
 def model_section(name: str) -> dict:

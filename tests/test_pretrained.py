@@ -15,7 +15,7 @@ from vidmamba.tasks import load_trained
 from vidmamba.tasks.pretrained import FORMAT_VERSION, PretrainedError, from_pretrained, save_pretrained
 
 DATA = {"clip_length": 2.0, "video_dims": [4, 2], "text_dim": 5, "video_features": ["clip", "slowfast"],
-        "text_features": "clip_text", "max_text_len": 8, "encoder": "openai/clip-vit-base-patch32"}
+        "text_features": "clip_text", "max_text_len": 8, "encoder": "hf://openai/clip-vit-base-patch32"}
 
 
 def _batch(seed=1):
@@ -135,18 +135,24 @@ def test_modified_file_and_missing_folder(saved, tmp_path):
         from_pretrained(tmp_path / "nowhere" / "at all")
 
 
-def test_hub_id_is_fetched_only_when_not_a_local_path(saved, monkeypatch, tmp_path):
+def test_the_hub_is_asked_only_for_an_hf_id(saved, monkeypatch, tmp_path):
     hub = pytest.importorskip("huggingface_hub")
     _, folder = saved
     calls = []
-    monkeypatch.setattr(hub, "snapshot_download", lambda repo_id, **kw: calls.append(repo_id) or str(folder))
-    model, _ = from_pretrained("someone/vidmamba-tiny")
-    assert calls == ["someone/vidmamba-tiny"] and model.cfg.hidden_dim == 16
-    monkeypatch.chdir(tmp_path)  # a relative path that exists is a local folder, never a hub id
+    monkeypatch.setattr(hub, "snapshot_download",
+                        lambda repo_id, revision=None, **kw: calls.append((repo_id, revision)) or str(folder))
+    model, _ = from_pretrained("hf://someone/vidmamba-tiny@v1.0")
+    assert calls == [("someone/vidmamba-tiny", "v1.0")] and model.cfg.hidden_dim == 16
+    from_pretrained("hf://someone/vidmamba-tiny")
+    assert calls[-1] == ("someone/vidmamba-tiny", None)
+    monkeypatch.chdir(tmp_path)  # owner/name: a relative local path, never a hub id
+    with pytest.raises(FileNotFoundError, match=r"^pretrained folder someone/local: no such folder \(to fetch it "
+                                                r"from the Hugging Face hub, write hf://someone/local\)$"):
+        from_pretrained("someone/local")
     (tmp_path / "someone").mkdir()
     folder.rename(tmp_path / "someone" / "local")
     from_pretrained("someone/local")
-    assert calls == ["someone/vidmamba-tiny"]
+    assert len(calls) == 2
 
 
 def test_export_a_trained_run_uses_its_ema_weights(tmp_path):

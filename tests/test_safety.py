@@ -197,3 +197,124 @@ def test_weights_carry_a_sha256_and_a_flipped_byte_is_named(runs, cli_error):
     (pre / "meta.json").write_text(json.dumps(meta))
     with pytest.warns(UserWarning, match=f"checkpoint {pre} records no sha256 checksums .* checked by size only"):
         from_pretrained(pre)
+
+
+def test_hub_ids_only_when_asked_for_ckpt(runs, monkeypatch, cli_error):
+    """--ckpt: hf://owner/name[@revision] goes to the hub (pinned); a plain owner/name is a local path, and a missing
+    one is 'no such folder' without asking the hub."""
+    import numpy as np
+
+    hub = pytest.importorskip("huggingface_hub")
+    pre = runs / "pre"
+    assert main(["export", str(runs / "runs" / "a"), "--out", str(pre)]) == 0
+    calls = []
+    monkeypatch.setattr(hub, "snapshot_download",
+                        lambda repo_id, revision=None, **kw: calls.append((repo_id, revision)) or str(pre))
+    rng = np.random.default_rng(0)
+    files = []
+    for name, shape in (("clip.npz", (9, 4)), ("slowfast.npz", (9, 2)), ("q.npz", (3, 5))):
+        np.savez(runs / name, **{"last_hidden_state" if name == "q.npz" else "features":
+                                 rng.standard_normal(shape).astype(np.float32)})
+        files.append(str(runs / name))
+    argv = ["--video-features", *files[:2], "--query-features", files[2]]
+    assert main(["predict", "--ckpt", "hf://someone/tiny@v2", *argv]) == 0
+    assert calls == [("someone/tiny", "v2")]
+    monkeypatch.chdir(runs)  # runs/ exists here, runs/x does not: a mistyped run, never a hub download
+    for ckpt in ("someone/tiny", "runs/x"):
+        assert cli_error(["predict", "--ckpt", ckpt, *argv]) == \
+            f"checkpoint {ckpt}: no such folder (to fetch it from the Hugging Face hub, write hf://{ckpt})"
+    assert cli_error(["predict", "--ckpt", "hf://someone", *argv]) == \
+        "hub id 'hf://someone': expected hf://owner/name or hf://owner/name@revision"
+    assert calls == [("someone/tiny", "v2")]
+
+
+def test_hub_ids_only_when_asked_for_the_encoder_and_the_llm(tmp_path, monkeypatch):
+    transformers = pytest.importorskip("transformers")
+    hub = pytest.importorskip("huggingface_hub")
+    from vidmamba.models.llm_refiner import LLMRefiner
+    from vidmamba.video import encoders
+    from vidmamba.video.encoders import ClipEncoder, encoder_source
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"^encoder openai/clip-vit-base-patch32: no such folder \(to fetch "
+                                                r"it from the Hugging Face hub, write hf://openai/clip-vit-base-patch32"):
+        ClipEncoder("openai/clip-vit-base-patch32")
+    asked = []
+    monkeypatch.setattr(encoders, "hub_reachable", lambda: False)
+    monkeypatch.setattr(hub, "try_to_load_from_cache",
+                        lambda repo, name, revision=None, **kw: asked.append((repo, name, revision)) or "/cached")
+    assert encoder_source("hf://openai/clip-vit-base-patch32@3d74acf") == \
+        ("openai/clip-vit-base-patch32", True, "3d74acf")
+    assert asked == [("openai/clip-vit-base-patch32", "config.json", "3d74acf")]
+
+    torch.manual_seed(0)
+    lm = transformers.MambaForCausalLM(transformers.MambaConfig(vocab_size=16, hidden_size=8, state_size=4,
+                                                                num_hidden_layers=2, expand=2, conv_kernel=4))
+    lm.save_pretrained(tmp_path / "lm", safe_serialization=True)
+    fetched = []
+
+    def download(repo, filename, revision=None):  # the hub's behaviour: the cached file, or an error when absent
+        fetched.append((repo, filename, revision))
+        if not (tmp_path / "lm" / filename).is_file():
+            raise FileNotFoundError(f"{repo} has no {filename}")
+        return str(tmp_path / "lm" / filename)
+
+    monkeypatch.setattr(hub, "hf_hub_download", download)
+    with pytest.raises(FileNotFoundError, match=r"^LLM folder someone/tiny-lm: no such folder \(to fetch it from "
+                                                r"the Hugging Face hub, write hf://someone/tiny-lm\)$"):
+        LLMRefiner(8, "someone/tiny-lm", layer=1)
+    assert fetched == []
+    refiner = LLMRefiner(8, "hf://someone/tiny-lm@main", layer=1)
+    assert {(repo, rev) for repo, _, rev in fetched} == {("someone/tiny-lm", "main")}
+    assert "config.json" in {name for _, name, _ in fetched}
+    expected = lm.backbone.layers[1].state_dict()
+    assert all(torch.equal(refiner.layer.state_dict()[k], v) for k, v in expected.items())
+
+
+def test_clip_load_prints_no_torchvision_warning(tmp_path):
+    """`vidmamba extract` loads CLIP: without torchvision, transformers used to warn on every load."""
+    pytest.importorskip("av")
+    pytest.importorskip("transformers")
+    from vidmamba.video.encoders import save_tiny_clip
+    from vidmamba.video.synthetic import write_video
+
+    clip = save_tiny_clip(tmp_path / "clip")
+    video = write_video(tmp_path / "v.mp4", [i / 2 for i in range(8)])
+    proc = subprocess.run([str(ENTRY_POINT), "extract", str(video), "--out", str(tmp_path / "feats"), "--model",
+                           str(clip), "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and (tmp_path / "feats" / "clip_features" / "v.npz").is_file(), proc.stderr
+    assert proc.stderr == ""
+
+
+def test_serve_errors_name_the_upload_not_its_temp_path(tmp_path):
+    pytest.importorskip("gradio")
+    pytest.importorskip("av")
+    import socket
+
+    from gradio_client import Client, handle_file
+
+    from vidmamba.serve import serve
+    from vidmamba.video.decode import VideoDecodeError
+    from vidmamba.video.synthetic import write_video
+
+    seen = []
+
+    def predict_fn(video, queries):  # as a video that fails to decode: the error names the file it was given
+        seen.append(video)
+        raise VideoDecodeError(video, "cannot decode frame 3")
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = serve(predict_fn, port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        video = write_video(tmp_path / "holiday.mp4", [i / 2 for i in range(8)])
+        with pytest.raises(Exception) as info:
+            Client(app.local_url, verbose=False).predict(handle_file(str(video)), "", "a dog",
+                                                         api_name="/analyse")
+    finally:
+        app.close()
+    [upload] = seen
+    message = str(info.value)
+    assert Path(upload).parent != video.parent  # gradio's copy, in its temp folder
+    assert "holiday.mp4: cannot decode frame 3" in message and str(Path(upload).parent) not in message

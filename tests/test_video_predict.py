@@ -170,12 +170,12 @@ def test_pretrained_folder_without_dataset_uses_its_own_conventions(pipeline, tm
     fetched = []
     monkeypatch.setattr(hub, "snapshot_download", lambda repo_id, **kw: fetched.append(repo_id) or str(folder))
     results = []
-    for ckpt in (str(folder), "someone/vidmamba-tiny"):
+    for ckpt in (str(folder), "hf://someone/vidmamba-tiny"):
         out = tmp_path / "pred.json"
         assert main(["predict", str(videos[6]), "a dark band on top", "--ckpt", ckpt, "--encoder", str(clip),
                      "--cache", str(tmp_path / "cache"), "--json", str(out)]) == 0
         results.append(json.loads(out.read_text()))
-    assert fetched == ["someone/vidmamba-tiny"]  # the hub is asked only for the string that is not a path
+    assert fetched == ["someone/vidmamba-tiny"]  # the hub is asked only for the hf:// id
     for r in results:
         assert r["clip_length"] == 1.0 and r["num_clips"] == round(r["duration"])
         assert len(r["results"][0]["saliency"]) == r["num_clips"]

@@ -2,11 +2,12 @@
 
 The paper (arXiv 2506.08512) uses layer 20 of a frozen Mamba LLM (best among its sweep; 15-22 a "sweet spot");
 that is ``configs/mlvtg_qvhighlights.yaml`` / ``configs/mlvtg_charades.yaml`` here
-(``model="state-spaces/mamba-2.8b-hf", layer=20``; the LLM is inferred from the paper's 2560-d space;
+(``model="hf://state-spaces/mamba-2.8b-hf", layer=20``; the LLM is inferred from the paper's 2560-d space;
 :func:`layer_footprint`: 41.2 M frozen parameters, 165 MB in float32). Only the chosen layer is ever built and
 only its tensors are read: ``config.json`` gives the architecture, the decoder-layer class is instantiated alone,
 and its weights are read with ``safetensors.safe_open`` from the one shard that ``model.safetensors.index.json``
-names (or ``model.safetensors``). From the hub only those files are downloaded.
+names (or ``model.safetensors``). From the hub (``model="hf://owner/name[@revision]"``) only those files are
+downloaded.
 
 Supported ``model_type`` values: see :data:`LAYER_CLASSES` (Llama family: llama, mistral, qwen2, qwen3; and mamba).
 
@@ -32,6 +33,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from vidmamba.ssm.layers import masked_fill_pads
+from vidmamba.utils import hub_ref, no_such_folder
 
 # model_type -> (transformers module, decoder-layer class, rotary-embedding class or None)
 LAYER_CLASSES: dict[str, tuple[str, str, str | None]] = {
@@ -53,18 +55,15 @@ def _require_transformers():
     return transformers
 
 
-def _is_local(model: str) -> bool:
-    p = Path(model).expanduser()
-    return p.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1
-
-
 def resolve_file(model: str, filename: str, revision: str | None = None, required: bool = True) -> Path | None:
-    """``filename`` of ``model`` (a local directory or a hub id; downloads just that file). None if absent and not
-    ``required``; FileNotFoundError naming the path otherwise."""
-    if _is_local(model):
+    """``filename`` of ``model``: a local directory, or a hub id ``hf://owner/name[@revision]`` (downloads just that
+    file; ``revision`` applies when the id names none). None if absent and not ``required``; FileNotFoundError
+    naming the path otherwise."""
+    ref = hub_ref(model)
+    if ref is None:
         directory = Path(model).expanduser()
         if not directory.is_dir():
-            raise FileNotFoundError(f"LLM directory not found: {directory}")
+            raise no_such_folder("LLM folder", model)
         path = directory / filename
         if path.is_file():
             return path
@@ -72,8 +71,9 @@ def resolve_file(model: str, filename: str, revision: str | None = None, require
             raise FileNotFoundError(f"{path} not found (needed to load one LLM layer)")
         return None
     from huggingface_hub import hf_hub_download
+    repo, pinned = ref
     try:
-        return Path(hf_hub_download(model, filename, revision=revision))
+        return Path(hf_hub_download(repo, filename, revision=pinned or revision))
     except Exception as e:  # the hub raises several error types for a missing entry
         if required:
             raise FileNotFoundError(f"could not fetch {filename} of {model!r}: {e}") from e
@@ -138,7 +138,7 @@ def layer_classes(config, source: str = "LLM") -> tuple[type, type | None]:
 def layer_footprint(config, layer: int = 0, dtype: torch.dtype = torch.float32) -> tuple[int, int]:
     """(parameters, bytes at ``dtype``) of decoder layer ``layer`` of a transformers ``config``, built on the meta
     device (no memory, no weights): what an :class:`LLMRefiner` on that LLM holds frozen. E.g. layer 20 of
-    ``state-spaces/mamba-2.8b-hf`` (the MLVTG configs): 41,244,160 parameters, 165 MB in float32."""
+    ``hf://state-spaces/mamba-2.8b-hf`` (the MLVTG configs): 41,244,160 parameters, 165 MB in float32."""
     layer_cls, _ = layer_classes(config)
     with torch.device("meta"):
         block = layer_cls(config, layer)
@@ -172,7 +172,7 @@ class LLMRefiner(nn.Module):
 
     Args:
         hidden_dim: the model width.
-        model: local directory or hub id of a causal LM saved as safetensors.
+        model: local directory, or hub id ``hf://owner/name[@revision]``, of a causal LM saved as safetensors.
         layer: index of the decoder layer to use (0-based; the paper's best is 20).
         residual: add the input back (see module docstring).
         causal: causal attention mask for attention layers (default bidirectional).

@@ -72,7 +72,8 @@ class MLVTGConfig(ModelConfig):
     score_mode: "add" (fg prob + saliency, UniVTG eval_mode add) or "fg" (fg prob only).
     nms_threshold, max_windows, max_before_nms: decoding (UniVTG 0.7 / 10 / 1000).
     llm_refiner: None (off) or keyword arguments of :class:`~vidmamba.models.llm_refiner.LLMRefiner` other than
-        ``hidden_dim`` (``model``: local path or hub id, ``layer``: index (paper: 20), ``residual``, ``causal``...).
+        ``hidden_dim`` (``model``: local folder or hub id ``hf://owner/name[@revision]``, ``layer``: index (paper:
+        20), ``residual``, ``causal``...).
     """
 
     display_name = "MLVTG"

@@ -36,7 +36,7 @@ from vidmamba.models import model_config
 from vidmamba.tasks.data_config import DataSection
 from vidmamba.tasks.pretrained import (EXPORTABLE_TASKS, FORMAT, PretrainedError, from_pretrained, is_hub_id,
                                        save_pretrained)
-from vidmamba.utils import atomic_write_text
+from vidmamba.utils import atomic_write_text, no_such_folder
 
 EXPERIMENT_KEY = "experiment"
 DEFAULT_TASK = "qvhighlights"
@@ -207,14 +207,14 @@ def experiment_of(ckpt: Checkpoint) -> dict:
 
 def load_trained(ckpt) -> tuple[nn.Module, dict, Task]:
     """(model in eval mode, its config, its task) from a run folder (its ``best``), a checkpoint folder, a pretrained
-    folder (:mod:`vidmamba.tasks.pretrained`) or a hub id of one. A string that looks like a local path and does not
-    exist is a ``FileNotFoundError`` naming it."""
-    path = Path(ckpt).expanduser()
-    if not path.exists():
-        if not is_hub_id(str(ckpt)):
-            raise FileNotFoundError(f"checkpoint {ckpt}: no such folder")
+    folder (:mod:`vidmamba.tasks.pretrained`) or a hub id of one (``hf://owner/name[@revision]``). Anything else is
+    a local path; one that does not exist is a :class:`~vidmamba.errors.MissingFileError` naming it."""
+    if is_hub_id(ckpt):
         model, config = from_pretrained(ckpt)
         return model, config, task_of(config)
+    path = Path(ckpt).expanduser()
+    if not path.exists():
+        raise no_such_folder("checkpoint", ckpt)
     checkpoint = Checkpoint(run_checkpoint(path))
     if checkpoint.config.get("format") == FORMAT:
         model, config = from_pretrained(checkpoint)

@@ -1,4 +1,5 @@
-"""Checkpoints for people: ``save_pretrained`` / ``from_pretrained`` (a local folder or a Hugging Face hub id).
+"""Checkpoints for people: ``save_pretrained`` / ``from_pretrained`` (a local folder, or a Hugging Face hub id
+written ``hf://owner/name[@revision]``).
 
 A pretrained folder is a :mod:`vidmamba.engine.checkpoint` folder without training state (written atomically,
 every file's size and sha256 recorded in ``meta.json``)::
@@ -19,14 +20,15 @@ a CLIP id). :func:`vidmamba.tasks.export_pretrained` converts a trained run's ``
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 from torch import nn
 
 from vidmamba import __version__
 from vidmamba.engine.checkpoint import MODEL_FILE, Checkpoint, CheckpointError, describe_mismatch, save_checkpoint
+from vidmamba.errors import MissingFileError, require_extra
 from vidmamba.models import MODELS, create_model
+from vidmamba.utils import hub_ref, no_such_folder
 
 FORMAT = "vidmamba-pretrained"
 FORMAT_VERSION = 1
@@ -36,13 +38,12 @@ DATA_KEYS = {"clip_length": "a positive number of seconds", "video_dims": "a non
              "text_dim": "a positive int", "normalize_video": "true/false", "normalize_text": "true/false",
              "video_features": "a list of feature type names", "text_features": "a feature type name",
              "max_text_len": "a positive int or null", "dataset": "a dataset name", "encoder": "a string"}
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 EXPORTABLE_TASKS = ("qvhighlights", "moment_retrieval", "tvsum")  # the lighthouse-style grounding tasks
 
 
-def is_hub_id(text: str) -> bool:
-    """True for ``owner/name`` strings whose owner part is not an existing local folder."""
-    return bool(HUB_ID.match(text)) and not Path(text.split("/")[0]).expanduser().is_dir()
+def is_hub_id(name) -> bool:
+    """True for a hub id the user asked for, ``hf://owner/name[@revision]`` (anything else is a local path)."""
+    return hub_ref(name) is not None
 
 
 class PretrainedError(CheckpointError):
@@ -126,24 +127,23 @@ def save_pretrained(model: nn.Module, out_dir, config: dict, task: str = "qvhigh
 
 
 def _local_folder(path_or_id) -> Path:
-    """A local folder, or the snapshot of a hub id (only for strings that are not an existing path)."""
-    path = Path(path_or_id).expanduser()
-    if path.exists():
+    """A local folder, or the snapshot of a hub id ``hf://owner/name[@revision]`` (the files of a pretrained folder
+    only)."""
+    ref = hub_ref(path_or_id)
+    if ref is None:
+        path = Path(path_or_id).expanduser()
+        if not path.exists():
+            raise no_such_folder("pretrained folder", path_or_id)
         return path
-    text = str(path_or_id)
-    if not is_hub_id(text):
-        raise FileNotFoundError(f"pretrained folder {text}: no such folder")
+    hub = require_extra("huggingface_hub", "video", f"fetching {path_or_id} from the hub")
+    repo, revision = ref
     try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise FileNotFoundError(f"{text}: no such folder, and huggingface_hub is not installed to fetch it as a hub "
-                                "id (pip install huggingface_hub)") from None
-    try:
-        return Path(snapshot_download(repo_id=text, allow_patterns=[CONFIG_FILE, MODEL_FILE, "meta.json"]))
+        return Path(hub.snapshot_download(repo_id=repo, revision=revision,
+                                          allow_patterns=[CONFIG_FILE, MODEL_FILE, "meta.json"]))
     except Exception as exc:  # offline, unknown repo, gated...: huggingface_hub raises many types
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FileNotFoundError(f"{text}: no such local folder, and fetching it as a hub id failed "
-                                f"({type(exc).__name__}: {reason})") from exc
+        raise MissingFileError(f"{path_or_id}: fetching it from the Hugging Face hub failed "
+                               f"({type(exc).__name__}: {reason})") from exc
 
 
 def from_pretrained(path_or_id, map_location="cpu") -> tuple[nn.Module, dict]:
