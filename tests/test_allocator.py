@@ -35,6 +35,16 @@ def test_freed_blocks_are_reused():
     assert faults_keep < pages // 10     # kept: the freed block is reused
 
 
-def test_environment_switch_turns_it_off():
-    applied, _ = run_child("keep", VIDMAMBA_KEEP_FREED_MEMORY="0")
+@pytest.mark.parametrize("value", ["0", "false", "off", "no", "OFF", "False"])
+def test_environment_switch_turns_it_off(value):
+    applied, _ = run_child("keep", VIDMAMBA_KEEP_FREED_MEMORY=value)
     assert not applied
+
+
+def test_an_invalid_switch_value_is_one_line():
+    entry_point = os.path.join(os.path.dirname(sys.executable), "vidmamba")
+    proc = subprocess.run([entry_point, "export", "run", "--out", "x"], capture_output=True, text=True,
+                          env={**os.environ, "VIDMAMBA_KEEP_FREED_MEMORY": "maybe"})
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "vidmamba export: error: VIDMAMBA_KEEP_FREED_MEMORY='maybe': expected 0 / false / off / no (turn it off) or "
+        "1 / true / on / yes (the default)"]

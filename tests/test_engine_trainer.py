@@ -183,6 +183,40 @@ def test_how_often_val_is_scored_does_not_change_training(tmp_path):
         assert torch.equal(value, last.model.state_dict()[name]), name
 
 
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("crash_in_epoch", [1, 2])
+def test_an_epoch_redone_after_a_crash_is_logged_once(tmp_path, crash_in_epoch):
+    """A crash after an epoch's train row was logged but before its checkpoint: the resumed run redoes the epoch, and
+    metrics.jsonl ends as the uninterrupted run's (the crashed attempt's row is gone, not repeated)."""
+    data = dict(train_data=Regression(48, seed=1), val_data=Regression(16, seed=2))
+
+    def crash_at(epoch):
+        def evaluate(model, loader):
+            calls.append(1)
+            if len(calls) == epoch:
+                raise Crash(f"killed in epoch {epoch}, before its checkpoint")
+            return evaluate_mse(model, loader)
+        calls = []
+        return evaluate
+
+    with Trainer(make_model(0), run_config(tmp_path / "full", epochs=3), evaluate_fn=evaluate_mse, **data) as full:
+        full.fit()
+    cfg = run_config(tmp_path / "run", epochs=3)
+    with Trainer(make_model(0), cfg, evaluate_fn=crash_at(crash_in_epoch), **data) as first, pytest.raises(Crash):
+        first.fit()
+    log = _log_records(tmp_path / "run")
+    assert (log[-1]["split"], log[-1]["epoch"]) == ("train", crash_in_epoch)  # logged, then the crash
+    with Trainer(make_model(0), cfg, evaluate_fn=evaluate_mse, resume=True, **data) as resumed:
+        assert resumed.epoch == crash_in_epoch - 1
+        resumed.fit()
+    log = _log_records(tmp_path / "run")
+    assert [(r["split"], r["epoch"]) for r in log] == [(s, e) for e in (1, 2, 3) for s in ("train", "val")]
+    assert log == _log_records(tmp_path / "full")
+
+
 def test_resume_errors(tmp_path):
     data = (Regression(16), Regression(8))
     with pytest.raises(FileNotFoundError, match="missing"):

@@ -10,8 +10,8 @@ The price: memory freed below the top of the heap stays with the process until i
 the peak (one HieraMamba query over 36k clips: 3.96 instead of 3.70 GiB; MLVTG over 65,536 clips: 10.45 instead of
 8.36 GiB).
 
-The ``vidmamba`` command applies it at start; ``VIDMAMBA_KEEP_FREED_MEMORY=0`` turns that off. A library user calls
-it once, early.
+The ``vidmamba`` command applies it at start; ``VIDMAMBA_KEEP_FREED_MEMORY=0`` (or ``false`` / ``off`` / ``no``) turns
+that off. A library user calls it once, early.
 """
 from __future__ import annotations
 
@@ -20,16 +20,26 @@ import ctypes.util
 import os
 import platform
 
+from vidmamba.errors import InputError
+
 M_TRIM_THRESHOLD = -1  # glibc <malloc.h> parameter numbers
 M_MMAP_MAX = -4
 TRIM_THRESHOLD = 2**31 - 1  # the largest value mallopt takes (an int)
 ENV_SWITCH = "VIDMAMBA_KEEP_FREED_MEMORY"
+OFF, ON = ("0", "false", "off", "no"), ("1", "true", "on", "yes", "")  # any case; unset or empty: on
 
 
 def keep_freed_memory() -> bool:
     """Set glibc malloc to never mmap and to trim only above 2 GiB of free heap top. Returns True when applied;
-    False (and nothing changed) without glibc or with ``VIDMAMBA_KEEP_FREED_MEMORY=0`` in the environment."""
-    if os.environ.get(ENV_SWITCH, "1") == "0" or platform.libc_ver()[0] != "glibc":
+    False (and nothing changed) without glibc or with ``VIDMAMBA_KEEP_FREED_MEMORY`` off (0 / false / off / no) in
+    the environment; any other value than those and 1 / true / on / yes is an
+    :class:`~vidmamba.errors.InputError`."""
+    value = os.environ.get(ENV_SWITCH, "1")
+    switch = value.strip().lower()
+    if switch not in OFF + ON:
+        raise InputError(f"{ENV_SWITCH}={value!r}: expected 0 / false / off / no (turn it off) or 1 / true / on / yes "
+                         "(the default)")
+    if switch in OFF or platform.libc_ver()[0] != "glibc":
         return False
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
     return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))

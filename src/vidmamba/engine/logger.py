@@ -19,8 +19,9 @@ def _json_value(value):
 class MetricsLog:
     """Appends records to ``path`` by rewriting the whole file atomically (a crash never leaves a torn line).
 
-    Records carry an ``epoch`` field; ``truncate_after(epoch)`` drops those of later epochs, which a resumed run uses
-    to forget what was logged after the checkpoint it continues from.
+    Records carry a ``step`` field (optimizer steps done); ``truncate_after(step)`` drops those of later steps, which
+    a resumed run uses to forget what was logged after the checkpoint it continues from (a redone epoch is then
+    logged once).
     """
 
     def __init__(self, path, tensorboard_dir=None):
@@ -45,8 +46,9 @@ class MetricsLog:
                 except Exception as exc:  # noqa: BLE001 - a broken TB install must not stop training
                     warnings.warn(f"TensorBoard disabled: {exc}", stacklevel=2)
 
-    def truncate_after(self, epoch: int) -> None:
-        kept = [r for r in self.records if r.get("epoch", 0) <= epoch]
+    def truncate_after(self, step: int) -> None:
+        """Drop the records of steps after ``step`` (one atomic rewrite of the file)."""
+        kept = [r for r in self.records if r.get("step", 0) <= step]
         if len(kept) != len(self.records):
             self.records = kept
             self._flush()

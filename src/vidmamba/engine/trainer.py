@@ -199,11 +199,11 @@ class Trainer:
                                   self.out_dir / "tensorboard" if self.config.tensorboard else None)
         if resume:
             self._resume(resume)
-        elif self.log is not None:
-            if (self.out_dir / "last").exists():
-                warnings.warn(f"{self.out_dir} already holds a run; starting fresh (pass resume=True to continue "
-                              "it) overwrites its log and checkpoints", stacklevel=3)
-            self.log.truncate_after(0)  # a fresh run in an old folder starts a fresh log
+        elif self.log is not None and (self.out_dir / "last").exists():
+            warnings.warn(f"{self.out_dir} already holds a run; starting fresh (pass resume=True to continue it) "
+                          "overwrites its log and checkpoints", stacklevel=3)
+        if self.log is not None:  # forget what was logged after the step this run starts from (0: a fresh log)
+            self.log.truncate_after(self.step)
 
     # ------------------------------------------------------------------ setup helpers
     def _train_sampler(self, train_data):
@@ -293,8 +293,6 @@ class Trainer:
             warnings.warn(f"checkpoint was written by {len(rng)} ranks, this run has {self.dist.world_size}; RNG "
                           "states are re-seeded, so the continuation is not bit-exact", stacklevel=3)
             seed_everything(self.config.seed + self.dist.rank + 7919 * self.epoch)
-        if self.log is not None:
-            self.log.truncate_after(self.epoch)
 
     def _warn_config_changes(self, ckpt: Checkpoint, state: dict) -> None:
         saved = ckpt.config.get("trainer", {})
