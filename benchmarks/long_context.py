@@ -375,7 +375,7 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--set", nargs="+", default=[], metavar="SECTION.KEY=VALUE", help="config overrides (YAML values)")
-    ap.add_argument("--short-epochs", type=int, default=3, help="epochs of the curriculum's first stage (128-clip "
+    ap.add_argument("--short-epochs", type=int, default=2, help="epochs of the curriculum's first stage (128-clip "
                     "windows) for the whole-video models; the rest of train.epochs on whole videos")
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads")
     ap.add_argument("--runs", type=Path, help="folder for the checkpoints (default: a temporary folder)")
