@@ -219,7 +219,7 @@ def _cmd_serve(args) -> int:
 def _cmd_demo(args) -> int:
     from vidmamba.demo import run_demo
 
-    results = run_demo(args.out)
+    results = run_demo(args.out, data_dir=args.data)
     golden = results.get("qvhighlights_official_eval")
     return 1 if golden and golden["mismatched"] else 0
 
@@ -345,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
                           description=f"Generate the synthetic grounding benchmark (cached under {CACHE_DIRS}), train "
                                       "MLVTG, its transformer twin and a per-clip model with one budget, score them.")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (results.json, figure)")
+    demo.add_argument("--data", type=Path, default=None,
+                      help="folder holding qvhighlights_eval/ (the official evaluation files): check our QVHighlights "
+                           "evaluation against them (default: $VIDMAMBA_DATA; neither: no check)")
     demo.set_defaults(func=_cmd_demo)
     return parser
 

@@ -5,8 +5,9 @@
 2. Trains MLVTG, its transformer twin and a per-clip no-context baseline on CPU with the same budget, predicts the
    val split and scores it with our implementation of the official QVHighlights evaluation; random predictions are
    scored the same way.
-3. When ``shared/data/qvhighlights_eval`` is found, checks that evaluation value for value against the official
-   metrics of the Moment-DETR sample predictions.
+3. Given a data folder (``vidmamba demo --data DIR``, else ``$VIDMAMBA_DATA``) holding ``qvhighlights_eval/`` (the
+   Moment-DETR sample predictions, the val annotations and their official metrics), checks that evaluation value for
+   value against the official metrics; without one the check is skipped.
 
 Writes ``<out>/results.json`` ({"models": {name: {metric: value}}, "seconds": ...}), ``<out>/figure.png`` and each
 model's run folder (checkpoints, metrics log, val predictions).
@@ -36,11 +37,26 @@ DEMO_TRAIN = {"epochs": 5, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "
               "length_pool_batches": 8}
 
 
-def find_shared_data() -> Path | None:
-    """``$VIDMAMBA_SHARED_DATA`` or the first ``shared/data`` found beside the working directory or this checkout."""
-    bases = [Path.cwd(), *Path.cwd().parents[:3], *Path(__file__).resolve().parents[:6]]
-    candidates = [os.environ.get("VIDMAMBA_SHARED_DATA"), *(base / "shared" / "data" for base in bases)]
-    return next((Path(c) for c in candidates if c and Path(c).is_dir()), None)
+DATA_ENV = "VIDMAMBA_DATA"
+OFFICIAL_EVAL_FILES = ("sample_val_preds.jsonl", "highlight_val_release.jsonl", "sample_val_preds_metrics_raw.json")
+
+
+def official_eval_folder(data_dir: Path | str | None = None) -> Path | None:
+    """``<data>/qvhighlights_eval`` for the official-evaluation check, ``data`` being ``data_dir`` (``--data``) or else
+    ``$VIDMAMBA_DATA``; None when neither is set (no search anywhere else). A named folder without the three
+    :data:`OFFICIAL_EVAL_FILES` there is an error naming what is missing."""
+    given = data_dir if data_dir is not None else os.environ.get(DATA_ENV) or None
+    if given is None:
+        return None
+    folder = Path(given) / "qvhighlights_eval"
+    missing = [name for name in OFFICIAL_EVAL_FILES if not (folder / name).is_file()]
+    if missing:
+        from vidmamba.errors import MissingFileError
+
+        source = "--data" if data_dir is not None else f"${DATA_ENV}"
+        raise MissingFileError(f"{source} {given}: {folder} lacks {', '.join(missing)} (the official QVHighlights "
+                               f"evaluation files; leave {source} unset to skip the check)")
+    return folder
 
 
 def _flatten(d, prefix=""):
@@ -50,11 +66,11 @@ def _flatten(d, prefix=""):
     return out
 
 
-def golden_qvhighlights(data_dir: Path) -> dict:
-    """Evaluate the official sample predictions and compare every leaf value with the official metrics JSON."""
+def golden_qvhighlights(root: Path) -> dict:
+    """Evaluate the official sample predictions in ``root`` (:func:`official_eval_folder`) and compare every leaf
+    value with the official metrics JSON."""
     from vidmamba.metrics.evaluate import evaluate_prediction_files
 
-    root = data_dir / "qvhighlights_eval"
     ours = evaluate_prediction_files("qvhighlights", root / "sample_val_preds.jsonl",
                                      root / "highlight_val_release.jsonl")
     official = _flatten(json.loads((root / "sample_val_preds_metrics_raw.json").read_text()))
@@ -133,14 +149,16 @@ def format_table(models: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def run_demo(out_dir: Path, threads: int | None = None) -> dict:
-    """Run the demo, print the table, write ``out_dir/results.json`` and ``out_dir/figure.png``; returns results."""
+def run_demo(out_dir: Path, threads: int | None = None, data_dir: Path | str | None = None) -> dict:
+    """Run the demo, print the table, write ``out_dir/results.json`` and ``out_dir/figure.png``; returns results.
+    ``data_dir``: the folder of the official-evaluation check (:func:`official_eval_folder`)."""
     from vidmamba.data.synthetic import GENERATOR_VERSION, ensure_grounding_benchmark
     from vidmamba.tasks import get_task
     from vidmamba.metrics.evaluate import evaluate_predictions
     from vidmamba.metrics.validation import GroundTruthError, read_jsonl
 
     start = time.perf_counter()
+    eval_folder = official_eval_folder(data_dir)          # a wrong folder fails before the minutes of training
     torch.set_num_threads(threads or os.cpu_count() or 1)
     out_dir = Path(out_dir)
     bench = ensure_grounding_benchmark(default_cache_dir() / f"synthetic_grounding_v{GENERATOR_VERSION}")
@@ -164,9 +182,8 @@ def run_demo(out_dir: Path, threads: int | None = None) -> dict:
     print("\nsynthetic grounding benchmark, val split, official QVHighlights metrics (%)\n"
           + format_table(results["models"]))
 
-    data_dir = find_shared_data()
-    if data_dir is not None and (data_dir / "qvhighlights_eval").is_dir():
-        golden = golden_qvhighlights(data_dir)
+    if eval_folder is not None:
+        golden = golden_qvhighlights(eval_folder)
         results["qvhighlights_official_eval"] = golden
         status = "all equal" if not golden["mismatched"] else f"MISMATCH {golden['mismatched']}"
         print(f"\nofficial QVHighlights evaluation check (Moment-DETR sample predictions): "
