@@ -120,7 +120,8 @@ def test_training_refuses_a_users_folder_named_last_before_the_first_step(tmp_pa
     (out / "last").mkdir(parents=True)
     (out / "last" / "todo.txt").write_text("mine\n")
     message = cli_error(["train", tiny_config(tmp_path, out)])
-    assert message.startswith(f"{out / 'last'} exists and is not a training checkpoint folder written by vidmamba")
+    assert message == (f"{out / 'last'} exists and is not a training checkpoint folder written by vidmamba (no "
+                       "readable meta.json of a vidmamba checkpoint); choose another output folder")
     assert snapshot(out / "last") == {"todo.txt": b"mine\n"}
 
 

@@ -152,11 +152,12 @@ def _run_marker(folder: Path) -> Path | None:
     return None
 
 
-def check_replaceable(folder, kind=None, force: bool = False) -> None:
+def check_replaceable(folder, kind=None, force: bool = False,
+                      force_hint: str | None = "force=True (vidmamba export: --force)") -> None:
     """Raise :class:`RunFolderError` unless :func:`save_checkpoint` may replace ``folder`` (and its ``.old``
     backup): each must be absent, or a checkpoint folder of ``kind`` holding only what vidmamba wrote there, or, with
     ``force``, any folder that neither is nor holds a training run (:data:`RUN_MARKERS`). A file or a link is never
-    replaced."""
+    replaced. ``force_hint``: how the caller's user asks for ``force`` (None: they cannot)."""
     folder = Path(folder)
     for path in (folder, backup_path(folder)):
         if not path.exists() and not path.is_symlink():
@@ -176,9 +177,10 @@ def check_replaceable(folder, kind=None, force: bool = False) -> None:
             raise RunFolderError(f"{path} is or holds a training run ({marker}); vidmamba never replaces a run: "
                                  "choose another output folder")
         if not force or path != folder:
+            remedy = (f", or pass {force_hint} to replace it" if force_hint else "") if path == folder else \
+                ", or move it away"
             raise RunFolderError(f"{path} exists and is not a {kind or 'training'} checkpoint folder written by "
-                                 f"vidmamba ({reason}); choose another output folder"
-                                 + (", or pass --force to replace it" if path == folder else ", or move it away"))
+                                 f"vidmamba ({reason}); choose another output folder{remedy}")
 
 
 class RunLock:

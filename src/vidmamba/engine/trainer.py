@@ -194,7 +194,7 @@ class Trainer:
         """Check the run folder and open its log (rank 0), then resume or start fresh."""
         if self.dist.is_main:
             for name in ("best", "last"):  # refuse folders of the user's files there now, not after an epoch
-                check_replaceable(self.out_dir / name)
+                check_replaceable(self.out_dir / name, force_hint=None)
             self.log = MetricsLog(self.out_dir / "metrics.jsonl",
                                   self.out_dir / "tensorboard" if self.config.tensorboard else None)
         if resume:

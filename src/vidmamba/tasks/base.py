@@ -254,7 +254,7 @@ def export_pretrained(run, out_dir, force: bool = False) -> Path:
     """Convert a trained run (its ``best`` checkpoint) or a checkpoint folder of a grounding task into a pretrained
     folder. An existing ``out_dir`` is replaced only when it is a pretrained folder vidmamba wrote (``force``: also a
     folder of other files that holds no run), checked before anything is loaded."""
-    check_replaceable(out_dir, FORMAT, force)
+    check_replaceable(out_dir, FORMAT, force, force_hint="--force")
     folder = run_checkpoint(run)
     model, experiment, task = load_trained(folder)
     if task.name not in EXPORTABLE_TASKS:
