@@ -1,7 +1,7 @@
 """The built-in demo (``vidmamba demo``): the synthetic grounding benchmark, three models, the official metrics.
 
-1. Generates (or re-uses from the cache) the seeded synthetic grounding benchmark (:mod:`vidmamba.data.synthetic`), written in the
-   QVHighlights on-disk format (:mod:`vidmamba.data.synthetic`).
+1. Generates (or re-uses from the cache) the seeded synthetic grounding benchmark, written in the QVHighlights
+   on-disk format (:mod:`vidmamba.data.synthetic`).
 2. Trains MLVTG, its transformer twin and a per-clip no-context baseline on CPU with the same budget, predicts the
    val split and scores it with our implementation of the official QVHighlights evaluation; random predictions are
    scored the same way.
