@@ -7,9 +7,12 @@ truth, several queries per window; a handful of val haystacks of 2k..50k clips w
 of 2-10 clips). Every model gets the same data, epochs, batch, optimiser and seed; the last epoch's EMA weights are
 scored (no selection on val). Val is also scored every ``train.eval_every`` epochs (``--curve-every``) for the
 learning curve only; ``--seeds`` trains each model once per seed and the summary gives mean ± sample std. Width:
-the config's ``embd_dim`` (MLVTG ``hidden_dim``). HieraMamba and MLVTG are scored on whole val videos; MLVTG
-predicts spans as fractions of its input's length, so it is also scored in half-overlapping windows of its training
-length (``data.eval_window``; the engine merges the windows by NMS). The transformer twin cannot attend over a whole
+the config's ``embd_dim`` (MLVTG ``hidden_dim``). HieraMamba is scored on whole val videos. MLVTG predicts spans in
+clips of its training length (``train_clips`` = ``data.max_clips``) and is trained with ``--mlvtg-negatives`` extra
+queries per window whose truth lies outside it (``data.negative_queries``); it answers a video longer than its
+training length in half-overlapping windows of that length on its own (``long_video: window``, the row "windows of
+128"), and is also scored reading each val video whole (``long_video: whole``, the row "whole videos"), from the same
+checkpoint. The transformer twin cannot attend over a whole
 long video in memory: it is scored in windows of ``--twin-window`` clips (default: the training length). A "random"
 row scores 5 random windows per query with the lengths of the events (mean of 20 draws).
 
@@ -40,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -61,9 +65,10 @@ def model_config(name: str, base: dict) -> dict:
     """The model section for ``name`` at the width of the HieraMamba config ``base``."""
     if name.startswith("hieramamba"):
         return {**base, "name": name}
-    # MLVTG: same width, 2 aligner blocks; no saliency labels on this data (saliency losses off, fg score only)
-    return {"name": name, "hidden_dim": base["embd_dim"], "num_layers": 2, "d_state": 16, "score_mode": "fg",
-            "w_sal_intra": 0.0, "w_sal_inter": 0.0, "max_windows": 10}
+    # MLVTG: same width, 2 aligner blocks; saliency labels = the moment's clips (UniVTG's interval -> curve labels);
+    # no input dropout or drop-path (HieraMamba has neither)
+    return {"name": name, "hidden_dim": base["embd_dim"], "num_layers": 2, "d_state": 16, "input_dropout": 0.0,
+            "drop_path": 0.0, "max_windows": 10}
 
 
 def learning_curve(log: list[dict]) -> list[dict]:
@@ -75,13 +80,26 @@ def learning_curve(log: list[dict]) -> list[dict]:
             for r in log if r["split"] == "train"]
 
 
-def run_model(name: str, config: dict, out_dir: Path, twin_window: int | None, seed: int = 0) -> list[dict]:
-    """Train ``name`` with ``seed`` and score it: one row, plus MLVTG's windowed scoring of the same checkpoint."""
+def score_whole(run_dir: Path) -> dict:
+    """The ``nlq`` brief metrics of an MLVTG run's last checkpoint reading every val video in one pass."""
+    model, config = NLQ.load_trained(run_dir / "last")
+    model.model.cfg.long_video = "whole"
+    data = NLQ.data_options(config["data"])
+    ds = NLQ.build_dataset(data, "val")
+    loader = DataLoader(ds, batch_size=1, shuffle=False, collate_fn=ds.collate)
+    return evaluate_predictions("nlq", NLQ.predict(model, loader, data), ground_truth_rows(ds))["brief"]
+
+
+def run_model(name: str, config: dict, out_dir: Path, twin_window: int | None, seed: int = 0,
+              negatives: int = 0) -> list[dict]:
+    """Train ``name`` with ``seed`` and score it: one row, plus MLVTG's whole-video scoring of the same checkpoint."""
     cfg = json.loads(json.dumps(config))
     twin_window = twin_window or cfg["data"]["max_clips"]
     cfg["model"] = model_config(name, config["model"])
     if name == "hieramamba-transformer":
         cfg["data"]["eval_window"] = twin_window
+    if name == "mlvtg":
+        cfg["data"]["negative_queries"] = negatives
     run_dir = out_dir / f"{name}-s{seed}"
     cfg["train"].update(out_dir=str(run_dir), progress=False, tensorboard=False, seed=seed)
     started = time.perf_counter()
@@ -96,11 +114,12 @@ def run_model(name: str, config: dict, out_dir: Path, twin_window: int | None, s
            "steps": summary["step"], "eval_window": cfg["data"].get("eval_window"), "curve": learning_curve(log)}
     if name != "mlvtg":
         return [row]
-    window = cfg["data"]["max_clips"]  # MLVTG's spans are fractions of its input: score it on training-length input
+    row["eval_window"] = model.model.cfg.train_clips  # it windows long videos itself
+    row["negative_queries"] = negatives
     started = time.perf_counter()
-    metrics, _ = NLQ.evaluate(run_dir / "last", run_dir / "windowed", data={"eval_window": window})
-    return [row, {**row, "metrics": {k: metrics["brief"][k] for k in KEYS},
-                  "eval_s": round(time.perf_counter() - started, 1), "eval_window": window, "curve": None}]
+    metrics = score_whole(run_dir)
+    return [row, {**row, "metrics": {k: metrics[k] for k in KEYS}, "eval_s": round(time.perf_counter() - started, 1),
+                  "eval_window": None, "curve": None}]
 
 
 def random_row(config: dict, draws: int = 20) -> dict:
@@ -191,6 +210,8 @@ def main(argv=None) -> int:
     ap.add_argument("--set", nargs="+", default=[], metavar="SECTION.KEY=VALUE",
                     help="override config values (YAML values), e.g. train.lr=2e-3 data.synthetic.queries_per_video=6")
     ap.add_argument("--twin-window", type=int, help="eval window of the twin (clips; default data.max_clips)")
+    ap.add_argument("--mlvtg-negatives", type=int, default=8, metavar="N",
+                    help="MLVTG: queries per training window whose truth lies outside it (data.negative_queries)")
     ap.add_argument("--threads", type=int, default=2, help="intra-op threads per model process")
     ap.add_argument("--parallel", action="store_true", help="train the runs at the same time, one process each")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -229,11 +250,12 @@ def main(argv=None) -> int:
             ctx = mp.get_context("spawn")
             with cf.ProcessPoolExecutor(len(jobs), mp_context=ctx, initializer=torch.set_num_threads,
                                         initargs=(args.threads,)) as pool:
-                futures = [pool.submit(run_model, name, config, runs, args.twin_window, seed) for name, seed in jobs]
+                futures = [pool.submit(run_model, name, config, runs, args.twin_window, seed, args.mlvtg_negatives)
+                           for name, seed in jobs]
                 result["rows"] += [row for f in futures for row in f.result()]
         else:
             for name, seed in jobs:
-                rows = run_model(name, config, runs, args.twin_window, seed)
+                rows = run_model(name, config, runs, args.twin_window, seed, args.mlvtg_negatives)
                 result["rows"] += rows
                 print(json.dumps([{k: r[k] for k in ("model", "seed", "metrics", "train_s", "eval_s")} for r in rows]),
                       file=sys.stderr, flush=True)

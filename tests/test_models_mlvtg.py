@@ -150,7 +150,7 @@ def test_loss_terms_and_total_match_hand_computed_univtg_losses():
     out = {"logits": torch.zeros(2, 2), "spans": torch.tensor([[[0.1, 0.5], [0.0, 0.0]], [[0.0, 0.0], [0.5, 0.9]]]),
            "video_feats": torch.stack([torch.stack([e0, e1])] * 2), "sentence": torch.stack([e0, e1]),
            "video_mask": torch.ones(2, 2, dtype=torch.bool), "num_clips": torch.tensor([2, 2]),
-           "saliency": torch.zeros(2, 2)}
+           "unit": torch.tensor([2.0, 2.0]), "saliency": torch.zeros(2, 2)}
     batch = {"foreground": torch.tensor([[True, False], [False, True]]),
              "windows": torch.tensor([[[0.0, 2.0]], [[2.0, 4.0]]]), "windows_mask": torch.ones(2, 1, dtype=torch.bool),
              "clip_length": [2.0, 2.0], "saliency": torch.tensor([[3.0, 1.0], [1.0, 3.0]])}

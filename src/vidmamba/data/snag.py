@@ -295,6 +295,7 @@ class SnagDataset(Dataset):
             "duration": [b["duration"] for b in batch],
             "sentences": [s for b in batch for s in b["sentences"]],
             "text_ids": [t for b in batch for t in b["text_ids"]],
+            **({"negative": torch.cat([b["negative"] for b in batch])} if all("negative" in b for b in batch) else {}),
         }
 
 
@@ -389,6 +390,12 @@ class SnagTrainDataset(SnagDataset):
     multiples of ``vid_stride``. Randomness comes from torch's global RNG (seeded and checkpointed by the trainer).
     Extra item key: ``offset`` (first input clip of the window).
 
+    ``negative_queries`` (default 0): each item also takes up to this many random other queries of the same video
+    whose ground truth lies wholly outside the item's window (item key ``negative`` (Q,) bool marks them): training
+    pairs without the truth, for a model that scores windows of a long video against each other (MLVTG). Their
+    ``segments_grid`` are clamped to the window like the others' and mean nothing; models that do not read
+    ``negative`` must not be given them.
+
     ``trunc_thresh`` (official HieraMamba: 0.5): windows and crops may cut a ground truth as long as MORE than this
     fraction of each one stays inside (:func:`threshold_window`; crops are then not lengthened to hold the ground
     truth); when no window keeps that much, the whole-keeping rule above decides. None (default): ground truth is
@@ -396,7 +403,8 @@ class SnagTrainDataset(SnagDataset):
     """
 
     def __init__(self, *args, max_clips: int | None = None, max_queries: int | None = None,
-                 crop_ratio: Sequence[float] | None = None, trunc_thresh: float | None = None, **kwargs):
+                 crop_ratio: Sequence[float] | None = None, trunc_thresh: float | None = None,
+                 negative_queries: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         if max_clips is not None and max_clips < 1:
             raise ValueError(f"max_clips must be >= 1 (input clips per training window), got {max_clips}")
@@ -409,6 +417,9 @@ class SnagTrainDataset(SnagDataset):
                              f"keeps; official 0.5) or null, got {trunc_thresh}")
         self.max_clips, self.max_queries, self.crop_ratio = max_clips, max_queries, crop_ratio
         self.trunc_thresh = trunc_thresh
+        if negative_queries < 0:
+            raise ValueError(f"negative_queries must be >= 0, got {negative_queries}")
+        self.negative_queries = negative_queries
         self.samples: list[tuple[int, list[int]]] = []  # (video index, query indices)
         for vi, v in enumerate(self.videos):
             spans = self._clip_spans(v, range(len(v.queries)))
@@ -449,4 +460,24 @@ class SnagTrainDataset(SnagDataset):
         # a span longer than the window keeps only its part inside it
         item["segments_grid"] = grid.clamp(-0.5 / self.vid_stride, (length - 0.5) / self.vid_stride)
         item["offset"] = start
+        if self.negative_queries:
+            self._add_negatives(item, self.videos[vi], group, start, length)
         return item
+
+    def _add_negatives(self, item: dict, v: SnagVideo, group: list[int], start: int, length: int) -> None:
+        """Append to ``item`` up to ``negative_queries`` random queries of ``v`` outside ``group`` whose ground truth
+        lies wholly outside the input clips ``[start, start + length)``, and the ``negative`` flags."""
+        others = [q for q in range(len(v.queries)) if q not in group]
+        outside = [q for q, (a, b) in zip(others, self._clip_spans(v, others))
+                   if b + 0.5 <= start or a - 0.5 >= start + length]
+        picked = sorted(outside[i] for i in torch.randperm(len(outside))[: self.negative_queries].tolist())
+        item["negative"] = torch.arange(len(group) + len(picked)) >= len(group)
+        if not picked:
+            return
+        extra = self.load(v, picked)
+        for key in ("texts", "sentences", "text_ids"):
+            item[key] = item[key] + extra[key]
+        item["segments"] = torch.cat([item["segments"], extra["segments"]])
+        grid = extra["segments_grid"] - start / self.vid_stride
+        item["segments_grid"] = torch.cat([item["segments_grid"],
+                                           grid.clamp(-0.5 / self.vid_stride, (length - 0.5) / self.vid_stride)])

@@ -9,7 +9,8 @@ There is no public code; the paper follows UniVTG for encoders, heads, losses an
    clips (moment_detr / QD-DETR score saliency from the encoder output), so the aligner shapes the HD ranking directly;
 3. TL branch: type + sinusoidal position embeddings, ``[Q; V]`` -> aligner (MambaAligner: N x [LayerNorm ->
    BiMambaGated -> DropPath residual]) -> optional :class:`~vidmamba.models.llm_refiner.LLMRefiner` -> dense heads on
-   the video part: a foreground logit and sigmoid (left, right) distances around the clip's normalised centre;
+   the video part: a foreground logit and sigmoid (left, right) distances around the clip's centre, in units of the
+   span unit (below);
 4. losses (UniVTG): weighted BCE (or focal) foreground, smooth-L1 + GIoU on spans of foreground clips, saliency
    intra/inter InfoNCE, and (``w_sal_rank``) a pairwise margin ranking loss on graded saliency (TVSum's mean of 20
    annotators; moment_detr's hinge over all ordered clip pairs) and (``w_sal_reg``) a regression of ``saliency`` to the
@@ -18,9 +19,17 @@ There is no public code; the paper follows UniVTG for encoders, heads, losses an
 The aligner is pluggable (``MLVTGConfig.aligner``): "mamba" (MLVTG), "transformer" and "perclip" (the baselines in
 :mod:`vidmamba.models.aligners`). Choices where the paper is silent are listed in :class:`MLVTGConfig`.
 
-Time normalisation: a sample with T valid clips of ``clip_length`` seconds spans ``L = T * clip_length`` seconds;
-clip t's centre is ``(t + 0.5) / T`` and spans are predicted and supervised in units of L (UniVTG normalises by the
-feature extent as well). Predictions are converted back to seconds and clamped to ``[0, duration]``.
+Time unit: spans, the TEF columns and clip centres are measured in units of U clips: ``U = train_clips``, the input
+length the model is trained on (``span_unit: train_clips``, the default), so a prediction does not depend on how long
+the input is; or U = each input's own length T (``span_unit: input``, UniVTG's normalisation by the feature extent).
+The two are the same function on a ``train_clips``-long input (QVHighlights: 75 clips). Clip t's centre is
+``(t + 0.5) / U``; predictions are converted back to seconds (x U x ``clip_length``) and clamped to ``[0, duration]``.
+
+Long inputs: a video longer than ``train_clips`` is answered in half-overlapping windows of ``train_clips`` clips
+(``long_video: window``, the default; ``whole`` reads it in one pass): every window's per-clip candidates, shifted to
+the video's time, are pooled and decoded as one input's (score sort, temporal NMS), each clip's saliency is the mean
+over the windows that hold it. The scores are comparable across windows when the model was trained on windows that
+lack the truth too (``data.negative_queries`` of the ``nlq`` task).
 """
 from __future__ import annotations
 
@@ -41,6 +50,8 @@ from vidmamba.nn.mask import batch_mask, masked_fill_pads
 
 FG_LOSSES = ("bce", "focal")
 SCORE_MODES = ("add", "fg")
+SPAN_UNITS = ("train_clips", "input")
+LONG_VIDEO = ("window", "whole")
 
 
 @dataclass
@@ -53,8 +64,15 @@ class MLVTGConfig(ModelConfig):
     dropout: dropout inside the aligner (transformer attention/MLP, per-clip MLP) and on nothing else (UniVTG 0).
     input_dropout: dropout in both input projection layers (UniVTG 0.5).
     drop_path: stochastic depth of the last aligner block, linearly increasing from 0 at the first (UniVTG 0.1).
-    use_tef: the model appends the 2 moment_detr temporal-endpoint columns ``[t/T, (t+1)/T]`` to the video itself
-        (``video_dim`` is then the raw feature width). Leave it False when the dataset already appends them.
+    use_tef: the model appends the 2 moment_detr temporal-endpoint columns ``[t/U, (t+1)/U]`` (U: the span unit) to
+        the video itself (``video_dim`` is then the raw feature width). Leave it False when the dataset already
+        appends them.
+    train_clips: the input length (clips) the model is trained on: the span unit, and the window of long inputs.
+        The tasks set it from the data when absent (the longest training input; the ``nlq`` task's ``max_clips``).
+    span_unit: "train_clips" (spans / TEF in units of ``train_clips``: independent of the input's length) or "input"
+        (UniVTG: units of each input's own length; spans of a long input then scale with it).
+    long_video: inputs longer than ``train_clips``: "window" (half-overlapping windows of ``train_clips``, merged)
+        or "whole" (one pass). ``window_batch``: windows per forward pass.
     use_txt_pos: add position embeddings to the text too (UniVTG default: video only).
     clip_length: seconds per clip when the batch has no ``clip_length``.
     head_layers / head_kernel: UniVTG's 3-layer Conv1d k=3 heads (the per-clip baseline forces k=1).
@@ -76,8 +94,6 @@ class MLVTGConfig(ModelConfig):
         20), ``residual``, ``causal``...).
     """
 
-    display_name = "MLVTG"
-
     video_dim: int = 2818
     text_dim: int = 512
     hidden_dim: int = 256
@@ -89,6 +105,10 @@ class MLVTGConfig(ModelConfig):
     input_dropout: float = 0.5
     drop_path: float = 0.1
     use_tef: bool = False
+    train_clips: int = 75
+    span_unit: str = "train_clips"
+    long_video: str = "window"
+    window_batch: int = 64
     use_txt_pos: bool = False
     clip_length: float = 2.0
     head_layers: int = 3
@@ -120,11 +140,13 @@ class MLVTGConfig(ModelConfig):
 
     def __post_init__(self):
         for name, value, allowed in (("aligner", self.aligner, tuple(ALIGNERS)), ("fg_loss", self.fg_loss, FG_LOSSES),
-                                     ("score_mode", self.score_mode, SCORE_MODES)):
+                                     ("score_mode", self.score_mode, SCORE_MODES),
+                                     ("span_unit", self.span_unit, SPAN_UNITS),
+                                     ("long_video", self.long_video, LONG_VIDEO)):
             if value not in allowed:
                 raise ValueError(f"MLVTGConfig.{name} must be one of {allowed}, got {value!r}")
         for name in ("video_dim", "text_dim", "hidden_dim", "num_layers", "max_windows", "head_layers",
-                     "rank_max_clips"):
+                     "rank_max_clips", "train_clips", "window_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"MLVTGConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.hidden_dim % 2:
@@ -156,8 +178,8 @@ def _per_sample(batch: dict, key: str, default, b: int, device) -> Tensor:
     return t.expand(b).clone() if t.dim() == 0 else t.reshape(b)
 
 
-def span_targets(windows: Tensor, windows_mask: Tensor, num_clips: Tensor, clip_length: Tensor, lv: int) -> Tensor:
-    """Per-clip regression target (b, lv, 2) in units of the feature extent ``T * clip_length``.
+def span_targets(windows: Tensor, windows_mask: Tensor, unit: Tensor, clip_length: Tensor, lv: int) -> Tensor:
+    """Per-clip regression target (b, lv, 2) in units of ``unit`` (b,) clips (``unit * clip_length`` seconds).
 
     Clip t ([t cl, (t+1) cl] s) regresses the annotated window (b, n, 2 seconds) it overlaps most (0 if none).
     """
@@ -170,7 +192,7 @@ def span_targets(windows: Tensor, windows_mask: Tensor, num_clips: Tensor, clip_
         return windows.new_zeros(windows.shape[0], lv, 2)
     best = overlap.argmax(-1)                                                             # (b, lv)
     target = torch.gather(windows, 1, best.unsqueeze(-1).expand(-1, -1, 2))
-    return target / (num_clips.to(windows.dtype) * clip_length)[:, None, None]
+    return target / (unit.to(windows.dtype) * clip_length)[:, None, None]
 
 
 def saliency_regression_loss(scores: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
@@ -234,11 +256,17 @@ class MLVTG(nn.Module):
                 raise ValueError(f"batch['{name}'] has NaN or Inf at valid steps")
         video = masked_fill_pads(video, vmask, 1)
         if self.cfg.use_tef:
-            n = vmask.sum(1, keepdim=True).to(video.dtype)
+            n = self.span_unit(vmask)[:, None].to(video.dtype)
             t = torch.arange(video.shape[1], device=video.device, dtype=video.dtype)[None]
             tef = masked_fill_pads(torch.stack([t / n, (t + 1) / n], dim=-1), vmask, 1)
             video = torch.cat([video, tef], dim=-1)
         return video, vmask, masked_fill_pads(text, tmask, 1), tmask
+
+    def span_unit(self, vmask: Tensor) -> Tensor:
+        """(b,) float: clips per unit of span and TEF: ``train_clips``, or each input's length (``span_unit: input``)."""
+        if self.cfg.span_unit == "input":
+            return vmask.sum(1).to(torch.float32)
+        return torch.full(vmask.shape[:1], float(self.cfg.train_clips), device=vmask.device)
 
     def _positions(self, x: Tensor, mask: Tensor) -> Tensor:
         """Sinusoidal positions (exact table for the padded length, so padding never changes a valid position)."""
@@ -263,12 +291,13 @@ class MLVTG(nn.Module):
         if self.post_saliency_head is not None:
             saliency = saliency + self.post_saliency_head(aligned, vmask).squeeze(-1)
 
-        n = vmask.sum(1, keepdim=True).to(offsets.dtype)
-        centre = (torch.arange(vmask.shape[1], device=v.device, dtype=offsets.dtype)[None] + 0.5) / n
+        unit = self.span_unit(vmask)
+        centre = (torch.arange(vmask.shape[1], device=v.device, dtype=offsets.dtype)[None] + 0.5) \
+            / unit[:, None].to(offsets.dtype)
         spans = torch.stack([centre - offsets[..., 0], centre + offsets[..., 1]], dim=-1)
         return {"logits": logits, "offsets": offsets, "spans": masked_fill_pads(spans, vmask, 1),
                 "saliency": saliency, "video_feats": v, "sentence": sentence, "video_mask": vmask,
-                "num_clips": vmask.sum(1)}
+                "num_clips": vmask.sum(1), "unit": unit}
 
     # -- losses -------------------------------------------------------------------------------------------------------
     def losses(self, out: dict, batch: dict) -> dict:
@@ -287,7 +316,7 @@ class MLVTG(nn.Module):
             wmask = torch.ones(windows.shape[:2], dtype=torch.bool, device=windows.device) if wmask is None \
                 else wmask.to(windows.device)
             cl = _per_sample(batch, "clip_length", cfg.clip_length, logits.shape[0], logits.device)
-            target = span_targets(windows, wmask, out["num_clips"], cl, logits.shape[1])
+            target = span_targets(windows, wmask, out["unit"], cl, logits.shape[1])
             terms["loss_span"] = cfg.w_span * smooth_l1_span_loss(out["spans"], target, fg)
             terms["loss_giou"] = cfg.w_giou * giou_loss(out["spans"], target, fg)
         if batch.get("saliency") is not None:
@@ -322,35 +351,76 @@ class MLVTG(nn.Module):
         prob = torch.sigmoid(out["logits"])
         return prob + out["saliency"] if self.cfg.score_mode == "add" else prob
 
+    def _clip_candidates(self, video: Tensor, vmask: Tensor, text: Tensor, tmask: Tensor) -> tuple:
+        """One forward pass: every valid clip's window (b, lv, 2) in clips of its input, score (b, lv), saliency."""
+        out = self.encode({"video": video, "video_mask": vmask, "text": text, "text_mask": tmask})
+        return out["spans"] * out["unit"][:, None, None], self.scores(out), out["saliency"]
+
+    def _windowed_candidates(self, video: Tensor, text: Tensor, tmask: Tensor) -> tuple:
+        """One long input ``video`` (T, d) with its query ``text`` (L, dq): the candidates of half-overlapping windows
+        of ``train_clips`` clips shifted to the input's clips (k, 2), their scores (k,) and each clip's saliency (T,),
+        the mean over the windows that hold it."""
+        n, w = video.shape[0], self.cfg.train_clips
+        starts = list(range(0, n - w, max(1, w // 2))) + [n - w]
+        segs, scores = [], []
+        sal_sum, count = video.new_zeros(n), video.new_zeros(n)
+        for i in range(0, len(starts), self.cfg.window_batch):
+            chunk = starts[i:i + self.cfg.window_batch]
+            k = len(chunk)
+            spans, score, sal = self._clip_candidates(
+                torch.stack([video[a:a + w] for a in chunk]), torch.ones(k, w, dtype=torch.bool, device=video.device),
+                text.expand(k, *text.shape), tmask.expand(k, *tmask.shape))
+            for j, a in enumerate(chunk):
+                segs.append(spans[j] + a)
+                scores.append(score[j])
+                sal_sum[a:a + w] += sal[j]
+                count[a:a + w] += 1
+        return torch.cat(segs), torch.cat(scores), sal_sum / count
+
+    def candidates(self, batch: dict) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """Per sample: every candidate window (k, 2) in clips of the sample, its score (k,) and each valid clip's
+        saliency (T,). An input longer than ``train_clips`` is read in windows (``long_video: window``)."""
+        video, vmask, text, tmask = batch["video"], batch_mask(batch, "video", batch["video"]), batch["text"], \
+            batch_mask(batch, "text", batch["text"])
+        lengths = vmask.sum(1).tolist()
+        long = [self.cfg.long_video == "window" and n > self.cfg.train_clips for n in lengths]
+        rows = [i for i, is_long in enumerate(long) if not is_long]
+        result: list = [None] * len(lengths)
+        if rows:
+            spans, scores, sal = self._clip_candidates(video[rows], vmask[rows], text[rows], tmask[rows])
+            for j, i in enumerate(rows):
+                result[i] = (spans[j, :lengths[i]], scores[j, :lengths[i]], sal[j, :lengths[i]])
+        for i in (i for i, is_long in enumerate(long) if is_long):
+            result[i] = self._windowed_candidates(video[i, :lengths[i]], text[i], tmask[i])
+        return result
+
     @torch.no_grad()
     def predict(self, batch: dict) -> list[dict]:
         """Per sample: ``pred_relevant_windows`` [[st, ed, score], ...] in seconds (score-sorted, temporal NMS, at most
         ``max_windows``, clamped to [0, duration]) and ``pred_saliency_scores`` (one per valid clip), plus ``qid``,
-        ``vid``, ``query`` when the batch has them. Runs in eval mode and restores the previous mode."""
+        ``vid``, ``query`` when the batch has them. Inputs longer than ``train_clips`` are read in windows
+        (:meth:`candidates`). Runs in eval mode and restores the previous mode."""
         was_training = self.training
         self.eval()
         try:
-            out = self.encode(batch)
+            found = self.candidates(batch)
         finally:
             self.train(was_training)
         cfg = self.cfg
-        b = out["logits"].shape[0]
+        b = len(found)
         cl = _per_sample(batch, "clip_length", cfg.clip_length, b, "cpu")
-        n = out["num_clips"].cpu()
-        extent = n.to(torch.float32) * cl
+        extent = torch.tensor([float(len(sal)) for _, _, sal in found]) * cl
         duration = _per_sample(batch, "duration", extent, b, "cpu") if "duration" in batch else extent
-        scores, spans, sal = self.scores(out).float().cpu(), out["spans"].float().cpu(), out["saliency"].float().cpu()
         preds = []
-        for i in range(b):
-            k = int(n[i])
-            segs = (spans[i, :k] * extent[i]).clamp(min=0.0, max=float(duration[i]))
-            s = scores[i, :k]
+        for i, (spans, s, sal) in enumerate(found):
+            segs = (spans.float().cpu() * cl[i]).clamp(min=0.0, max=float(duration[i]))
+            s = s.float().cpu()
             top = s.argsort(descending=True, stable=True)[: cfg.max_before_nms]
             kept, kept_scores, _ = nms_1d(segs[top], s[top], "hard", cfg.nms_threshold,
                                            min_score=float("-inf"), max_num=cfg.max_windows)
             pred = {key: batch[key][i] for key in ("qid", "query", "vid") if key in batch}
             pred["pred_relevant_windows"] = [[float(a), float(e), float(c)]
                                              for (a, e), c in zip(kept.tolist(), kept_scores.tolist())]
-            pred["pred_saliency_scores"] = [float(x) for x in sal[i, :k].tolist()]
+            pred["pred_saliency_scores"] = [float(x) for x in sal.float().cpu().tolist()]
             preds.append(pred)
         return preds

@@ -19,6 +19,7 @@ Tasks: "qvhighlights", "moment_retrieval", "tvsum", "youtube" — the metric pro
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,15 @@ def ground_truth(data: dict, split: str, dataset) -> tuple[list[dict], str]:
         return read_jsonl(data[split], GroundTruthError), data[split]
     return ([{"qid": vid, "label": dataset.videos[vid].scores.tolist()} for vid in dataset.vids],
             str(Path(data["feature_root"]) / "tvsum_anno.json"))
+
+
+def training_clips(data: dict, dataset) -> int:
+    """Clips of the longest training video (the model's ``train_clips``), from the annotations: no feature file is
+    read (UMT layouts: the annotation's per-clip scores / matches; lighthouse: ``duration`` over the clip length)."""
+    if data["dataset"] in UMT_LAYOUTS:
+        return max(dataset.videos[vid].num_clips for vid in dataset.vids)
+    per_clip = 1.0 if duration_in_clips(data) else clip_length(data)
+    return max(math.ceil(a.duration / per_clip - 1e-6) for a in dataset.annotations)
 
 
 def duration_in_clips(data: dict) -> bool:
@@ -154,6 +164,7 @@ class GroundingTask(Task):
                 train_set.text_dim = data["text_dim"]
         set_from_data(model, video_dim=sum(data["video_dims"]), text_dim=data["text_dim"])
         model.setdefault("clip_length", clip_length(data))
+        model.setdefault("train_clips", training_clips(data, train_set))
 
     def build_model(self, config: dict) -> torch.nn.Module:
         return create_model(**config["model"])

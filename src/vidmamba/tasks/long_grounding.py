@@ -13,7 +13,9 @@ Config sections (see ``configs/hieramamba_*.yaml``):
   ``vid_stride`` (the seconds <-> grid conversion of :mod:`vidmamba.data.snag`); ``max_text_len``; training
   sampling: ``max_clips`` (input clips per training window; longer videos are cut at random keeping the ground
   truth), ``max_queries`` (per sample), ``crop_ratio``, ``trunc_thresh`` (null: ground truth kept whole; official
-  0.5: a window keeps more than half of each); ``eval_window`` (input clips: evaluate long videos in
+  0.5: a window keeps more than half of each), ``negative_queries`` (MLVTG only: per window, up
+  to this many other queries of the video whose truth lies outside it, trained as all-background, so the scores of
+  windows compare; MLVTG's ``train_clips`` is set to ``max_clips``); ``eval_window`` (input clips: evaluate long videos in
   half-overlapping windows merged by NMS, for models that cannot take a whole video; default whole videos);
   ``video_dims`` / ``text_dim``; ``clip_length`` (seconds per feature row; read off the training annotations when
   every video has the same fps, needed to answer a raw video with ``vidmamba predict VIDEO``).
@@ -32,7 +34,7 @@ from torch import nn
 
 from vidmamba.data.features import align_lengths
 from vidmamba.data.lighthouse import windows_to_foreground
-from vidmamba.data.snag import SnagDataset, SnagTrainDataset, load_snag_feature, load_snag_file
+from vidmamba.data.snag import SnagDataset, SnagTrainDataset, load_snag_feature, load_snag_file, seconds_to_grid
 from vidmamba.data.synthetic_long import SNAG_GRID
 from vidmamba.data.synthetic_long_context import ensure_synthetic_snag
 from vidmamba.engine.config import set_from_data
@@ -79,7 +81,8 @@ def build_dataset(data: dict, split: str, *, train: bool = False) -> SnagDataset
     args = (data["annotations"], split_name(data, split), data["video_features"], data["text_features"])
     if train:
         return SnagTrainDataset(*args, max_clips=data.get("max_clips"), max_queries=data.get("max_queries"),
-                                crop_ratio=data.get("crop_ratio"), trunc_thresh=data.get("trunc_thresh"), **kw)
+                                crop_ratio=data.get("crop_ratio"), trunc_thresh=data.get("trunc_thresh"),
+                                negative_queries=data.get("negative_queries", 0), **kw)
     return SnagDataset(*args, **kw)
 
 
@@ -87,6 +90,17 @@ def ground_truth_rows(dataset: SnagDataset) -> list[dict]:
     """One ``nlq`` ground-truth row per query: ``qid`` (text id), ``vid``, ``duration``, ``relevant_windows``."""
     return [{"qid": q.text_id, "query": q.sentence, "vid": v.vid, "duration": v.duration,
              "relevant_windows": [list(q.segment)]} for v in dataset.videos for q in v.queries]
+
+
+def training_clips(data: dict, train_set: SnagTrainDataset) -> int:
+    """Input clips of the longest training input: ``max_clips`` when training windows are cut, else the longest
+    training video's clip count (its duration on the input-clip grid)."""
+    if data.get("max_clips"):
+        return int(data["max_clips"])
+    ends = [seconds_to_grid(np.array([[0.0, v.duration]]), fps=v.fps, clip_size=train_set.clip_size,
+                            stride=train_set.stride, num_frames=v.num_frames, vid_stride=1)[0, 1]
+            for v in train_set.videos]
+    return int(max(ends)) + 1
 
 
 def timing(data: dict, fps: float) -> dict:
@@ -104,7 +118,9 @@ def moment_batch(batch: dict) -> dict:
 
     Time unit = one clip (``clip_length`` 1) with clip ``i`` spanning ``[i, i + 1]``, i.e. grid + 0.5; ``windows``
     (Q, 1, 2) is the query's segment in that unit, ``foreground`` the clips it overlaps, ``duration`` the clip count.
-    No saliency labels (the saliency losses are skipped).
+    ``saliency`` = ``foreground`` as 0 / 1 (UniVTG's interval -> curve labels). Queries flagged ``negative`` (their
+    truth is outside the window: :class:`~vidmamba.data.snag.SnagTrainDataset`'s ``negative_queries``) have no
+    foreground, no window and zero saliency.
     """
     qi = batch["query_index"]
     video, vmask = batch["video"][qi], batch["video_mask"][qi]
@@ -115,10 +131,13 @@ def moment_batch(batch: dict) -> dict:
         windows = (batch["segments_grid"].float() + 0.5).clamp(min=0)
         windows = torch.minimum(windows, lengths[:, None].float())
         out["windows"] = windows[:, None, :]
-        out["windows_mask"] = torch.ones(len(qi), 1, dtype=torch.bool, device=windows.device)
+        positive = ~batch["negative"].to(windows.device) if "negative" in batch else \
+            torch.ones(len(qi), dtype=torch.bool, device=windows.device)
+        out["windows_mask"] = positive[:, None]
         fg = [torch.from_numpy(windows_to_foreground([tuple(w)], video.shape[1], 1.0))
               for w in windows.detach().cpu().tolist()]
-        out["foreground"] = torch.stack(fg).to(vmask.device) & vmask
+        out["foreground"] = torch.stack(fg).to(vmask.device) & vmask & positive[:, None].to(vmask.device)
+        out["saliency"] = out["foreground"].float()  # UniVTG's interval -> curve labels: 1 inside the moment
     return out
 
 
@@ -257,6 +276,8 @@ class NLQTask(Task):
             data.setdefault("text_dim", load_snag_feature(data["text_features"], tid, "text",
                                                           item=f"text id {tid}")[0].shape[1])
             train_set.video_dims, train_set.text_dim = data["video_dims"], data["text_dim"]
+        if str(model.get("name", "")).startswith("mlvtg"):
+            model.setdefault("train_clips", training_clips(data, train_set))
         rates = {float(v.fps) for v in train_set.videos}
         if "clip_length" not in data and len(rates) == 1:
             data["clip_length"] = data["clip_stride"] / rates.pop()  # seconds per feature row
@@ -267,11 +288,14 @@ class NLQTask(Task):
         needs ``data.vid_stride`` 1: grid = input clips)."""
         model = create_model(**config["model"])
         if isinstance(model, MLVTG):
-            stride = config["data"].get("vid_stride", 1)
+            stride = config["data"]["vid_stride"]
             if stride != 1:
                 raise ValueError(f"{config['model']['name']} reads SnAG data one input clip per step; data.vid_stride "
                                  f"must be 1, got {stride}")
             model = PerQueryMomentAdapter(model)
+        elif config["data"].get("negative_queries"):
+            raise ConfigError(f"data.negative_queries: {config['model']['name']} does not read negative queries "
+                              f"(their segments would train as positives); set it to 0 or train an MLVTG model")
         return model
 
     def predict(self, model, loader, data: dict, device="cpu") -> list[dict]:
