@@ -24,6 +24,7 @@ from vidmamba.errors import InputError
 
 M_TRIM_THRESHOLD = -1  # glibc <malloc.h> parameter numbers
 M_MMAP_MAX = -4
+M_ARENA_MAX = -8
 TRIM_THRESHOLD = 2**31 - 1  # the largest value mallopt takes (an int)
 ENV_SWITCH = "VIDMAMBA_KEEP_FREED_MEMORY"
 OFF, ON = ("0", "false", "off", "no"), ("1", "true", "on", "yes", "")  # any case; unset or empty: on
@@ -43,3 +44,14 @@ def keep_freed_memory() -> bool:
         return False
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
     return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+def limit_arenas(n: int) -> bool:
+    """Let at most ``n`` glibc malloc arenas serve this process's threads (the default is 8 per core). With
+    :func:`keep_freed_memory` every arena keeps what it freed, so a server whose requests run on ever new threads
+    would hold up to one request's peak per arena; ``n`` = the requests run at once + 1 bounds that. Returns True when
+    applied (False without glibc)."""
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    return bool(libc.mallopt(M_ARENA_MAX, max(1, int(n))))

@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from vidmamba.allocator import keep_freed_memory
+from vidmamba.allocator import keep_freed_memory, limit_arenas
 from vidmamba.utils import hub_ref
 from vidmamba.errors import ConfigError, InputError, MissingFileError, VidmambaError, require_extra
 
@@ -203,11 +203,12 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_serve(args) -> int:
-    from vidmamba.serve import check_listen_address, make_predictor, serve
+    from vidmamba.serve import check_listen_address, default_workers, make_predictor, serve
 
     if args.video_dir is not None and not args.video_dir.is_dir():
         raise MissingFileError(f"--video-dir {args.video_dir}: no such folder")
     check_listen_address(args.host, args.port)
+    limit_arenas((args.workers or default_workers()) + 1)  # before any thread: freed memory is reused across requests
     for module in ("gradio", "matplotlib"):
         require_extra(module, "demo", "vidmamba serve")
     encoder = _check_video_inputs("vidmamba serve", args.encoder)
