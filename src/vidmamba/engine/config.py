@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass
@@ -68,6 +69,8 @@ def _coerce(value, kind):
             except (TypeError, ValueError):
                 pass
         raise TypeError
+    if kind is str and isinstance(value, os.PathLike):
+        return os.fspath(value)  # file and folder keys given as paths by a program
     if kind is bool or kind is str:
         if not isinstance(value, kind):
             raise TypeError
