@@ -51,12 +51,15 @@ def test_spans_are_offsets_in_training_clips_hand_case():
 @pytest.mark.parametrize("use_tef", [False, True])
 def test_paper_head_exactly_on_training_length_inputs(use_tef):
     """The same weights with spans in units of the input (UniVTG) and of train_clips: identical outputs on a 75-clip
-    (QVHighlights-length) input; on a 40-clip input the spans (and the TEF columns) differ."""
+    (QVHighlights-length) input; on a 40-clip input the spans (and the TEF columns) differ. A model without
+    ``train_clips`` (a checkpoint written before it existed) keeps UniVTG's head at every length, 200 clips too."""
     torch.manual_seed(0)
     new = create_model("mlvtg", **TINY, use_tef=use_tef, train_clips=75)
     old = create_model("mlvtg", **TINY, use_tef=use_tef, train_clips=75, span_unit="input")
+    legacy = create_model("mlvtg", **TINY, use_tef=use_tef)
     old.load_state_dict(new.state_dict())
-    new.eval(), old.eval()
+    legacy.load_state_dict(new.state_dict())
+    new.eval(), old.eval(), legacy.eval()
     text = torch.randn(5, 4)
     for T, same in ((75, True), (40, False)):
         batch = batch_of(torch.randn(T, 6), text)
@@ -66,6 +69,12 @@ def test_paper_head_exactly_on_training_length_inputs(use_tef):
         assert torch.equal(a["logits"], b["logits"]) == (same or not use_tef)
         if same:
             assert new.predict(batch) == old.predict(batch)
+    old.cfg.long_video = "whole"
+    for T in (40, 200):                        # no train_clips: UniVTG's unit, and a long input read whole
+        batch = batch_of(torch.randn(T, 6), text)
+        with torch.no_grad():
+            assert torch.equal(legacy(batch)["spans"], old(batch)["spans"])
+        assert legacy.predict(batch) == old.predict(batch)
 
 
 def test_windowed_candidates_hand_case():

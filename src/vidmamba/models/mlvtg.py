@@ -22,7 +22,8 @@ The aligner is pluggable (``MLVTGConfig.aligner``): "mamba" (MLVTG), "transforme
 Time unit: spans, the TEF columns and clip centres are measured in units of U clips: ``U = train_clips``, the input
 length the model is trained on (``span_unit: train_clips``, the default), so a prediction does not depend on how long
 the input is; or U = each input's own length T (``span_unit: input``, UniVTG's normalisation by the feature extent).
-The two are the same function on a ``train_clips``-long input (QVHighlights: 75 clips). Clip t's centre is
+The two are the same function on a ``train_clips``-long input (QVHighlights: 75 clips); a model without
+``train_clips`` uses the input's length. Clip t's centre is
 ``(t + 0.5) / U``; predictions are converted back to seconds (x U x ``clip_length``) and clamped to ``[0, duration]``.
 
 Long inputs: a video longer than ``train_clips`` is answered in half-overlapping windows of ``train_clips`` clips
@@ -68,7 +69,8 @@ class MLVTGConfig(ModelConfig):
         the video itself (``video_dim`` is then the raw feature width). Leave it False when the dataset already
         appends them.
     train_clips: the input length (clips) the model is trained on: the span unit, and the window of long inputs.
-        The tasks set it from the data when absent (the longest training input; the ``nlq`` task's ``max_clips``).
+        The tasks set it from the data when absent (the longest training input; the ``nlq`` task's ``max_clips``);
+        None (a model built without it, a checkpoint written before it existed): UniVTG's unit and no windows.
     span_unit: "train_clips" (spans / TEF in units of ``train_clips``: independent of the input's length) or "input"
         (UniVTG: units of each input's own length; spans of a long input then scale with it).
     long_video: inputs longer than ``train_clips``: "window" (half-overlapping windows of ``train_clips``, merged)
@@ -105,7 +107,7 @@ class MLVTGConfig(ModelConfig):
     input_dropout: float = 0.5
     drop_path: float = 0.1
     use_tef: bool = False
-    train_clips: int = 75
+    train_clips: int | None = None
     span_unit: str = "train_clips"
     long_video: str = "window"
     window_batch: int = 64
@@ -147,7 +149,7 @@ class MLVTGConfig(ModelConfig):
                 raise ValueError(f"MLVTGConfig.{name} must be one of {allowed}, got {value!r}")
         for name in ("video_dim", "text_dim", "hidden_dim", "num_layers", "max_windows", "head_layers",
                      "rank_max_clips", "train_clips", "window_batch"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"MLVTGConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.hidden_dim % 2:
             raise ValueError(f"MLVTGConfig.hidden_dim must be even (sinusoid position table), got {self.hidden_dim}")
@@ -263,8 +265,9 @@ class MLVTG(nn.Module):
         return video, vmask, masked_fill_pads(text, tmask, 1), tmask
 
     def span_unit(self, vmask: Tensor) -> Tensor:
-        """(b,) float: clips per unit of span and TEF: ``train_clips``, or each input's length (``span_unit: input``)."""
-        if self.cfg.span_unit == "input":
+        """(b,) float: clips per unit of span and TEF: ``train_clips``, or each input's length (``span_unit: input``
+        or no ``train_clips``)."""
+        if self.cfg.span_unit == "input" or self.cfg.train_clips is None:
             return vmask.sum(1).to(torch.float32)
         return torch.full(vmask.shape[:1], float(self.cfg.train_clips), device=vmask.device)
 
@@ -383,7 +386,8 @@ class MLVTG(nn.Module):
         video, vmask, text, tmask = batch["video"], batch_mask(batch, "video", batch["video"]), batch["text"], \
             batch_mask(batch, "text", batch["text"])
         lengths = vmask.sum(1).tolist()
-        long = [self.cfg.long_video == "window" and n > self.cfg.train_clips for n in lengths]
+        long = [self.cfg.long_video == "window" and self.cfg.train_clips is not None and n > self.cfg.train_clips
+                for n in lengths]
         rows = [i for i, is_long in enumerate(long) if not is_long]
         result: list = [None] * len(lengths)
         if rows:
