@@ -25,6 +25,7 @@ def run_child(mode, **env):
     return out[0] == "True", int(out[1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only (a no-op elsewhere)")
 def test_freed_blocks_are_reused():
     applied, faults_keep = run_child("keep")
@@ -35,6 +36,7 @@ def test_freed_blocks_are_reused():
     assert faults_keep < pages // 10     # kept: the freed block is reused
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", ["0", "false", "off", "no", "OFF", "False"])
 def test_environment_switch_turns_it_off(value):
     applied, _ = run_child("keep", VIDMAMBA_KEEP_FREED_MEMORY=value)

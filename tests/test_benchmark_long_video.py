@@ -18,6 +18,7 @@ def _rows(path):
     return {(r["model"], r["mode"], r["length"]): r for r in json.loads(path.read_text())["rows"]}
 
 
+@pytest.mark.slow
 def test_tiny_run_then_timeout_replaces_only_its_row(tmp_path):
     out = tmp_path / "res.json"
     lv.main(TINY + ["--models", "mlvtg", "--lengths", "64", "--out", str(out)])
@@ -47,6 +48,7 @@ def test_tiny_run_then_timeout_replaces_only_its_row(tmp_path):
     assert "timeout (> 0.5 s)" in lv.render(data)
 
 
+@pytest.mark.slow
 def test_memory_cap_gives_oom_and_skips_longer_lengths(tmp_path):
     # tiny twin, 2 heads: the attention scores at 8192 clips alone are 2 * 8192^2 * 4 B = 512 MiB > the 0.5 GiB cap
     # (which also has to hold the ~0.25 GiB of interpreter and torch); the 1024-clip warm-up needs 8 MiB

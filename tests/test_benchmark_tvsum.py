@@ -83,6 +83,7 @@ def test_summary_picks_score_and_epoch_on_cv_only(monkeypatch):
     assert out["honest_score_parts"]["add"]["mean"] == pytest.approx(10.5)
 
 
+@pytest.mark.slow
 def test_real_data_rotations_and_baselines(shared_data):
     root = shared_data / "tvsum_umt"
     if not root.is_dir():

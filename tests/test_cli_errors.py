@@ -47,6 +47,7 @@ def nlq(tmp_path_factory):
     return tmp, root, config
 
 
+@pytest.mark.slow
 def test_first_contact_mistakes_are_one_line(tmp_path):
     assert "config file not found: nope.yaml" in one_line_error(["train", "nope.yaml"], cwd=tmp_path)
     (tmp_path / "bad.yaml").write_text("task: bogus\nmodel: {name: mlvtg}\ndata: {}\ntrain: {}\n")
@@ -65,6 +66,7 @@ def test_first_contact_mistakes_are_one_line(tmp_path):
                                                                cwd=tmp_path)
 
 
+@pytest.mark.slow
 def test_debug_shows_the_traceback(tmp_path):
     for argv, env in ((["--debug", "train", "nope.yaml"], None), (["train", "nope.yaml", "--debug"], None),
                       (["train", "nope.yaml"], {"VIDMAMBA_DEBUG": "1"})):
@@ -72,6 +74,7 @@ def test_debug_shows_the_traceback(tmp_path):
         assert code == 1 and err[0].startswith("Traceback") and err[-1].endswith("config file not found: nope.yaml")
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_task_is_named(grounding_run, nlq, cli_error):
     g_tmp, _, g_config = grounding_run
     n_tmp, _, n_config = nlq
@@ -82,6 +85,7 @@ def test_a_checkpoint_of_another_task_is_named(grounding_run, nlq, cli_error):
     assert "trained for task 'nlq' (hieramamba), which cannot be scored with task 'qvhighlights'" in message
 
 
+@pytest.mark.slow
 def test_export_of_a_long_video_checkpoint_says_what_to_use(nlq, tmp_path, cli_error):
     n_tmp, _, _ = nlq
     message = cli_error(["export", n_tmp / "run", "--out", tmp_path / "pre"])
@@ -136,6 +140,7 @@ def test_a_training_line_without_windows_is_named(grounding_run, tmp_path, cli_e
     assert str(train) in message and "line 4" in message and "relevant_windows" in message
 
 
+@pytest.mark.slow
 def test_hieramamba_feature_file_with_the_wrong_npz_key_names_the_key(nlq, tmp_path, cli_error):
     n_tmp, root, _ = nlq
     vid = next(p.stem for p in (root / "video").glob("*.npy"))

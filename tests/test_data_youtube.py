@@ -211,6 +211,7 @@ def test_label_targets_give_mlvtg_aligner_and_heads_a_gradient(tmp_path):
     assert grad_norm("aligner.") > 0 and grad_norm("head.") > 0
 
 
+@pytest.mark.slow
 def test_youtube_task_trains_evaluates_and_scores_through_the_cli(tmp_path):
     """configs/mlvtg_youtube.yaml end to end on the UMT fixture: train, evaluate the checkpoint (HL-mAP of the val
     video), and score the written predictions again with `vidmamba evaluate youtube --submission --gt`."""

@@ -126,6 +126,7 @@ def test_exact_resume_after_kill(tmp_path):
     _check_exact_resume(tmp_path, num_workers=0)
 
 
+@pytest.mark.slow
 def test_exact_resume_with_loader_workers(tmp_path):
     _check_exact_resume(tmp_path, num_workers=1)
 
@@ -299,6 +300,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("length_pool_batches", [0, 2])
 def test_ddp_two_processes_match_one_process(tmp_path, length_pool_batches):
     train, val = _ddp_data()

@@ -53,6 +53,7 @@ def digest(proc):
     return out.split()[-1]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not kernel_available(), reason="numba not importable")
 def test_training_is_bit_identical_cold_warm_and_busy(tmp_path):
     cold = digest(start(tmp_path))                         # empty cache: every kernel compiled in the process

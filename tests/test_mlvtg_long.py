@@ -169,6 +169,7 @@ def needle_window(rng, patterns, length, events, noise=1.0):
 STEPS = 150
 
 
+@pytest.mark.slow
 def test_trained_mlvtg_ranks_the_window_holding_the_truth_first():
     """Needles: 6 event classes (a pattern each, 3..6 clips) in noise; the query names a class (its text token). A
     tiny MLVTG trained on 32-clip windows, half of them without the queried event (negatives), then asked about

@@ -470,6 +470,7 @@ def test_registry_presets_and_twin():
     assert m.acc_proj is None and m.spc_proj is None and m.backbone.cfg.stride == 2
 
 
+@pytest.mark.slow
 def test_tiny_model_overfits_a_tiny_batch():
     torch.manual_seed(0)
     model = HieraMamba(HieraMambaConfig(**{**MODEL_TINY, "num_blocks": 2, "dropout": 0.0, "drop_path": 0.0,

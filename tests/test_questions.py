@@ -131,6 +131,7 @@ class _FakeEK100:
         return self.items[i]
 
 
+@pytest.mark.slow
 def test_question_dataset_feeds_mambavl_and_embedding_gets_no_gradient():
     gen = QuestionGenerator(VERBS, NOUNS, seed=0)
     vocab = WordVocab.from_generator(gen, dim=10, seed=0)

@@ -93,6 +93,7 @@ def test_export_replaces_its_own_export_only(runs, cli_error):
     assert {k: v for k, v in snapshot(out).items()} == {k: v for k, v in before.items() if k != "README.md"}
 
 
+@pytest.mark.slow
 def test_export_refusal_through_the_installed_entry_point(runs):
     before = snapshot(runs / "runs")
     proc = subprocess.run([str(ENTRY_POINT), "export", "runs/a", "--out", "runs", "--force"], cwd=runs,
@@ -135,6 +136,7 @@ def _wait_for(path: Path, proc, timeout=240.0):
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_one_writer_per_run_folder_even_after_kill_9(tmp_path):
     """Two real `vidmamba train` processes into one out_dir: the second gets one line and exit 2 and changes
     nothing; the lock dies with its holder (kill -9), so a resume afterwards goes ahead."""

@@ -123,6 +123,7 @@ def _shown_query(driver) -> str:
     return driver.find_element(By.CSS_SELECTOR, "#vm-moments .vm-moments b").text
 
 
+@pytest.mark.slow
 def test_browser_query_seek_and_separate_sessions(app_url, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

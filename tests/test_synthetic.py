@@ -232,6 +232,7 @@ def _auc(score, pos):
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+@pytest.mark.slow
 def test_temporal_context_is_needed(tmp_path):
     """A ridge probe on a clip's features ranks the clips of a video by 'inside the query's window' worse than the
     same probe that also sees the mean features of the clip and its two neighbours (mean per-query ROC AUC on val).

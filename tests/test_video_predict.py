@@ -182,6 +182,7 @@ def test_pretrained_folder_without_dataset_uses_its_own_conventions(pipeline, tm
     assert results[0]["results"] == results[1]["results"]
 
 
+@pytest.mark.slow
 def test_hieramamba_answers_a_video_file_end_to_end(pipeline, tmp_path):
     """HieraMamba trained through `vidmamba train configs/hieramamba_clip.yaml` on the CLIP features `extract` wrote
     (SnAG json at fps 0.5: one frame per 2-s clip) answers `vidmamba predict VIDEO "query"` with the same contract as
