@@ -102,6 +102,16 @@ def test_windowed_prediction_shifts_and_merges(vid_stride, peak):
     assert predict_windowed(model, batch, window=31)[0] == model.predict(batch)[0]
 
 
+def test_trunc_thresh_reaches_the_training_windows(tmp_path):
+    """data.trunc_thresh (the official HieraMamba crop rule) is a checked key that the training dataset receives."""
+    root = make_snag(tmp_path, 6, 4)
+    train = build_dataset(data_options(data_section(root, max_clips=20, trunc_thresh=0.5)), "train", train=True)
+    assert train.trunc_thresh == 0.5
+    assert build_dataset(data_options(data_section(root, max_clips=20)), "train", train=True).trunc_thresh is None
+    with pytest.raises(ValueError, match="trunc_thresh"):
+        build_dataset(data_options(data_section(root, trunc_thresh=1.5)), "train", train=True)
+
+
 def test_video_batches_split_queries_per_video(tmp_path):
     root = make_snag(tmp_path, 6, 4, lengths=(12, 20))
     ds = build_dataset(data_options(data_section(root)), "val")
