@@ -169,6 +169,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=0, help="vidmamba serve --workers (0: its default)")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results_serve_soak.json"))
     args = ap.parse_args()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip()  # the code the server runs: HEAD at the start
 
     with tempfile.TemporaryDirectory(prefix="vidmamba-soak-") as tmp:
         root = Path(tmp)
@@ -224,8 +226,7 @@ def main() -> None:
         "cpu": next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                      if line.startswith("model name")), platform.processor()),
         "cores": os.cpu_count(), "torch": torch.__version__,
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                 cwd=Path(__file__).parent).stdout.strip(),
+        "commit": commit,
     }
     text = json.dumps(result, indent=2)
     print(text)

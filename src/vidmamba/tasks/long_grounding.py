@@ -40,11 +40,11 @@ from vidmamba.data.synthetic_long_context import ensure_synthetic_snag
 from vidmamba.engine.config import set_from_data
 from vidmamba.engine.trainer import to_device
 from vidmamba.metrics.evaluate import evaluate_predictions
-from vidmamba.models import MLVTG, create_model
+from vidmamba.models import create_model
 from vidmamba.models.hieramamba import grid_timing
 from vidmamba.nn.nms import nms_1d
 from vidmamba.errors import ConfigError, InputError
-from vidmamba.tasks.base import Task, register
+from vidmamba.tasks.base import MomentTask, register
 from vidmamba.tasks.data_config import SnagData
 
 WINDOW_NMS_IOU = 0.7  # merging the predictions of overlapping evaluation windows (hard NMS)
@@ -247,7 +247,7 @@ def predict_rows(model: nn.Module, loader, data: dict, device="cpu") -> list[dic
 # ---------------------------------------------------------------------------------------------------------------------
 # the task
 # ---------------------------------------------------------------------------------------------------------------------
-class NLQTask(Task):
+class NLQTask(MomentTask):
     """Natural-language queries in long videos (SnAG batches: one video, several queries)."""
 
     family = "nlq"
@@ -284,10 +284,13 @@ class NLQTask(Task):
         set_from_data(model, video_dim=sum(data["video_dims"]), text_dim=data["text_dim"])
 
     def build_model(self, config: dict) -> nn.Module:
-        """The model of the config; lighthouse-batch models come wrapped in :class:`PerQueryMomentAdapter` (which
-        needs ``data.vid_stride`` 1: grid = input clips)."""
+        """The model of the config; lighthouse-batch models (``batch_format``) come wrapped in
+        :class:`PerQueryMomentAdapter` (which needs ``data.vid_stride`` 1: grid = input clips)."""
         model = create_model(**config["model"])
-        if isinstance(model, MLVTG):
+        if model.batch_format not in ("snag", "lighthouse"):
+            raise ConfigError(f"model.name: {config['model']['name']} does not find moments (it takes "
+                              f"{model.batch_format} batches); the nlq task trains hieramamba or mlvtg models")
+        if model.batch_format == "lighthouse":
             stride = config["data"]["vid_stride"]
             if stride != 1:
                 raise ValueError(f"{config['model']['name']} reads SnAG data one input clip per step; data.vid_stride "
@@ -328,10 +331,8 @@ class NLQTask(Task):
     @torch.no_grad()
     def predict_clips(self, model, config: dict, video: torch.Tensor, texts: list[torch.Tensor],
                       duration: float, fps: float | None = None) -> list[dict]:
-        """Moments of one video for several queries in one batch: ``video`` (T, D) input clips and ``texts``
-        [(L_i, Dq)] prepared as in training; ``fps`` of the frames the clips came from (default: from the
-        checkpoint's ``clip_length``). Per query ``{"windows": [[start_s, end_s, score], ...], "saliency": [T]}``
-        (the grid-step saliency repeated over the input clips of each step)."""
+        """See :meth:`MomentTask.predict_clips`: ``video`` (T, D) input clips; ``fps`` default from the checkpoint's
+        ``clip_length``; the saliency of each grid step is repeated over its input clips."""
         data = config["data"]
         if fps is None:
             fps = data["clip_stride"] / self.conventions(config)[0]
@@ -348,11 +349,10 @@ class NLQTask(Task):
 
     def read_feature_files(self, config: dict, video_files, query_file, *, fps: float | None = None,
                            duration: float | None = None) -> tuple:
-        """(video (T, D), [text (L, D)], {"duration": s, "fps"}) from SnAG feature files: one ``.npy`` / ``.pt`` /
-        ``.npz`` (T, C_i) per feature folder of the checkpoint, in its order, and the query's (L, D) text features
-        (``.npz``: the ``features`` / ``last_hidden_state`` arrays). ``fps`` (frames per
-        second of the video the features came from) maps the grid to seconds; ``duration`` defaults to the span
-        the features cover."""
+        """See :meth:`MomentTask.read_feature_files`, from SnAG feature files: one ``.npy`` / ``.pt`` / ``.npz``
+        (T, C_i) per feature folder of the checkpoint, in its order, and the query's (L, D) text features (``.npz``:
+        the ``features`` / ``last_hidden_state`` arrays). ``fps`` (needed) maps the grid to seconds: an input clip
+        every ``clip_stride * downsample`` frames; ``duration`` defaults to the span the features cover."""
         if fps is None or not fps > 0:
             raise InputError("predicting with an nlq (SnAG) checkpoint from feature files needs the video's frame "
                              "rate: pass --fps")
@@ -365,10 +365,10 @@ class NLQTask(Task):
         video = np.concatenate(align_lengths(arrays, files, mode="pad_last", item="video features"), axis=1)
         text = load_snag_file(query_file, "text", dim=data["text_dim"], item="query features")
         video, texts = self.prepare_inputs(config, video, [text])
+        stride = data["clip_stride"] * data["downsample"]
         if duration is None:
-            stride = data["clip_stride"] * data["downsample"]
             duration = ((len(video) - 1) * stride + data["clip_size"]) / fps
-        return video, texts, {"duration": float(duration), "fps": float(fps)}
+        return video, texts, {"duration": float(duration), "fps": float(fps), "clip_length": stride / fps}
 
 
 register(NLQTask("nlq", "avg"))  # avg: the Ego4D-NLQ average of R1@0.3, R1@0.5, R5@0.3, R5@0.5
