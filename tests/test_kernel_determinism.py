@@ -42,7 +42,7 @@ print(h.hexdigest())
 
 
 def start(cache_dir):
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir)}
+    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "NUMBA_CACHE_DIR": str(cache_dir)}     # as the CLI runs
     return subprocess.Popen([sys.executable, "-c", TRAIN], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 

@@ -31,12 +31,13 @@ from numba.extending import intrinsic, overload
 
 from vidmamba.ssm._kernel_cache import use_kernel_cache
 
-BLOCK = 64          # channels per thread block (measured, b=1 l=16k d=512 n=16: 16 -> 0.18 s, 32 -> 0.12, 64 -> 0.08)
+BLOCK = 64          # channels per thread block (measured, b=1 l=16k d=512 n=16: 16 -> 0.18 s, 32 -> 0.12, 64 -> 0.08);
+                    # a multiple of 8 (``_sum_block``)
 # error_model="numpy": divisions without Python's zero-division check, whose branch kept them from vectorising.
 # fastmath without reassociation (nor arcp, afn, nsz): multiply-adds may fuse and values are taken as finite, but no
 # sum is reordered. With full fastmath the order depended on where a kernel was compiled (a parallel wrapper's body
 # optimised on its own in the process that compiled it, re-optimised after linking in the cached object): a kernel
-# just compiled gave other gradients than the same kernel loaded from the cache. Channel sums use ``_lane_sum``.
+# just compiled gave other gradients than the same kernel loaded from the cache. Channel sums use ``_sum_block``.
 _FASTMATH = {"nnan", "ninf", "contract"}
 _JIT = dict(fastmath=_FASTMATH, nogil=True, error_model="numpy")
 
@@ -145,24 +146,30 @@ def _copy_state(h, full, c0, w, to_full):
                 h[k, i] = full[k, c0 + i]
 
 
-@njit(inline="always", **_JIT)
-def _lane_sum(v, w):
-    """sum(v[:w]) in a fixed order: 8 lanes (lane l adds v[l], v[l + 8], ...; the tail goes to lane 0), then a fixed
-    tree. Written out because the kernels compile without ``reassoc``: a plain ``s += v[i]`` would not vectorise."""
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = v.dtype.type(0.0)
-    w8 = w - w % 8
-    for i in range(0, w8, 8):
-        s0 += v[i]
-        s1 += v[i + 1]
-        s2 += v[i + 2]
-        s3 += v[i + 3]
-        s4 += v[i + 4]
-        s5 += v[i + 5]
-        s6 += v[i + 6]
-        s7 += v[i + 7]
-    for i in range(w8, w):
-        s0 += v[i]
-    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+@intrinsic
+def _sum_block(typingctx, v):
+    """sum(v) of a contiguous float array of ``BLOCK`` (a multiple of 8) in one fixed order: its 8-wide slices added
+    as LLVM vectors in a pairwise tree, then the 8 lanes in a pairwise tree. (The kernels compile without
+    ``reassoc``, so a plain ``s += v[i]`` would be one add at a time; these vectors need no reordering.)"""
+    if not (isinstance(v, types.Array) and v.ndim == 1 and v.layout == "C" and v.dtype in (types.float32,
+                                                                                         types.float64)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        vty = ir.VectorType(context.get_value_type(signature.return_type), 8)
+        vecs = [builder.load(builder.bitcast(builder.gep(data, [ir.Constant(ir.IntType(64), j)]), vty.as_pointer()),
+                             align=signature.return_type.bitwidth // 8) for j in range(0, BLOCK, 8)]
+        vecs = _pairwise(builder, vecs)
+        return _pairwise(builder, [builder.extract_element(vecs, ir.Constant(ir.IntType(32), i)) for i in range(8)])
+    return v.dtype(v), codegen
+
+
+def _pairwise(builder, values):
+    """((v0 + v1) + (v2 + v3)) + ...: a pairwise tree of fadds over a power-of-two count of LLVM values."""
+    while len(values) > 1:
+        values = [builder.fadd(values[i], values[i + 1]) for i in range(0, len(values), 2)]
+    return values[0]
 
 
 @_kernel()
@@ -236,7 +243,7 @@ def scan_bwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
         gdt = np.empty(BLOCK, u.dtype)
         acc = np.empty(BLOCK, u.dtype)
         dyf = np.empty(BLOCK, u.dtype)
-        terms_c = np.empty(BLOCK, u.dtype)                # per-channel terms of dC_t and dB_t, summed by _lane_sum
+        terms_c = np.empty(BLOCK, u.dtype)                # per-channel terms of dC_t and dB_t, summed by _sum_block
         terms_b = np.empty(BLOCK, u.dtype)
         dA_acc = np.zeros((n, BLOCK), u.dtype)
         for i in range(w):
@@ -289,8 +296,11 @@ def scan_bwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
                         gdt[i] += q * a_blk[k, i]
                         dA_acc[k, i] += q * dts[j, i]
                         dh[k, i] = decay[j, k, i] * dhv
-                    dC_part[bi, jb, t, gi, k] = _lane_sum(terms_c, w)
-                    dB_part[bi, jb, t, gi, k] = _lane_sum(terms_b, w)
+                    for i in range(w, BLOCK):             # a narrower last block: no terms there
+                        terms_c[i] = zero
+                        terms_b[i] = zero
+                    dC_part[bi, jb, t, gi, k] = _sum_block(terms_c)
+                    dB_part[bi, jb, t, gi, k] = _sum_block(terms_b)
                 for i in range(w):
                     c = c0 + i
                     du[bi, t, c] = dyf[i] * D[c] + gdtu[i] * dts[j, i]
