@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from vidmamba.allocator import keep_freed_memory, limit_arenas
+from vidmamba.threads import passive_openmp_waits
 from vidmamba.utils import hub_ref
 from vidmamba.errors import ConfigError, InputError, MissingFileError, VidmambaError, require_extra
 
@@ -354,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    passive_openmp_waits()  # before torch loads: idle OpenMP threads sleep instead of spinning on a busy machine
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("VIDMAMBA_DEBUG", "") not in ("", "0")
     try:
