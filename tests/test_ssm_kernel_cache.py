@@ -22,7 +22,8 @@ warnings.simplefilter("always")
 torch.set_num_threads(1)
 from vidmamba.ssm import selective_scan, selective_scan_ref
 g = torch.Generator().manual_seed(0)
-u = torch.randn(2, 70, 9, generator=g); dt = torch.rand(2, 70, 9, generator=g); A = -torch.rand(70, 3, generator=g) - 0.1
+u, dt = torch.randn(2, 70, 9, generator=g), torch.rand(2, 70, 9, generator=g)
+A = -torch.rand(70, 3, generator=g) - 0.1
 B, C = torch.randn(2, 3, 9, generator=g), torch.randn(2, 3, 9, generator=g)
 y = selective_scan(u, dt, A, B, C, impl="auto")
 ref, _ = selective_scan_ref(*(t.double() for t in (u, dt, A, B, C)))

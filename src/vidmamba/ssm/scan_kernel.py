@@ -2,8 +2,8 @@
 
 ``kernel_available()`` says whether the kernels can be used: numba imports (checked once, lazily: importing this
 module never imports numba) and no kernel failed to compile in this process (then one warning, and "auto" callers
-take the PyTorch path: ``KernelError``). ``selective_scan_kernel`` has the semantics of ``selective_scan_ref`` (mask and reverse handled inside the
-kernel, no flipped copies); the kernels themselves are in ``_numba_kernels.py``, run over ranges of (batch, channel
+take the PyTorch path: ``KernelError``). ``selective_scan_kernel`` has the semantics of ``selective_scan_ref``
+(mask and reverse handled inside the kernel, no flipped copies); the kernels themselves are in ``_numba_kernels.py``, run over ranges of (batch, channel
 block) pairs on ``torch.get_num_threads()`` threads (torch's own OpenMP threads where numba can share them) by
 ``_run_blocks``, which ``conv_kernel.py`` uses too.
 First-call JIT compilation is cached on disk in the user cache folder (``_kernel_cache.py``).
