@@ -10,6 +10,10 @@ fields, plus an optional ``preset`` ("ego4d", "mad", "madv2", "tacos") whose val
 One prediction contract per kind of model: every grounding model's ``predict(batch)`` returns one dict per query,
 ``{"pred_relevant_windows": [[start_s, end_s, score], ...] (score-sorted), "pred_saliency_scores": [one per clip]}``
 (MLVTG on lighthouse batches, HieraMamba on SnAG batches); MambaVL's ``predict`` returns verb / noun probabilities.
+Each model class declares the batches it takes, ``batch_format``: "lighthouse"
+(:meth:`vidmamba.data.lighthouse.MomentDataset.collate`: one sample per query), "snag"
+(:meth:`vidmamba.data.snag.SnagDataset.collate`: videos with several queries each) or "ek100"
+(:class:`vidmamba.data.ek100.EK100Dataset`).
 """
 from __future__ import annotations
 

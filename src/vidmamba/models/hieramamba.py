@@ -555,6 +555,8 @@ class HieraMamba(nn.Module):
       grid units); :meth:`detect` gives the raw (K, 3) grid detections.
     """
 
+    batch_format = "snag"  # the batches it takes (models/__init__.py: the formats and their datasets)
+
     def __init__(self, cfg: HieraMambaConfig | None = None, **overrides):
         super().__init__()
         cfg = HieraMambaConfig.resolve(cfg, overrides)

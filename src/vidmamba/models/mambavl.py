@@ -233,6 +233,8 @@ class MambaVL(nn.Module):
     :class:`~vidmamba.data.ek100.EK100Dataset`), such samples are left out of the loss.
     """
 
+    batch_format = "ek100"  # the batches it takes (models/__init__.py: the formats and their datasets)
+
     def __init__(self, cfg: MambaVLConfig | None = None, **overrides):
         super().__init__()
         self.cfg = cfg = MambaVLConfig.resolve(cfg, overrides)

@@ -224,6 +224,8 @@ class MLVTG(nn.Module):
     ``clip_length``, ``duration`` (per-sample lists), ``qid``, ``vid``, ``query`` (copied into predictions).
     """
 
+    batch_format = "lighthouse"  # the batches it takes (models/__init__.py: the formats and their datasets)
+
     def __init__(self, cfg: MLVTGConfig | None = None, **overrides):
         super().__init__()
         self.cfg = cfg = MLVTGConfig.resolve(cfg, overrides)

@@ -14,28 +14,29 @@ grounding, action) implements six steps; the skeleton here strings them together
 Training checkpoints store the experiment config (task, model, data, train) under ``"experiment"`` in their
 ``config.json``; :func:`load_trained` rebuilds a model from a run folder, a checkpoint folder or a pretrained folder
 (:mod:`vidmamba.tasks.pretrained`), :func:`predict_features` answers from feature files and
-:func:`export_pretrained` turns a run into a pretrained folder.
+:func:`export_pretrained` turns a run into a pretrained folder, both through the one-video inference that every task
+finding moments declares (:class:`MomentTask`). :data:`TASKS` is the one registry of tasks.
 """
 from __future__ import annotations
 
 import copy
 import json
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from vidmamba.data.lighthouse import DATASETS
 from vidmamba.engine.checkpoint import Checkpoint, CheckpointError, check_replaceable, load_weights, run_checkpoint
 from vidmamba.engine.config import TrainerConfig
 from vidmamba.engine.trainer import Trainer
 from vidmamba.errors import ConfigError, InputError
 from vidmamba.models import model_config
 from vidmamba.tasks.data_config import DataSection
-from vidmamba.tasks.pretrained import (EXPORTABLE_TASKS, FORMAT, PretrainedError, from_pretrained, is_hub_id,
-                                       save_pretrained)
+from vidmamba.tasks.pretrained import FORMAT, PretrainedError, from_pretrained, is_hub_id, save_pretrained
 from vidmamba.utils import atomic_write_text, no_such_folder
 
 EXPERIMENT_KEY = "experiment"
@@ -54,6 +55,7 @@ class Task:
     selection_metric: str = ""         # the checkpoint-selection metric (a percentage, higher is better)
     input_keys: tuple[str, ...] = ()   # data keys fixed by training (widths, encoders): evaluation keeps them
     data_config: type[DataSection] = DataSection  # the data section's keys, types and defaults
+    exportable: bool = False           # its checkpoints become pretrained folders (MomentTask.pretrained_data)
 
     def __init__(self, name: str, selection_metric: str):
         self.name, self.selection_metric = name, selection_metric
@@ -174,10 +176,51 @@ class Task:
         return metrics, rows
 
 
-TASKS: dict[str, Task] = {}
+class MomentTask(Task, ABC):
+    """A task whose checkpoints find moments of one video for text queries (the grounding and nlq families). Its
+    one-video inference is declared here, one signature per step, and is all that predict (feature files or a raw
+    video), serve and export use: :meth:`conventions` and :meth:`prepare_inputs` (a raw video's features, as the
+    training readers prepare them), :meth:`read_feature_files` (feature files, the same way), :meth:`predict_clips`
+    (the answer) and :meth:`pretrained_data` (what a pretrained folder stores, for :attr:`exportable` tasks)."""
+
+    @abstractmethod
+    def conventions(self, config: dict) -> tuple[float, bool]:
+        """(seconds per input clip a raw video is cut into, whether query tokens are L2-normalised) for the
+        checkpoint of experiment / pretrained ``config``."""
+
+    @abstractmethod
+    def prepare_inputs(self, config: dict, video: np.ndarray,
+                       texts: list[np.ndarray]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """A raw video's clip features (T, D) and its queries' token features [(L_i, Dq)] prepared as the training
+        readers prepare them: (video (T', D), [text (L_i', Dq)]) tensors."""
+
+    @abstractmethod
+    def read_feature_files(self, config: dict, video_files: list, query_file, *, fps: float | None = None,
+                           duration: float | None = None) -> tuple[torch.Tensor, list[torch.Tensor], dict]:
+        """(video (T, D), [text (L, Dq)], timing) from feature files, through the training readers. ``fps``: frame
+        rate of the video the features came from, ``duration``: its seconds (when the features alone do not tell).
+        ``timing``: ``duration`` (s), ``fps`` (for :meth:`predict_clips`; None when clips are fixed seconds) and
+        ``clip_length`` (seconds per saliency entry of the answer)."""
+
+    @abstractmethod
+    def predict_clips(self, model: nn.Module, config: dict, video: torch.Tensor, texts: list[torch.Tensor],
+                      duration: float, fps: float | None = None) -> list[dict]:
+        """Moments of one video for several queries in one batch: ``video`` (T, D) and ``texts`` [(L_i, Dq)]
+        prepared as in training, ``duration`` seconds, ``fps`` of the frames the clips came from (None: the
+        checkpoint's conventions). Per query ``{"windows": [[start_s, end_s, score], ...] (score-sorted),
+        "saliency": [T]}``."""
+
+    def pretrained_data(self, experiment: dict) -> dict:
+        """The inference conventions (``data`` of :mod:`vidmamba.tasks.pretrained`) of a trained experiment config;
+        only :attr:`exportable` tasks have them."""
+        raise PretrainedError(f"checkpoints of task {self.name!r} are not exported as pretrained folders")
+
+
+TASKS: dict[str, Task] = {}  # the one registry, name -> task: every list of task names is built from it
 
 
 def register(*tasks: Task) -> None:
+    """Add ``tasks`` to :data:`TASKS` (each family's module registers its tasks when imported)."""
     for task in tasks:
         TASKS[task.name] = task
 
@@ -227,47 +270,43 @@ def load_trained(ckpt) -> tuple[nn.Module, dict, Task]:
     return model.eval(), config, task
 
 
-def load_moment_model(ckpt) -> tuple[nn.Module, dict, Task]:
-    """:func:`load_trained` for a checkpoint that finds moments (its task has ``predict_clips``: the grounding and nlq
-    tasks); an action checkpoint is a :class:`TaskMismatchError` naming it."""
+def load_moment_model(ckpt) -> tuple[nn.Module, dict, MomentTask]:
+    """:func:`load_trained` for a checkpoint that finds moments (its task is a :class:`MomentTask`: the grounding
+    and nlq tasks); an action checkpoint is a :class:`TaskMismatchError` naming it."""
     model, config, task = load_trained(ckpt)
-    if not hasattr(task, "predict_clips"):
+    if not isinstance(task, MomentTask):
         raise TaskMismatchError(f"{ckpt}: a checkpoint of task {task.name!r} ({config['model'].get('name')}) does not "
                                 "find moments; score its data with vidmamba evaluate CONFIG --ckpt")
     return model, config, task
 
 
-def predict_features(ckpt, video_files, query_file, query: str = "", **timing) -> dict:
+def predict_features(ckpt, video_files, query_file, query: str = "", *, fps: float | None = None,
+                     duration: float | None = None) -> dict:
     """Moments and saliency for one video and one query from feature files, prepared exactly as in training (the
-    checkpoint's task reads them: ``read_feature_files``; ``timing``: ``fps`` / ``duration`` for nlq checkpoints).
-    Returns ``{"query", "windows": [[start_s, end_s, score], ...], "saliency": [...], "clip_length", "duration"}``."""
+    checkpoint's task reads them: :meth:`MomentTask.read_feature_files`; ``fps`` / ``duration`` of the video, which
+    nlq checkpoints need). Returns ``{"query", "windows": [[start_s, end_s, score], ...], "saliency": [...],
+    "clip_length", "duration"}``."""
     model, config, task = load_moment_model(ckpt)
     files = list(video_files) if isinstance(video_files, (list, tuple)) else [video_files]
-    video, texts, found = task.read_feature_files(config, files, query_file, **timing)
-    answer = task.predict_clips(model, config, video, texts, **found)[0]
-    length = task.conventions(config)[0] if "fps" not in found else \
-        config["data"]["clip_stride"] * config["data"]["downsample"] / found["fps"]
-    return {"query": query, **answer, "clip_length": length, "duration": found["duration"]}
+    video, texts, timing = task.read_feature_files(config, files, query_file, fps=fps, duration=duration)
+    answer = task.predict_clips(model, config, video, texts, timing["duration"], timing["fps"])[0]
+    return {"query": query, **answer, "clip_length": timing["clip_length"], "duration": timing["duration"]}
 
 
 def export_pretrained(run, out_dir, force: bool = False) -> Path:
-    """Convert a trained run (its ``best`` checkpoint) or a checkpoint folder of a grounding task into a pretrained
-    folder. An existing ``out_dir`` is replaced only when it is a pretrained folder vidmamba wrote (``force``: also a
-    folder of other files that holds no run), checked before anything is loaded."""
+    """Convert a trained run (its ``best`` checkpoint) or a checkpoint folder of an :attr:`~Task.exportable` task
+    into a pretrained folder (its data conventions: :meth:`MomentTask.pretrained_data`). An existing ``out_dir`` is
+    replaced only when it is a pretrained folder vidmamba wrote (``force``: also a folder of other files that holds
+    no run), checked before anything is loaded."""
     check_replaceable(out_dir, FORMAT, force, force_hint="--force")
     folder = run_checkpoint(run)
     model, experiment, task = load_trained(folder)
-    if task.name not in EXPORTABLE_TASKS:
+    if not task.exportable:
+        names = ", ".join(name for name, t in TASKS.items() if t.exportable)
         raise PretrainedError(f"{folder}: a checkpoint of task {task.name!r}; pretrained folders hold models of the "
-                              f"tasks {', '.join(EXPORTABLE_TASKS)} (use the run folder itself with predict / serve)")
-    src, model_cfg = experiment["data"], experiment["model"]
-    spec = DATASETS.get(src.get("dataset"))
-    data = {k: src[k] for k in ("video_features", "text_features", "video_dims", "text_dim", "normalize_video",
-                                "max_text_len", "dataset") if k in src}
-    data["clip_length"] = model_cfg.get("clip_length", spec.clip_length if spec else None)
-    if spec is not None:
-        data["normalize_text"] = spec.normalize_text
-    return save_pretrained(model, out_dir, {"model": model_cfg, "data": data}, task=task.name, force=force)
+                              f"tasks {names} (use the run folder itself with predict / serve)")
+    return save_pretrained(model, out_dir, {"model": experiment["model"], "data": task.pretrained_data(experiment)},
+                           task=task.name, force=force)
 
 
 def write_evaluation(out_dir, split: str, rows: list[dict], metrics: dict) -> None:
@@ -280,6 +319,6 @@ def write_evaluation(out_dir, split: str, rows: list[dict], metrics: dict) -> No
     atomic_write_text(out_dir / f"{split}_metrics.json", json.dumps(metrics, indent=4))
 
 
-__all__ = ["DEFAULT_TASK", "EXPERIMENT_KEY", "TASKS", "Task", "TaskMismatchError", "experiment_of", "export_pretrained",
-           "get_task", "load_moment_model", "load_trained", "predict_features", "register", "task_of",
-           "write_evaluation"]
+__all__ = ["DEFAULT_TASK", "EXPERIMENT_KEY", "TASKS", "MomentTask", "Task", "TaskMismatchError", "experiment_of",
+           "export_pretrained", "get_task", "load_moment_model", "load_trained", "predict_features", "register",
+           "task_of", "write_evaluation"]

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from vidmamba.data.collate import pad_sequences
 from vidmamba.data.features import l2_normalize, load_feature_array
-from vidmamba.data.lighthouse import (MomentDataset, get_dataset_spec, load_text_file, load_video_files,
+from vidmamba.data.lighthouse import (DATASETS, MomentDataset, get_dataset_spec, load_text_file, load_video_files,
                                       video_feature_path)
 from vidmamba.data.tvsum_umt import TVSUM_CLIP_LENGTH, TVSumUMTDataset
 from vidmamba.data.umt import I3D_DIM
@@ -39,7 +39,7 @@ from vidmamba.metrics.evaluate import evaluate_predictions
 from vidmamba.metrics.validation import GroundTruthError, read_jsonl
 from vidmamba.models import create_model
 from vidmamba.errors import ConfigError
-from vidmamba.tasks.base import Task, register
+from vidmamba.tasks.base import MomentTask, register
 from vidmamba.tasks.data_config import GroundingData
 
 UMT = "tvsum_umt"       # data.dataset value of the TVSum UMT layout
@@ -117,12 +117,17 @@ def predict_loader(model, loader: DataLoader, device="cpu", duration_in_clips: b
     return rows
 
 
-class GroundingTask(Task):
-    """Moment retrieval / highlight detection on lighthouse-style batches (one query per sample)."""
+class GroundingTask(MomentTask):
+    """Moment retrieval / highlight detection on lighthouse-style batches (one query per sample). ``exportable``:
+    its checkpoints become pretrained folders (tasks whose queries are text)."""
 
     family = "grounding"
     input_keys = ("video_dims", "text_dim")
     data_config = GroundingData
+
+    def __init__(self, name: str, selection_metric: str, exportable: bool = True):
+        super().__init__(name, selection_metric)
+        self.exportable = exportable
 
     def data_options(self, data: dict) -> dict:
         data = GroundingData.complete(data)
@@ -191,10 +196,8 @@ class GroundingTask(Task):
 
     @torch.no_grad()
     def predict_clips(self, model, config: dict, video: torch.Tensor, texts: list[torch.Tensor],
-                      duration: float) -> list[dict]:
-        """Moments of one video for several queries, all in one batch: ``video`` (T, D) and ``texts`` [(L_i, Dq)]
-        prepared as in training. Returns per query ``{"windows": [[start_s, end_s, score], ...], "saliency": [T]}``.
-        """
+                      duration: float, fps: float | None = None) -> list[dict]:
+        """See :meth:`MomentTask.predict_clips`; ``fps`` is not needed (clips of fixed seconds)."""
         length, _ = self.conventions(config)
         text, text_mask = pad_sequences(list(texts))
         q, t = len(texts), len(video)
@@ -217,23 +220,40 @@ class GroundingTask(Task):
             texts = [l2_normalize(t) for t in texts]
         return torch.from_numpy(np.ascontiguousarray(video)), [torch.from_numpy(t) for t in texts]
 
-    def read_feature_files(self, config: dict, video_files, query_file) -> tuple:
-        """(video (T, D), [text (L, Dq)], {"duration": s}) from feature files, through the training readers
-        (normalisation, ``max_text_len``, width checks). ``video_files``: one npz (key ``features``) per feature
-        type of the checkpoint, in its order (UMT layout: the ``_rgb.npy`` and ``_opt.npy`` files); ``query_file``:
-        the query's token features (npz key ``last_hidden_state``, TVSum ``token``)."""
+    def read_feature_files(self, config: dict, video_files, query_file, *, fps: float | None = None,
+                           duration: float | None = None) -> tuple:
+        """See :meth:`MomentTask.read_feature_files`: the training readers' normalisation, ``max_text_len`` and
+        width checks. ``video_files``: one npz (key ``features``) per feature type of the checkpoint, in its order
+        (UMT layout: the ``_rgb.npy`` and ``_opt.npy`` files); ``query_file``: the query's token features (npz key
+        ``last_hidden_state``, TVSum ``token``). ``fps`` is not needed (clips of fixed seconds); ``duration``
+        defaults to the clips' span."""
         data = config["data"]
         video = torch.from_numpy(load_video_files(list(video_files), normalize=data["normalize_video"],
                                                   dims=data["video_dims"]))
         text_format = "tvsum" if data.get("dataset") == UMT else data.get("dataset", "qvhighlight")
         text = torch.from_numpy(load_text_file(query_file, dataset=text_format, max_len=data.get("max_text_len"),
                                                dim=data["text_dim"]))
-        return video, [text], {"duration": len(video) * self.conventions(config)[0]}
+        length = self.conventions(config)[0]
+        duration = len(video) * length if duration is None else float(duration)
+        return video, [text], {"duration": duration, "fps": None, "clip_length": length}
+
+    def pretrained_data(self, experiment: dict) -> dict:
+        """The feature types, widths, normalisations and clip length of the training data (and the lighthouse
+        dataset's text normalisation)."""
+        src, model_cfg = experiment["data"], experiment["model"]
+        spec = DATASETS.get(src.get("dataset"))
+        data = {k: src[k] for k in ("video_features", "text_features", "video_dims", "text_dim", "normalize_video",
+                                    "max_text_len", "dataset") if k in src}
+        data["clip_length"] = model_cfg.get("clip_length", spec.clip_length if spec else None)
+        if spec is not None:
+            data["normalize_text"] = spec.normalize_text
+        return data
 
 
 # The checkpoint-selection metric of each protocol (lighthouse: MR-full-mAP for MR data, mAP for HD data).
 register(GroundingTask("qvhighlights", "MR-full-mAP"), GroundingTask("moment_retrieval", "MR-full-mAP"),
-         GroundingTask("tvsum", "HL-top5-mAP"), GroundingTask("youtube", "HL-mAP"))
+         GroundingTask("tvsum", "HL-top5-mAP"),
+         GroundingTask("youtube", "HL-mAP", exportable=False))  # its queries are domain labels, not text
 
 __all__ = ["GroundingTask", "build_dataset", "clip_length", "duration_in_clips", "ground_truth",
            "predict_loader", "training_clips"]

@@ -38,7 +38,6 @@ DATA_KEYS = {"clip_length": "a positive number of seconds", "video_dims": "a non
              "text_dim": "a positive int", "normalize_video": "true/false", "normalize_text": "true/false",
              "video_features": "a list of feature type names", "text_features": "a feature type name",
              "max_text_len": "a positive int or null", "dataset": "a dataset name", "encoder": "a string"}
-EXPORTABLE_TASKS = ("qvhighlights", "moment_retrieval", "tvsum")  # the lighthouse-style grounding tasks
 
 
 def is_hub_id(name) -> bool:
@@ -167,5 +166,4 @@ def from_pretrained(path_or_id, map_location="cpu") -> tuple[nn.Module, dict]:
     return model.to(map_location).eval(), {**config, "data": data}
 
 
-__all__ = ["EXPORTABLE_TASKS", "FORMAT", "FORMAT_VERSION", "PretrainedError", "from_pretrained", "is_hub_id",
-           "save_pretrained"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "PretrainedError", "from_pretrained", "is_hub_id", "save_pretrained"]

@@ -3,9 +3,9 @@
 A :class:`VideoPredictor` loads the checkpoint and the encoder once. The video is decoded at the checkpoint's clip
 length and encoded with CLIP (streamed, cached by content hash), the queries are encoded with CLIP's text tower, and
 all queries run through the checkpoint in one batch. The checkpoint's task prepares the inputs as its training
-readers do and runs the model (:meth:`~vidmamba.tasks.grounding.GroundingTask.predict_clips`: MLVTG and its twins;
-:meth:`~vidmamba.tasks.long_grounding.NLQTask.predict_clips`: HieraMamba). No length cap: decoding is streamed and
-the models are linear in the number of clips.
+readers do and runs the model, through the one-video inference every task that finds moments declares
+(:class:`~vidmamba.tasks.base.MomentTask`: ``conventions``, ``prepare_inputs``, ``predict_clips``). No length cap:
+decoding is streamed and the models are linear in the number of clips.
 """
 from __future__ import annotations
 
