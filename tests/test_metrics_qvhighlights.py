@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from vidmamba.cli import main as cli_main
-from vidmamba.metrics.evaluate import TASKS, evaluate_prediction_files
+from vidmamba.metrics.evaluate import PROTOCOLS, evaluate_prediction_files
 from vidmamba.metrics.qvhighlights import eval_moment_retrieval_buckets, eval_qvhighlights
 from vidmamba.metrics.validation import GroundTruthError, SubmissionError
 
@@ -54,7 +54,7 @@ def test_cli_bad_submission_fails_and_writes_nothing(shared_data, tmp_path, caps
 
 
 def test_tasks_listed():
-    assert {"qvhighlights", "moment_retrieval", "nlq", "tvsum"} <= set(TASKS)
+    assert {"qvhighlights", "moment_retrieval", "nlq", "tvsum"} <= set(PROTOCOLS)
 
 
 # ---------------------------------------------------------------- small hand-made QVHighlights example

@@ -62,10 +62,10 @@ def _public_data(config: dict):
 
 
 def _cmd_evaluate(args) -> int:
-    from vidmamba.metrics.evaluate import TASKS
+    from vidmamba.metrics.evaluate import PROTOCOLS
     from vidmamba.utils import atomic_write_text
 
-    if args.target in TASKS:  # score a prediction file
+    if args.target in PROTOCOLS:  # score a prediction file
         from vidmamba.metrics.evaluate import evaluate_prediction_files
 
         if args.submission is None or args.gt is None:
@@ -80,8 +80,8 @@ def _cmd_evaluate(args) -> int:
         from vidmamba.tasks import task_of
 
         if args.ckpt is None:
-            raise UsageError(f"{args.target!r} is not a metric protocol ({', '.join(TASKS)}); to evaluate a checkpoint "
-                             "pass CONFIG --ckpt CKPT")
+            raise UsageError(f"{args.target!r} is not a metric protocol ({', '.join(PROTOCOLS)}); to evaluate a "
+                             "checkpoint pass CONFIG --ckpt CKPT")
         if args.out is None and hub_ref(args.ckpt) is not None:
             raise UsageError(f"--ckpt {args.ckpt} is a hub id: pass --out DIR for the predictions and metrics")
         out_dir = args.out or Path(args.ckpt)
@@ -227,6 +227,8 @@ def _cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from vidmamba.metrics.evaluate import PROTOCOLS  # numpy only: --help stays quick
+
     parser = argparse.ArgumentParser(
         prog="vidmamba", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Linear-time Mamba models for video-language understanding: moment retrieval, highlight "
@@ -245,8 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = command("evaluate", help="score predictions with the official metrics, or evaluate a checkpoint",
                         description="vidmamba evaluate TASK --submission P --gt G [--out M]  |  "
                                     "vidmamba evaluate CONFIG --ckpt CKPT [--split val] [--out DIR]")
-    ev.add_argument("target", help="metric protocol (qvhighlights, moment_retrieval, nlq, tvsum, youtube) or a config "
-                                   "file")
+    ev.add_argument("target", help=f"metric protocol ({', '.join(PROTOCOLS)}) or a config file")
     ev.add_argument("--submission", type=Path, help="prediction jsonl (protocol mode)")
     ev.add_argument("--gt", type=Path, help="ground-truth jsonl (protocol mode)")
     ev.add_argument("--highlights-only", action="store_true",

@@ -2,7 +2,7 @@
 NLQ recall, TVSum / YouTube-Highlights mAP and EK100 action metrics. See :mod:`vidmamba.metrics.evaluate` for the
 file-level entry point used by ``vidmamba evaluate``."""
 from vidmamba.metrics.action import ek100_metrics, mean_topk_recall, topk_accuracy
-from vidmamba.metrics.evaluate import TASKS, evaluate_prediction_files, evaluate_predictions
+from vidmamba.metrics.evaluate import PROTOCOLS, evaluate_prediction_files, evaluate_predictions
 from vidmamba.metrics.highlight import eval_highlight, saliency_ap, tvsum_map, youtube_highlights_map
 from vidmamba.metrics.moment_retrieval import (
     average_precision_detection,
@@ -15,7 +15,7 @@ from vidmamba.metrics.qvhighlights import eval_qvhighlights
 from vidmamba.metrics.validation import GroundTruthError, MetricsInputError, SubmissionError
 
 __all__ = [
-    "TASKS",
+    "PROTOCOLS",
     "evaluate_prediction_files",
     "evaluate_predictions",
     "eval_qvhighlights",

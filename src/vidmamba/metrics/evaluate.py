@@ -46,9 +46,10 @@ from vidmamba.metrics.qvhighlights import eval_qvhighlights
 from vidmamba.metrics.validation import (GroundTruthError, SubmissionError, as_score_vector, as_windows, match_rows,
                                         read_jsonl)
 
-__all__ = ["TASKS", "evaluate_prediction_files", "evaluate_predictions"]
+__all__ = ["PROTOCOLS", "evaluate_prediction_files", "evaluate_predictions"]
 
-TASKS: tuple[str, ...] = ("qvhighlights", "moment_retrieval", "nlq", "tvsum", "youtube")
+#: the metric protocols (each the name of the task that trains for it: :data:`vidmamba.tasks.TASKS`)
+PROTOCOLS: tuple[str, ...] = ("qvhighlights", "moment_retrieval", "nlq", "tvsum", "youtube")
 
 
 def _eval_windows(task, submission, ground_truth, submission_path, gt_path):
@@ -136,7 +137,7 @@ def _eval_tvsum(submission, ground_truth, submission_path, gt_path):
 
 def evaluate_predictions(task: str, submission: list[dict], ground_truth: list[dict], *, submission_path=None,
                          gt_path=None, highlights_only: bool = False) -> dict:
-    """Score already loaded rows (lists of dicts) for ``task`` (one of :data:`TASKS`).
+    """Score already loaded rows (lists of dicts) for ``task`` (one of :data:`PROTOCOLS`).
 
     ``highlights_only`` (``qvhighlights`` only): score ``pred_saliency_scores`` alone; without it a submission that
     lacks ``pred_relevant_windows`` is an error rather than a silent drop of the moment-retrieval metrics.
@@ -152,7 +153,7 @@ def evaluate_predictions(task: str, submission: list[dict], ground_truth: list[d
         return _eval_tvsum(submission, ground_truth, submission_path, gt_path)
     if task == "youtube":
         return _eval_youtube(submission, ground_truth, submission_path, gt_path)
-    raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    raise ValueError(f"unknown task {task!r}; expected one of {', '.join(PROTOCOLS)}")
 
 
 def _umt_youtube_gt(gt_path, submission: list[dict]) -> list[dict]:
@@ -171,8 +172,8 @@ def _umt_youtube_gt(gt_path, submission: list[dict]) -> list[dict]:
 
 def evaluate_prediction_files(task: str, submission_path, gt_path, *, highlights_only: bool = False) -> dict:
     """Read the prediction and GT jsonl files and return the metrics dict for ``task`` (see the module docstring)."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    if task not in PROTOCOLS:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(PROTOCOLS)}")
     submission = read_jsonl(submission_path, SubmissionError)
     ground_truth = _umt_youtube_gt(gt_path, submission) if task == "youtube" and str(gt_path).endswith(".json") \
         else read_jsonl(gt_path, GroundTruthError)
