@@ -75,8 +75,8 @@ def split_name(data: dict, split: str) -> str:
 def build_dataset(data: dict, split: str, *, train: bool = False) -> SnagDataset:
     """The ``split`` dataset of the (resolved) ``data`` section: training samples (query groups, random truncation)
     when ``train``, else one item per video with all its queries."""
-    kw = dict(clip_size=data["clip_size"], clip_stride=data["clip_stride"], downsample=data.get("downsample", 1),
-              vid_stride=data.get("vid_stride", 1), video_dims=data.get("video_dims"), text_dim=data.get("text_dim"),
+    kw = dict(clip_size=data["clip_size"], clip_stride=data["clip_stride"], downsample=data["downsample"],
+              vid_stride=data["vid_stride"], video_dims=data.get("video_dims"), text_dim=data.get("text_dim"),
               max_text_len=data.get("max_text_len"))
     args = (data["annotations"], split_name(data, split), data["video_features"], data["text_features"])
     if train:
@@ -106,8 +106,8 @@ def training_clips(data: dict, train_set: SnagTrainDataset) -> int:
 def timing(data: dict, fps: float) -> dict:
     """The batch keys that put a video's grid in seconds (as :func:`~vidmamba.data.snag.grid_to_seconds`): grid
     point g is at ``g * clip_length + clip_offset`` seconds."""
-    stride = data["clip_stride"] * data.get("downsample", 1)
-    return {"clip_length": [data.get("vid_stride", 1) * stride / fps], "clip_offset": [0.5 * data["clip_size"] / fps]}
+    stride = data["clip_stride"] * data["downsample"]
+    return {"clip_length": [data["vid_stride"] * stride / fps], "clip_offset": [0.5 * data["clip_size"] / fps]}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -293,7 +293,7 @@ class NLQTask(MomentTask):
         if model.batch_format == "lighthouse":
             stride = config["data"]["vid_stride"]
             if stride != 1:
-                raise ValueError(f"{config['model']['name']} reads SnAG data one input clip per step; data.vid_stride "
+                raise ConfigError(f"{config['model']['name']} reads SnAG data one input clip per step; data.vid_stride "
                                  f"must be 1, got {stride}")
             model = PerQueryMomentAdapter(model)
         elif config["data"].get("negative_queries"):
