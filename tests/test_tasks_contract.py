@@ -2,6 +2,7 @@
 one-video inference step of :class:`~vidmamba.tasks.base.MomentTask` with its declared signature; the lists of
 names (metric protocols, exportable tasks, the CLI help) agree with the registry; models declare their batches."""
 import inspect
+import json
 import re
 
 import pytest
@@ -10,7 +11,7 @@ from vidmamba.cli import build_parser
 from vidmamba.errors import ConfigError
 from vidmamba.metrics.evaluate import PROTOCOLS
 from vidmamba.models import MODELS
-from vidmamba.tasks import TASKS, get_task
+from vidmamba.tasks import TASKS, get_task, predict_features
 from vidmamba.tasks.base import MomentTask
 
 MOMENT_TASKS = [name for name, task in TASKS.items() if isinstance(task, MomentTask)]
@@ -74,3 +75,16 @@ def test_every_model_declares_its_batches_and_nlq_refuses_a_model_that_finds_no_
     config = {"model": {"name": "mambavl", "video_dim": 8, "text_dim": 8, "d_model": 8}, "data": {"vid_stride": 1}}
     with pytest.raises(ConfigError, match="model.name: mambavl does not find moments"):
         get_task("nlq").build_model(config)
+
+
+def test_a_grounding_checkpoint_takes_the_timing_arguments_of_the_one_signature(grounding_run):
+    """``fps`` is not needed by clips of fixed seconds (the answer is unchanged); ``duration`` is the video's length:
+    the answer reports it and its windows end within it."""
+    tmp, bench, _ = grounding_run
+    row = json.loads((bench / "val.jsonl").read_text().splitlines()[0])
+    args = (tmp / "run", bench / "video" / f"{row['vid']}.npz", bench / "text" / f"qid{row['qid']}.npz")
+    plain = predict_features(*args)
+    assert predict_features(*args, fps=30.0) == plain
+    short = predict_features(*args, duration=plain["duration"] / 2)
+    assert short["duration"] == plain["duration"] / 2 and short["windows"]
+    assert all(0 <= s <= e <= short["duration"] for s, e, _ in short["windows"])
