@@ -28,6 +28,7 @@ from vidmamba import __version__
 from vidmamba.engine.checkpoint import MODEL_FILE, Checkpoint, CheckpointError, describe_mismatch, save_checkpoint
 from vidmamba.errors import MissingFileError, require_extra
 from vidmamba.models import MODELS, create_model
+from vidmamba.tasks.data_config import GroundingData
 from vidmamba.utils import hub_ref, no_such_folder
 
 FORMAT = "vidmamba-pretrained"
@@ -63,7 +64,7 @@ def _check_data(data, where: str) -> dict:
         raise PretrainedError(f"{where}: data conventions " + "; ".join(
             ([f"missing {missing}"] if missing else []) + ([f"unknown keys {unknown}"] if unknown else []))
             + f"; known: {sorted(DATA_KEYS)}")
-    data = {"normalize_video": True, "normalize_text": True, **data}
+    data = {"normalize_video": GroundingData.normalize_video, "normalize_text": True, **data}
     checks = {
         "clip_length": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0,
         "video_dims": lambda v: isinstance(v, list) and v and all(_positive_int(d) for d in v),
