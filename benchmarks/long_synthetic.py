@@ -12,8 +12,9 @@ clips of its training length (``train_clips`` = ``data.max_clips``) and is train
 queries per window whose truth lies outside it (``data.negative_queries``); it answers a video longer than its
 training length in half-overlapping windows of that length on its own (``long_video: window``, the row "windows of
 128"), and is also scored reading each val video whole (``long_video: whole``, the row "whole videos"), from the same
-checkpoint. The transformer twin cannot attend over a whole
-long video in memory: it is scored in windows of ``--twin-window`` clips (default: the training length). A "random"
+checkpoint; its saliency labels are the moment's clips (UniVTG's interval labels as curves) and it has no input
+dropout or drop-path here. The transformer twin cannot attend over a whole long video in memory: it is scored in
+windows of ``--twin-window`` clips (default: the training length). A "random"
 row scores 5 random windows per query with the lengths of the events (mean of 20 draws).
 
 Metrics: the ``nlq`` protocol (R@{1,5} x IoU {0.3,0.5}; "avg" = their mean). Training time = the sum of the
