@@ -5,18 +5,20 @@ Data and recipe: ``configs/hieramamba_long_context.yaml`` ("the first time X aft
 "the second / third time X"; every copy of X and the context >= W + e clips apart, W = 128; val videos at
 context-to-answer gaps of 1, 4, 16 and 64 windows; ``ceiling.json`` beside the data: the windowed ceiling E[1/K] and
 a position-aware ceiling). Every model gets the same data, epochs, batch, optimiser and seeds; the last epoch's EMA
-weights are scored (no selection on val). Per model, the config overrides of :data:`VARIANTS`:
+weights are scored (no selection on val). Per model (:data:`VARIANTS`, :func:`stages`):
 
-* ``hieramamba``: trained and scored on whole videos;
-* ``hieramamba-transformer``: trained on 128-clip windows that keep the truth, scored in half-overlapping 128-clip
-  windows merged by NMS (a model that reads 128 clips);
+* ``hieramamba``: a short-to-long curriculum: ``--short-epochs`` epochs on 128-clip windows that keep the truth
+  (:data:`SHORT`), the rest of ``train.epochs`` on whole videos from those weights; scored on whole videos;
+* ``hieramamba-transformer``: every epoch on the 128-clip windows, scored in half-overlapping 128-clip windows
+  merged by NMS (a model that reads 128 clips);
 * ``mlvtg-perclip``: MLVTG's heads on each clip alone (no temporal context), trained and scored like the twin;
-* ``mlvtg``: MLVTG (the model as it is in ``vidmamba.models``), trained and scored on whole videos.
+* ``mlvtg``: MLVTG as it is in ``vidmamba.models``, the curriculum of HieraMamba, scored on whole videos.
 
-Scores: R1@0.5 (percent) on val per gap and per query kind, and on the counterfactual split ``val_cf`` (the same
-videos with each query's context edited so that another copy of X is the answer); the flip rate = the fraction of
-queries answered right on both the original and the counterfactual video (a model that ignores the context cannot
-do both: only the context differs). Baselines without training, on the same files: ``random`` (a span of an event's
+Scores: R1@0.5 (percent) on val per gap and per query kind; for the whole-video models also on the counterfactual
+split ``val_cf`` (the same videos with each query's context edited so that another copy of X is the answer; a
+windowed model's windows without the edit answer as before) and the flip rate = the fraction of queries answered
+right on both the original and the counterfactual video (a model that ignores the context cannot do both: only the
+context differs); ``any_copy``: the top-1 hits some copy of X (finding X, without the context). Baselines without training, on the same files: ``random`` (a span of an event's
 length at a uniform place), ``position-only`` (the training answers' most frequent place in the video, ignoring the
 query) and ``text-only`` (the same per query kind, read from the query text).
 
@@ -297,8 +299,9 @@ def render(result: dict) -> str:
     head = ("| model | seeds | " + " | ".join(f"gap {g}W" for g in gaps)
             + " | all | counterfactual | flip rate | top-1 on some copy of X |")
     lines = [head, "|---|---:|" + "---:|" * (len(gaps) + 4)]
-    fmt = lambda v: "-" if v is None else f"{v[0]:.1f} ± {v[1]:.1f}"  # noqa: E731
     for name, g in s["models"].items():
+        one = len(g["seeds"]) == 1  # no spread to show
+        fmt = lambda v: "-" if v is None else f"{v[0]:.1f}" if one else f"{v[0]:.1f} ± {v[1]:.1f}"  # noqa: E731
         lines.append(f"| {name} | {len(g['seeds'])} | " + " | ".join(fmt(g["by_gap"][k]["R1@0.5"]) for k in gaps)
                      + f" | {fmt(g['R1@0.5'])} | {fmt(g['cf_R1@0.5'])} | {fmt(g['flip'])} | {fmt(g['any_copy'])} |")
     for r in result["baselines"]:
