@@ -78,11 +78,14 @@ def measure(variant, threads, steps, batch_size):
     for b in batches:                                   # warm-up (and first-call compilation)
         step(b)
     times = []
+    cpu0 = time.process_time()
     for i in range(steps):
         t0 = time.perf_counter()
         step(batches[i % len(batches)])
         times.append(time.perf_counter() - t0)
-    return dict(step_s=statistics.mean(times), step_s_median=statistics.median(times), steps=steps)
+    cpu_step_s = (time.process_time() - cpu0) / steps          # all threads: includes OpenMP threads spinning
+    return dict(step_s=statistics.mean(times), step_s_median=statistics.median(times), cpu_step_s=cpu_step_s,
+                steps=steps)
 
 
 def main(argv=None):
@@ -96,6 +99,9 @@ def main(argv=None):
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
+        from vidmamba.threads import passive_openmp_waits
+
+        passive_openmp_waits()                      # as the vidmamba command does, before torch loads
         print(json.dumps(measure(args.worker, args.threads, args.steps, args.batch_size)))
         return
     rows = []
