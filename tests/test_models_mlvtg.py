@@ -371,7 +371,7 @@ def test_llm_refiner_errors(tmp_path):
     _, path = _tiny_llm("llama", tmp_path)
     with pytest.raises(IndexError, match="out of range.*3 layers"):
         LLMRefiner(8, str(path), 3)
-    with pytest.raises(FileNotFoundError, match="not found"):
+    with pytest.raises(FileNotFoundError, match="nowhere: no such folder"):
         LLMRefiner(8, str(tmp_path / "nowhere"), 0)
     (path / "model.safetensors").rename(tmp_path / "moved.safetensors")
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
