@@ -1,5 +1,4 @@
 """Long-video synthetic benchmark in SnAG format: determinism, sizes, needles, readable by the SnAG readers, cache."""
-import hashlib
 import json
 
 import numpy as np
@@ -9,16 +8,10 @@ from vidmamba.data.snag import SnagDataset, read_snag_json
 from vidmamba.data.synthetic import generate_grounding_benchmark
 from vidmamba.data.synthetic_long import SNAG_GRID, ensure_long_benchmark, generate_long_benchmark, read_meta
 
+from tiny_data import tree_digest
+
 SMALL = dict(num_train=4, num_val=2, min_clips=200, max_clips=3000, min_event_clips=2, max_event_clips=6,
              queries_per_video=5, video_dim=12, text_dim=8, latent_dim=8, hidden_dim=16, seed=7)
-
-
-def _digest(root):
-    h = hashlib.sha256()
-    for p in sorted(q for q in root.rglob("*") if q.is_file()):
-        h.update(str(p.relative_to(root)).encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +22,11 @@ def bench(tmp_path_factory):
 def test_deterministic_and_leaves_the_short_benchmark_unchanged(bench, tmp_path):
     short = dict(num_train=6, num_val=2, min_clips=16, max_clips=30, video_dim=8, text_dim=8, latent_dim=8,
                  hidden_dim=8, seed=1)
-    before = _digest(generate_grounding_benchmark(tmp_path / "short1", **short))
+    before = tree_digest(generate_grounding_benchmark(tmp_path / "short1", **short))
     again = generate_long_benchmark(tmp_path / "again", **SMALL)
-    assert _digest(again) == _digest(bench)
-    assert _digest(generate_grounding_benchmark(tmp_path / "short2", **short)) == before
-    assert _digest(generate_long_benchmark(tmp_path / "other", **{**SMALL, "seed": 8})) != _digest(bench)
+    assert tree_digest(again) == tree_digest(bench)
+    assert tree_digest(generate_grounding_benchmark(tmp_path / "short2", **short)) == before
+    assert tree_digest(generate_long_benchmark(tmp_path / "other", **{**SMALL, "seed": 8})) != tree_digest(bench)
 
 
 def test_long_videos_with_needle_events(bench):

@@ -1,6 +1,5 @@
 """Long-context synthetic benchmark: windows never hold context and answer together (brute force over every window),
 both readers read it, ceilings against brute-force counts, the counterfactual edits only what it says, determinism."""
-import hashlib
 import json
 
 import numpy as np
@@ -11,18 +10,12 @@ from vidmamba.data.snag import SnagDataset
 from vidmamba.data.synthetic_long_context import (ensure_synthetic_snag, generate_long_context_benchmark, read_meta,
                                                   window_conflicts)
 
+from tiny_data import tree_digest
+
 W, E = 16, 4
 SMALL = dict(num_train=2, val_videos_per_gap=2, gaps=[1, 4], train_gaps=[1], queries_per_video=4, window=W,
              min_event_clips=2, max_event_clips=E, video_dim=12, text_dim=8, latent_dim=8, hidden_dim=16,
              ceiling_draws=60, seed=3)
-
-
-def _digest(root):
-    h = hashlib.sha256()
-    for p in sorted(q for q in root.rglob("*") if q.is_file()):
-        h.update(str(p.relative_to(root)).encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -162,11 +155,11 @@ def test_counterfactual_changes_only_the_edited_events(bench, ceiling):
 
 
 def test_deterministic_by_seed_and_cached(bench, tmp_path, monkeypatch):
-    assert _digest(generate_long_context_benchmark(tmp_path / "again", **SMALL)) == _digest(bench)
-    assert _digest(generate_long_context_benchmark(tmp_path / "other", **{**SMALL, "seed": 4})) != _digest(bench)
+    assert tree_digest(generate_long_context_benchmark(tmp_path / "again", **SMALL)) == tree_digest(bench)
+    assert tree_digest(generate_long_context_benchmark(tmp_path / "other", **{**SMALL, "seed": 4})) != tree_digest(bench)
     monkeypatch.setenv("VIDMAMBA_CACHE", str(tmp_path / "cache"))
     root = ensure_synthetic_snag({"generator": "long_context", **SMALL})
-    assert read_meta(root)["params"]["window"] == W and _digest(root) == _digest(bench)
+    assert read_meta(root)["params"]["window"] == W and tree_digest(root) == tree_digest(bench)
     mtime = (root / "meta.json").stat().st_mtime_ns
     assert ensure_synthetic_snag({"generator": "long_context", **SMALL}) == root
     assert (root / "meta.json").stat().st_mtime_ns == mtime  # re-used, not rebuilt

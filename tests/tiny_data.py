@@ -1,6 +1,7 @@
 """Tiny inputs shared by several test modules: SnAG-format data, the tiny grounding benchmark's parameters, a tiny MLVTG
 and a tiny Hugging Face checkpoint. Fixtures built from them live in ``conftest.py``; test modules import these
 helpers from here, never from one another."""
+import hashlib
 import json
 from pathlib import Path
 
@@ -102,3 +103,12 @@ def write_umt_youtube(root, match=MATCH, fps=30.0, audio_extra=1, extra=None):
         np.save(root / "audio_features" / f"{vid}.npy", rng.normal(size=(len(m) + audio_extra, 8)))
     (root / "youtube_anno.json").write_text(json.dumps(anno))
     return root
+
+
+def tree_digest(root: Path) -> str:
+    """One sha256 over every file under ``root``: relative paths and bytes, in sorted order."""
+    h = hashlib.sha256()
+    for p in sorted(q for q in root.rglob("*") if q.is_file()):
+        h.update(str(p.relative_to(root)).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
