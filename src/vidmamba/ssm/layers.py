@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from vidmamba.ssm.common import IMPLS, check_impl
 from vidmamba.ssm.conv_kernel import depthwise_conv_kernel
-from vidmamba.ssm.scan_kernel import KernelError, kernel_available
+from vidmamba.ssm.scan_kernel import kernel_available, run_kernel
 
 CONV_MODES = ("causal", "same", "anticausal")
 
@@ -82,11 +82,10 @@ class MaskedDepthwiseConv1d(nn.Conv1d):
         silu = self.activation == "silu"
         auto = self.impl in ("auto", "mamba_ssm")
         if self.impl == "kernel" or (auto and x.device.type == "cpu" and kernel_available()):
-            try:
-                return depthwise_conv_kernel(x, self.weight, self.bias, mask, [s - left for s in shifts], silu)
-            except KernelError:
-                if not auto:
-                    raise                        # else: the kernels failed to compile (warned once): PyTorch below
+            y = run_kernel(lambda: depthwise_conv_kernel(x, self.weight, self.bias, mask, [s - left for s in shifts],
+                                                         silu), fallback=auto)
+            if y is not None:
+                return y                         # else: the kernels failed to compile (warned once): PyTorch below
         if auto and x.device.type == "cuda" and self.mode == "causal" and 2 <= k <= 4:
             fn = causal_conv1d_fn()
             if fn is not None:

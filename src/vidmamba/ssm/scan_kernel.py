@@ -46,6 +46,17 @@ def kernel_available() -> bool:
     return bool(_load()) and _failure is None
 
 
+def run_kernel(call, *, fallback: bool):
+    """``call()``, a function that runs a numba kernel; None when the kernels failed to compile in this process
+    (``KernelError``, warned once) and ``fallback`` lets the caller take its PyTorch path, else the error propagates."""
+    try:
+        return call()
+    except KernelError:
+        if not fallback:
+            raise
+        return None
+
+
 def require_kernels() -> None:
     """Raise unless the kernels can be used: ImportError without numba, KernelError after a kernel failed."""
     if not _load():

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from vidmamba.ssm.common import IMPLS, check_impl, expand_groups, flip_time
-from vidmamba.ssm.scan_kernel import KernelError, kernel_available, selective_scan_kernel
+from vidmamba.ssm.scan_kernel import kernel_available, run_kernel, selective_scan_kernel
 
 SCAN_IMPLS = IMPLS + ("kernel", "mamba_ssm")
 
@@ -40,13 +40,11 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         else:
             impl = "mamba_ssm" if u.device.type == "cuda" and mamba_ssm_scan_fn() is not None else "fast"
     if impl == "kernel":
-        try:
-            y, last = selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, mask, reverse)
-            return (y, last) if return_last_state else y
-        except KernelError:
-            if not auto:
-                raise
-            impl = "fast"                    # the kernels failed to compile in this process (warned once)
+        out = run_kernel(lambda: selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, mask,
+                                                       reverse), fallback=auto)
+        if out is not None:
+            return out if return_last_state else out[0]
+        impl = "fast"
     if reverse:
         u, delta, B, C, z, mask = flip_time([u, delta, B, C, z, mask], dims=[-1, -1, -1, -1, -1, -1])
     fn = {"ref": selective_scan_ref, "fast": _selective_scan_fast, "mamba_ssm": _selective_scan_mamba_ssm}[impl]

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from vidmamba.ssm.common import IMPLS, check_impl, flip_time
-from vidmamba.ssm.scan_kernel import KernelError, kernel_available, selective_scan_kernel
+from vidmamba.ssm.scan_kernel import kernel_available, run_kernel, selective_scan_kernel
 
 
 KERNEL_MAX_STATE = 32   # "auto" uses the kernel up to this d_state (measured faster there; slower at 64, see below)
@@ -37,13 +37,11 @@ def ssd_scan(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, re
         cpu_kernel = x.device.type == "cpu" and B.shape[-1] <= KERNEL_MAX_STATE and kernel_available()
         impl = "kernel" if cpu_kernel else "fast"
     if impl == "kernel":
-        try:
-            y, last = _ssd_as_selective_scan(x, dt, A, B, C, D, z, dt_bias, dt_softplus, mask, reverse)
-            return (y, last) if return_last_state else y
-        except KernelError:
-            if not auto:
-                raise
-            impl = "fast"                    # the kernels failed to compile in this process (warned once)
+        out = run_kernel(lambda: _ssd_as_selective_scan(x, dt, A, B, C, D, z, dt_bias, dt_softplus, mask, reverse),
+                         fallback=auto)
+        if out is not None:
+            return out if return_last_state else out[0]
+        impl = "fast"
     if reverse:
         x, dt, B, C, z, mask = flip_time([x, dt, B, C, z, mask], dims=[1] * 6)
     if impl == "ref":
