@@ -40,7 +40,7 @@ from vidmamba.data.synthetic_long_context import ensure_synthetic_snag
 from vidmamba.engine.config import set_from_data
 from vidmamba.engine.trainer import to_device
 from vidmamba.metrics.evaluate import evaluate_predictions
-from vidmamba.models import create_model
+from vidmamba.models import MODELS, create_model
 from vidmamba.models.hieramamba import grid_timing
 from vidmamba.nn.nms import nms_1d
 from vidmamba.errors import ConfigError, InputError
@@ -276,7 +276,7 @@ class NLQTask(MomentTask):
             data.setdefault("text_dim", load_snag_feature(data["text_features"], tid, "text",
                                                           item=f"text id {tid}")[0].shape[1])
             train_set.video_dims, train_set.text_dim = data["video_dims"], data["text_dim"]
-        if str(model.get("name", "")).startswith("mlvtg"):
+        if MODELS[model["name"]][0].batch_format == "lighthouse":  # measures spans in clips of its training length
             model.setdefault("train_clips", training_clips(data, train_set))
         rates = {float(v.fps) for v in train_set.videos}
         if "clip_length" not in data and len(rates) == 1:
