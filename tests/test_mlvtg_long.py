@@ -143,18 +143,6 @@ def test_training_windows_take_negative_queries_outside_the_window(tmp_path):
     assert mb["foreground"][~neg].any(1).all() and mb["windows_mask"][~neg].all()
 
 
-def test_negative_queries_need_a_model_that_reads_them(tmp_path):
-    root = make_snag(tmp_path, 6, 4)
-    config = {"task": "nlq", "model": {"name": "hieramamba", "video_dim": 6, "text_dim": 4, "embd_dim": 32,
-                                       "text_embd_dim": 16, "num_blocks": 3, "d_state": 8, "headdim": 16,
-                                       "max_seq_len": 8, "chunk_size": 4, "proj_dim": 8, "text_layers": 1},
-              "data": data_section(root, max_clips=20, negative_queries=2)}
-    task = get_task("nlq")
-    config["data"] = task.data_options(config["data"])
-    with pytest.raises(Exception, match="negative_queries"):
-        task.build_model(config)
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # a tiny trained model: its scores compare across windows
 # ---------------------------------------------------------------------------------------------------------------------

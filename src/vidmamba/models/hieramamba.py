@@ -543,7 +543,9 @@ class HieraMamba(nn.Module):
     Batch (``vidmamba.data.snag.SnagDataset.collate``): ``video`` (B, T, video_dim), ``video_mask`` (B, T) bool,
     ``text`` (Q, L, text_dim), ``text_mask`` (Q, L), ``query_index`` (Q,) video of each query, ``segments_grid``
     (Q, 2) ground truth in level-0 grid units (clips after ``stride``: the dataset's ``vid_stride`` must equal
-    ``stride``), optional ``text_ids`` (names in messages).
+    ``stride``), optional ``text_ids`` (names in messages), optional ``negative`` (Q,) bool: queries whose truth
+    lies outside the video window (``data.negative_queries``), trained as all-background (their segments are
+    ignored).
 
     - ``model(batch)`` -> ``{"loss", "loss_cls", "loss_reg", "loss_acc", "loss_spc"}`` scalars (see
       :class:`HieraMambaConfig` for the accounting); in training mode it also updates the loss normaliser.
@@ -639,18 +641,25 @@ class HieraMamba(nn.Module):
         return pyramid_points([m.shape[1] for m in enc.masks], self.ranges, device=enc.masks[0].device)
 
     # -- losses --------------------------------------------------------------------------------------------------
-    def _targets(self, batch: dict, num_queries: int) -> Tensor:
+    def _targets(self, batch: dict, num_queries: int) -> tuple[Tensor, Tensor]:
+        """(segments (Q, 2) grid units, negative (Q,) bool); a negative query's segment is replaced by (0, 1)."""
         if batch.get("segments_grid") is None:
             raise KeyError("HieraMamba loss needs batch['segments_grid'] (Q, 2) ground truth in grid units")
         segs = batch["segments_grid"]
         if segs.shape != (num_queries, 2):
             raise ValueError(f"segments_grid must be ({num_queries}, 2), got {tuple(segs.shape)}")
+        negative = batch.get("negative")
+        negative = (torch.zeros(num_queries, dtype=torch.bool) if negative is None else negative).to(segs.device)
+        if negative.shape != (num_queries,) or negative.dtype != torch.bool:
+            raise ValueError(f"negative must be a ({num_queries},) bool tensor, got {tuple(negative.shape)} "
+                             f"{negative.dtype}")
+        segs = torch.where(negative[:, None], torch.tensor([0.0, 1.0], device=segs.device, dtype=segs.dtype), segs)
         bad = (~torch.isfinite(segs).all(1) | (segs[:, 1] <= segs[:, 0])).nonzero().flatten().tolist()
         if bad:
             text_ids = batch.get("text_ids") or [f"query {i}" for i in range(num_queries)]
             raise ValueError("zero-length or invalid ground-truth segment(s) (grid units, need start < end): "
                              + ", ".join(f"{text_ids[i]} {segs[i].tolist()}" for i in bad))
-        return segs.float()
+        return segs.float(), negative
 
     def _acc(self, out: BackboneOutput) -> list[tuple[Tensor, Tensor]]:
         """ACC per level: (loss (R,) the mean over each backbone row's valid anchors, count (R,) of those anchors)."""
@@ -675,11 +684,11 @@ class HieraMamba(nn.Module):
         """The loss dict of :class:`HieraMamba` from an encoded batch (accounting: :class:`HieraMambaConfig`)."""
         cfg = self.cfg
         q = enc.rows.shape[0]
-        segs = self._targets(batch, q).to(enc.logits[0].device)
+        segs, negative = (t.to(enc.logits[0].device) for t in self._targets(batch, q))
         points = self.points(enc)
         logits, offsets, valid = (torch.cat(x, 1) for x in (enc.logits, enc.offsets, enc.masks))
         labels, target_off = assign_points(points, segs, cfg.center_radius)
-        labels &= valid
+        labels &= valid & ~negative[:, None]
         cls = sigmoid_focal_loss(logits, labels.float(), cfg.focal_alpha, cfg.focal_gamma, cfg.label_smoothing,
                                  mask=valid, reduction="none").sum(1)
         qi, pi = labels.nonzero(as_tuple=True)

@@ -80,7 +80,7 @@ class SnagData(DataSection):
     crop_ratio: list[float] | None = None    # [lo, hi] random crop of shorter training videos
     trunc_thresh: float | None = None        # training windows may cut a ground truth to > this fraction (official 0.5)
     eval_window: int | None = None           # input clips per evaluation window (None: whole videos)
-    negative_queries: int = 0                # MLVTG: queries per training window whose truth lies outside it
+    negative_queries: int = 0                # queries per training window whose truth lies outside it
     video_dims: list[int] | None = None
     text_dim: int | None = None
     clip_length: float | None = None         # seconds per feature row (None: clip_stride / fps of the training videos)

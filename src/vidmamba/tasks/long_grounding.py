@@ -13,7 +13,7 @@ Config sections (see ``configs/hieramamba_*.yaml``):
   ``vid_stride`` (the seconds <-> grid conversion of :mod:`vidmamba.data.snag`); ``max_text_len``; training
   sampling: ``max_clips`` (input clips per training window; longer videos are cut at random keeping the ground
   truth), ``max_queries`` (per sample), ``crop_ratio``, ``trunc_thresh`` (null: ground truth kept whole; official
-  0.5: a window keeps more than half of each), ``negative_queries`` (MLVTG only: per window, up
+  0.5: a window keeps more than half of each), ``negative_queries`` (per window, up
   to this many other queries of the video whose truth lies outside it, trained as all-background, so the scores of
   windows compare; MLVTG's ``train_clips`` is set to ``max_clips``); ``eval_window`` (input clips: evaluate long videos in
   half-overlapping windows merged by NMS, for models that cannot take a whole video; default whole videos);
@@ -296,9 +296,6 @@ class NLQTask(MomentTask):
                 raise ConfigError(f"{config['model']['name']} reads SnAG data one input clip per step; data.vid_stride "
                                  f"must be 1, got {stride}")
             model = PerQueryMomentAdapter(model)
-        elif config["data"].get("negative_queries"):
-            raise ConfigError(f"data.negative_queries: {config['model']['name']} does not read negative queries "
-                              f"(their segments would train as positives); set it to 0 or train an MLVTG model")
         return model
 
     def predict(self, model, loader, data: dict, device="cpu") -> list[dict]:
