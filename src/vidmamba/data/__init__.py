@@ -14,7 +14,7 @@ from .collate import PaddedCollate, collate_padded, pad_sequences
 from .ek100 import (EK100_COLUMNS, EK100Action, EK100Class, EK100Dataset, observed_rows, parse_timestamp,
                     read_ek100_annotations, read_ek100_classes)
 from .errors import DataFormatError
-from .features import (align_lengths, find_feature_file, l2_normalize, load_feature_array,
+from .features import (FeatureCache, align_lengths, find_feature_file, l2_normalize, load_feature_array,
                        temporal_endpoint_features)
 from .lighthouse import (DATASETS, DatasetSpec, MomentAnnotation, MomentDataset, check_targets, foreground_windows,
                          get_dataset_spec, label_foreground, label_targets, load_text_features, load_video_features,
@@ -29,7 +29,7 @@ from .youtube import (YOUTUBE_DOMAINS, YOUTUBE_SPLITS, YouTubeUMTDataset, YouTub
 
 __all__ = [
     "DataFormatError", "pad_sequences", "collate_padded", "PaddedCollate",
-    "load_feature_array", "l2_normalize", "align_lengths", "find_feature_file", "temporal_endpoint_features",
+    "FeatureCache", "load_feature_array", "l2_normalize", "align_lengths", "find_feature_file", "temporal_endpoint_features",
     "DATASETS", "DatasetSpec", "get_dataset_spec", "MomentAnnotation", "read_moment_jsonl", "load_video_features",
     "load_text_features", "windows_to_foreground", "foreground_windows", "label_foreground", "label_targets",
     "check_targets", "MomentDataset",

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import os
 import pickle
+import threading
 import zipfile
+from collections import OrderedDict
 from pathlib import Path
+from stat import S_ISREG
 from typing import Sequence
 
 import numpy as np
@@ -70,8 +73,65 @@ def _read_raw(path: Path, key: str | None, item: str | None, expected: str):
                           found=suffix or "no suffix")
 
 
+class FeatureCache:
+    """Validated feature arrays kept in memory, so that a file read every epoch is parsed and checked once.
+
+    At most ``max_bytes`` of arrays are held; the least recently used go first (an array larger than the bound is
+    not kept). An entry is used only while its file is unchanged: same device, inode, size, modification and change
+    time as when it was read; otherwise the file is read again. Thread-safe. Arrays are stored read-only and
+    :func:`load_feature_array` returns a copy, so callers may change what they get.
+    """
+
+    def __init__(self, max_bytes: int):
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+        self.max_bytes, self.nbytes = int(max_bytes), 0
+        self._entries: OrderedDict = OrderedDict()     # (path, key, ndim) -> (file signature, array)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __reduce__(self):          # a copy (a DataLoader worker started by spawn) starts empty, with the same bound
+        return FeatureCache, (self.max_bytes,)
+
+    def get(self, name: tuple, signature: tuple) -> np.ndarray | None:
+        """The array cached under ``name`` when it was read from a file of this ``signature``, else None."""
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is None or entry[0] != signature:
+                return None
+            self._entries.move_to_end(name)
+            return entry[1]
+
+    def put(self, name: tuple, signature: tuple, array: np.ndarray) -> None:
+        """Keep ``array`` (made read-only) under ``name``, dropping the least recently used beyond ``max_bytes``."""
+        with self._lock:
+            old = self._entries.pop(name, None)
+            if old is not None:
+                self.nbytes -= old[1].nbytes
+            if array.nbytes > self.max_bytes:
+                return
+            array.flags.writeable = False
+            self._entries[name] = (signature, array)
+            self.nbytes += array.nbytes
+            while self.nbytes > self.max_bytes:
+                self.nbytes -= self._entries.popitem(last=False)[1][1].nbytes
+
+
+def _file_signature(path: Path) -> tuple | None:
+    """(device, inode, size, mtime ns, ctime ns) of a regular file, or None when ``path`` is not one."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    if not S_ISREG(st.st_mode):
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
 def load_feature_array(path, *, key: str | None = None, ndim: int = 2, dim: int | None = None,
-                       item: str | None = None) -> np.ndarray:
+                       item: str | None = None, cache: FeatureCache | None = None) -> np.ndarray:
     """Load one feature array and validate it.
 
     Args:
@@ -82,16 +142,25 @@ def load_feature_array(path, *, key: str | None = None, ndim: int = 2, dim: int 
         ndim: required rank (2 for (T, D) sequences).
         dim: required size of the last axis, or None for any.
         item: the annotation item the file belongs to (e.g. ``"vid abc"``), used in error messages.
+        cache: a :class:`FeatureCache` to take the array from (the same bytes, unless the file changed since) and to
+            keep it in.
 
-    Returns: float32 array of rank ``ndim`` with a non-empty first axis and only finite values.
+    Returns: float32 array of rank ``ndim`` with a non-empty first axis and only finite values (a new array, also
+    when it comes from ``cache``).
     """
     path = Path(path)
     if path.suffix.lower() == ".npy":
         key = None  # a .npy holds one unnamed array
     expected = _describe(ndim, dim, key)
-    if not path.is_file():
+    signature = _file_signature(path)
+    if signature is None:
         raise DataFormatError(path, "feature file not found", item=item, field=key, expected=expected,
                               found="no such file")
+    name = (os.path.abspath(path), key, ndim)
+    cached = None if cache is None else cache.get(name, signature)
+    if cached is not None:       # valid when it was stored: only the width asked for now is left to check
+        _check_dim(cached, path, dim, item, key, expected)
+        return cached.copy()
     arr = np.asarray(_read_raw(path, key, item, expected))
     if arr.dtype.kind not in "fiu":
         raise DataFormatError(path, "feature array has a non-numeric dtype", item=item, field=key,
@@ -102,9 +171,7 @@ def load_feature_array(path, *, key: str | None = None, ndim: int = 2, dim: int 
     if arr.shape[0] == 0 or arr.size == 0:
         raise DataFormatError(path, "feature array is empty", item=item, field=key, expected=expected,
                               found=f"shape {tuple(arr.shape)}")
-    if dim is not None and arr.shape[-1] != dim:
-        raise DataFormatError(path, "feature dimension mismatch", item=item, field=key, expected=expected,
-                              found=f"shape {tuple(arr.shape)}")
+    _check_dim(arr, path, dim, item, key, expected)
     with np.errstate(over="ignore"):  # float64 beyond float32 range becomes Inf, reported just below
         out = np.ascontiguousarray(arr, dtype=np.float32)
     finite = np.isfinite(out)
@@ -115,7 +182,15 @@ def load_feature_array(path, *, key: str | None = None, ndim: int = 2, dim: int 
         raise DataFormatError(path, "feature array contains non-finite values", item=item, field=key,
                               expected=expected,
                               found=f"{n_nan} NaN and {n_inf} Inf (after cast to float32), first at row {first}")
+    if cache is not None:
+        cache.put(name, signature, out.copy())
     return out
+
+
+def _check_dim(arr: np.ndarray, path: Path, dim: int | None, item: str | None, key: str | None, expected: str):
+    if dim is not None and arr.shape[-1] != dim:
+        raise DataFormatError(path, "feature dimension mismatch", item=item, field=key, expected=expected,
+                              found=f"shape {tuple(arr.shape)}")
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:

@@ -38,7 +38,9 @@ from torch.utils.data import Dataset
 from ._checks import expect_int, expect_matrix, expect_real, expect_str, is_real, short_repr
 from .collate import PaddedCollate
 from .errors import DataFormatError
-from .features import align_lengths, l2_normalize, load_feature_array, temporal_endpoint_features
+from .features import FeatureCache, align_lengths, l2_normalize, load_feature_array, temporal_endpoint_features
+
+FEATURE_CACHE_BYTES = 512 * 2**20   # per dataset: the feature files a MomentDataset keeps in memory
 
 
 @dataclass(frozen=True)
@@ -249,49 +251,51 @@ def text_feature_path(root, text_type: str, qid, dataset: str = "qvhighlight") -
 
 
 def load_video_features(root, feat_types: Sequence[str], vid: str, *, normalize: bool = True,
-                        dims: Sequence[int | None] | None = None) -> np.ndarray:
+                        dims: Sequence[int | None] | None = None, cache: FeatureCache | None = None) -> np.ndarray:
     """Load ``<root>/<feat_type>/<vid>.npz`` (key ``features``, (T, D_i)) for each feature type and concatenate
     them with :func:`load_video_files`. Returns float32 (T, sum D_i)."""
     if not feat_types:
         raise ValueError("feat_types must name at least one feature type")
     return load_video_files([video_feature_path(root, t, vid) for t in feat_types], normalize=normalize, dims=dims,
-                            item=f"vid {vid}")
+                            item=f"vid {vid}", cache=cache)
 
 
 def load_video_files(files: Sequence, *, normalize: bool = True, dims: Sequence[int | None] | None = None,
-                     item: str | None = None) -> np.ndarray:
+                     item: str | None = None, cache: FeatureCache | None = None) -> np.ndarray:
     """One video's feature files (npz, key ``features``, (T, D_i)), one per feature type, as the model input.
 
     Each type is L2-normalised per clip (when ``normalize``) **before** concatenation. As in moment_detr /
     lighthouse, types of different length are all truncated to the shortest one (extractors disagree by a clip
-    at the end of a video). ``dims`` optionally fixes each type's D. Returns float32 (T, sum D_i).
+    at the end of a video). ``dims`` optionally fixes each type's D; ``cache``: see :func:`load_feature_array`.
+    Returns float32 (T, sum D_i).
     """
     dims = list(dims) if dims is not None else [None] * len(files)
     if len(dims) != len(files):
         raise ValueError(f"expected {len(dims)} video feature file(s), one per feature type, got {len(files)}")
     arrays = []
     for p, d in zip(files, dims):
-        a = load_feature_array(p, key="features", dim=d, item=item)
+        a = load_feature_array(p, key="features", dim=d, item=item, cache=cache)
         arrays.append(l2_normalize(a) if normalize else a)
     return np.concatenate(align_lengths(arrays, files, mode="truncate", item=item), axis=1)
 
 
 def load_text_features(root, text_type: str, qid, *, dataset: str = "qvhighlight", normalize: bool | None = None,
-                       max_len: int | None = None, dim: int | None = None) -> np.ndarray:
+                       max_len: int | None = None, dim: int | None = None,
+                       cache: FeatureCache | None = None) -> np.ndarray:
     """Load the token features of one query from the dataset's text folder (see :func:`load_text_file`)."""
     return load_text_file(text_feature_path(root, text_type, qid, dataset), dataset=dataset, normalize=normalize,
-                          max_len=max_len, dim=dim, item=f"qid {qid!r}")
+                          max_len=max_len, dim=dim, item=f"qid {qid!r}", cache=cache)
 
 
 def load_text_file(path, *, dataset: str = "qvhighlight", normalize: bool | None = None, max_len: int | None = None,
-                   dim: int | None = None, item: str | None = None) -> np.ndarray:
+                   dim: int | None = None, item: str | None = None, cache: FeatureCache | None = None) -> np.ndarray:
     """The token features of one query as the model input: (L, D) float32, optionally truncated to ``max_len``.
 
     The key follows the dataset (see :class:`DatasetSpec`); ``normalize`` defaults to the dataset's lighthouse
-    behaviour (L2 per token, except TVSum / YouTube).
+    behaviour (L2 per token, except TVSum / YouTube); ``cache``: see :func:`load_feature_array`.
     """
     spec = get_dataset_spec(dataset)
-    a = load_feature_array(path, key=spec.text_key, dim=dim, item=item)
+    a = load_feature_array(path, key=spec.text_key, dim=dim, item=item, cache=cache)
     if max_len is not None:
         a = a[:max_len]
     if spec.normalize_text if normalize is None else normalize:
@@ -388,6 +392,9 @@ class MomentDataset(PaddedCollate, Dataset):
     ``require_targets`` (set it for training): every line must carry the dataset's target (``relevant_windows``, or
     ``label`` for TVSum / YouTube); without it, targets must still be on all lines or none (see
     :func:`check_targets`).
+
+    The feature files read are kept in memory (:class:`~vidmamba.data.features.FeatureCache`, at most
+    ``cache_bytes``; 0 turns it off), so later epochs do not parse them again.
     """
 
     sequence_keys = ("video", "text", "windows", "windows_norm", "foreground", "saliency", "saliency_annotators")
@@ -395,7 +402,9 @@ class MomentDataset(PaddedCollate, Dataset):
     def __init__(self, annotations, feature_root, video_feat_types: Sequence[str], text_feat_type: str, *,
                  dataset: str, use_tef: bool = False, normalize_video: bool = True, max_text_len: int | None = None,
                  domain: str | None = None, video_dims: Sequence[int | None] | None = None,
-                 text_dim: int | None = None, window_tol: float = 0.5, require_targets: bool = False):
+                 text_dim: int | None = None, window_tol: float = 0.5, require_targets: bool = False,
+                 cache_bytes: int = FEATURE_CACHE_BYTES):
+        self.feature_cache = FeatureCache(cache_bytes) if cache_bytes else None
         self.spec = get_dataset_spec(dataset)
         if isinstance(annotations, (str, Path)):
             self.source = str(annotations)
@@ -456,13 +465,13 @@ class MomentDataset(PaddedCollate, Dataset):
     def __getitem__(self, index: int) -> dict:
         ann = self.annotations[index]
         video = load_video_features(self.feature_root, self.video_feat_types, ann.vid,
-                                    normalize=self.normalize_video, dims=self.video_dims)
+                                    normalize=self.normalize_video, dims=self.video_dims, cache=self.feature_cache)
         video, sal = self._saliency(ann, video)
         T = video.shape[0]
         if self.use_tef:
             video = np.concatenate([video, temporal_endpoint_features(T)], axis=1)
         text = load_text_features(self.feature_root, self.text_feat_type, ann.qid, dataset=self.spec.name,
-                                  max_len=self.max_text_len, dim=self.text_dim)
+                                  max_len=self.max_text_len, dim=self.text_dim, cache=self.feature_cache)
         windows = np.asarray(ann.windows or [], dtype=np.float32).reshape(-1, 2)
         out = {
             "qid": ann.qid, "vid": ann.vid, "query": ann.query, "duration": ann.duration,
