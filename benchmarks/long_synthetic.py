@@ -92,7 +92,7 @@ def score_whole(run_dir: Path) -> dict:
 
 
 def run_model(name: str, config: dict, out_dir: Path, twin_window: int | None, seed: int = 0,
-              negatives: int = 0) -> list[dict]:
+              negatives: int = 0, query_fusion: str = "none") -> list[dict]:
     """Train ``name`` with ``seed`` and score it: one row, plus MLVTG's whole-video scoring of the same checkpoint."""
     cfg = json.loads(json.dumps(config))
     twin_window = twin_window or cfg["data"]["max_clips"]
@@ -101,6 +101,7 @@ def run_model(name: str, config: dict, out_dir: Path, twin_window: int | None, s
         cfg["data"]["eval_window"] = twin_window
     if name == "mlvtg":
         cfg["data"]["negative_queries"] = negatives
+        cfg["model"]["query_fusion"] = query_fusion
     run_dir = out_dir / f"{name}-s{seed}"
     cfg["train"].update(out_dir=str(run_dir), progress=False, tensorboard=False, seed=seed)
     started = time.perf_counter()
@@ -117,6 +118,7 @@ def run_model(name: str, config: dict, out_dir: Path, twin_window: int | None, s
         return [row]
     row["eval_window"] = model.model.cfg.train_clips  # it windows long videos itself
     row["negative_queries"] = negatives
+    row["query_fusion"] = query_fusion
     started = time.perf_counter()
     metrics = score_whole(run_dir)
     return [row, {**row, "metrics": {k: metrics[k] for k in KEYS}, "eval_s": round(time.perf_counter() - started, 1),
@@ -213,6 +215,8 @@ def main(argv=None) -> int:
     ap.add_argument("--twin-window", type=int, help="eval window of the twin (clips; default data.max_clips)")
     ap.add_argument("--mlvtg-negatives", type=int, default=8, metavar="N",
                     help="MLVTG: queries per training window whose truth lies outside it (data.negative_queries)")
+    ap.add_argument("--mlvtg-query-fusion", default="none", choices=("none", "product"),
+                    help="MLVTG: model.query_fusion (product: each clip enters the aligner with its match to the query)")
     ap.add_argument("--threads", type=int, default=2, help="intra-op threads per model process")
     ap.add_argument("--parallel", action="store_true", help="train the runs at the same time, one process each")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -251,12 +255,14 @@ def main(argv=None) -> int:
             ctx = mp.get_context("spawn")
             with cf.ProcessPoolExecutor(len(jobs), mp_context=ctx, initializer=torch.set_num_threads,
                                         initargs=(args.threads,)) as pool:
-                futures = [pool.submit(run_model, name, config, runs, args.twin_window, seed, args.mlvtg_negatives)
+                futures = [pool.submit(run_model, name, config, runs, args.twin_window, seed, args.mlvtg_negatives,
+                                       args.mlvtg_query_fusion)
                            for name, seed in jobs]
                 result["rows"] += [row for f in futures for row in f.result()]
         else:
             for name, seed in jobs:
-                rows = run_model(name, config, runs, args.twin_window, seed, args.mlvtg_negatives)
+                rows = run_model(name, config, runs, args.twin_window, seed, args.mlvtg_negatives,
+                                 args.mlvtg_query_fusion)
                 result["rows"] += rows
                 print(json.dumps([{k: r[k] for k in ("model", "seed", "metrics", "train_s", "eval_s")} for r in rows]),
                       file=sys.stderr, flush=True)

@@ -77,6 +77,47 @@ def test_paper_head_exactly_on_training_length_inputs(use_tef):
         assert legacy.predict(batch) == old.predict(batch)
 
 
+class RecordingAligner(nn.Module):
+    """An aligner that ignores the query and returns the video tokens it was given (kept in ``seen``)."""
+
+    def forward(self, video, video_mask, text, text_mask, refiner=None):
+        self.seen = video
+        return video
+
+
+def test_query_fusion_gives_each_clip_its_match_to_the_query():
+    """query_fusion "product" with an identity fusion layer: the aligner's video tokens are those of the default
+    model plus v * s (v: projected clips, s: the attentively pooled projected query, computed here by hand). With an
+    aligner that ignores the query, the default model's foreground logits are the same for any query (the scan is its
+    only way to the query); with the fusion they are not. The default builds no fusion weights, so checkpoints written
+    without it load as before."""
+    torch.manual_seed(0)
+    plain = create_model("mlvtg", **TINY, input_dropout=0.0)
+    fused = create_model("mlvtg", **TINY, input_dropout=0.0, query_fusion="product")
+    assert not any(k.startswith("query_fusion") for k in plain.state_dict())
+    fused.load_state_dict(plain.state_dict(), strict=False)
+    with torch.no_grad():
+        fused.query_fusion.weight.copy_(torch.eye(16))
+        fused.query_fusion.bias.zero_()
+    for m in (plain, fused):
+        m.aligner = RecordingAligner()
+        m.eval()
+    video, text, other = torch.randn(9, 6), torch.randn(3, 4), torch.randn(3, 4)
+    with torch.no_grad():
+        v, q = plain.video_proj(video), plain.text_proj(text)
+        attn = torch.softmax(q @ plain.saliency_head.pool.score.weight[0], 0)
+        s = (attn[:, None] * q).sum(0)
+        logits = {}
+        for name, m in (("plain", plain), ("fused", fused)):
+            logits[name] = [m(batch_of(video, t))["logits"] for t in (text, other)]
+            m(batch_of(video, text))
+        torch.testing.assert_close(fused.aligner.seen[0] - plain.aligner.seen[0], v * s)
+    assert torch.equal(*logits["plain"])
+    assert (logits["fused"][0] - logits["fused"][1]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="query_fusion"):
+        create_model("mlvtg", **TINY, query_fusion="sum")
+
+
 def test_windowed_candidates_hand_case():
     """11 clips, train_clips 4: windows start at 0, 2, 4, 6 and 7 (the last one ends at the video's end). A hand-set
     pass gives each clip the window [t, t + 1] (t: its index in the window), score = feature 0 of the clip and

@@ -53,6 +53,7 @@ FG_LOSSES = ("bce", "focal")
 SCORE_MODES = ("add", "fg")
 SPAN_UNITS = ("train_clips", "input")
 LONG_VIDEO = ("window", "whole")
+QUERY_FUSIONS = ("none", "product")
 
 
 @dataclass
@@ -76,6 +77,9 @@ class MLVTGConfig(ModelConfig):
     long_video: inputs longer than ``train_clips``: "window" (half-overlapping windows of ``train_clips``, merged)
         or "whole" (one pass). ``window_batch``: windows per forward pass.
     use_txt_pos: add position embeddings to the text too (UniVTG default: video only).
+    query_fusion: "none" (MLVTG: the aligner's clips learn the query only through the scan of ``[Q; V]``) or "product"
+        (each projected clip v also gets ``Linear(v * s)`` before the aligner, s the HD branch's pooled query: the
+        per-channel terms of its saliency match, so every clip enters the scan knowing how it matches the query).
     clip_length: seconds per clip when the batch has no ``clip_length``.
     head_layers / head_kernel: UniVTG's 3-layer Conv1d k=3 heads (the per-clip baseline forces k=1).
     n_heads, mlp_ratio: transformer baseline only.
@@ -112,6 +116,7 @@ class MLVTGConfig(ModelConfig):
     long_video: str = "window"
     window_batch: int = 64
     use_txt_pos: bool = False
+    query_fusion: str = "none"
     clip_length: float = 2.0
     head_layers: int = 3
     head_kernel: int = 3
@@ -144,7 +149,8 @@ class MLVTGConfig(ModelConfig):
         for name, value, allowed in (("aligner", self.aligner, tuple(ALIGNERS)), ("fg_loss", self.fg_loss, FG_LOSSES),
                                      ("score_mode", self.score_mode, SCORE_MODES),
                                      ("span_unit", self.span_unit, SPAN_UNITS),
-                                     ("long_video", self.long_video, LONG_VIDEO)):
+                                     ("long_video", self.long_video, LONG_VIDEO),
+                                     ("query_fusion", self.query_fusion, QUERY_FUSIONS)):
             if value not in allowed:
                 raise ValueError(f"MLVTGConfig.{name} must be one of {allowed}, got {value!r}")
         for name in ("video_dim", "text_dim", "hidden_dim", "num_layers", "max_windows", "head_layers",
@@ -234,6 +240,7 @@ class MLVTG(nn.Module):
         self.text_proj = InputProjection(cfg.text_dim, d, cfg.input_dropout)
         self.saliency_head = SaliencyHead(d)
         self.type_embed = nn.Embedding(2, d)                           # 0 = text, 1 = video (UniVTG)
+        self.query_fusion = nn.Linear(d, d) if cfg.query_fusion == "product" else None
         self.aligner = build_aligner(cfg)
         self.refiner = None
         if cfg.llm_refiner is not None:
@@ -286,7 +293,8 @@ class MLVTG(nn.Module):
         saliency = self.saliency_head(v, vmask, q, tmask)
         sentence = self.saliency_head.pool(q, tmask)                 # the HD branch's pooled query (for the losses)
 
-        v_in = self._positions(v, vmask) + self.type_embed.weight[1]
+        v_tl = v if self.query_fusion is None else v + self.query_fusion(v * sentence[:, None])
+        v_in = self._positions(v_tl, vmask) + self.type_embed.weight[1]
         q_in = q + self.type_embed.weight[0]
         if self.cfg.use_txt_pos:
             q_in = self._positions(q_in, tmask)
