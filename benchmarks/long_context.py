@@ -7,8 +7,10 @@ context-to-answer gaps of 1, 4, 16 and 64 windows; ``ceiling.json`` beside the d
 a position-aware ceiling). Every model gets the same data, epochs, batch, optimiser and seeds; the last epoch's EMA
 weights are scored (no selection on val). Per model (:data:`VARIANTS`, :func:`stages`):
 
-* ``hieramamba``: a short-to-long curriculum: ``--short-epochs`` epochs on 128-clip windows that keep the truth
-  (:data:`SHORT`), the rest of ``train.epochs`` on whole videos from those weights; scored on whole videos;
+* ``hieramamba``: a short-to-long curriculum (``--curriculum LEN:EPOCHS ...``, default ``128:2``): each stage
+  trains that many epochs on windows of LEN clips that keep the truth (128-clip windows with :data:`SHORT`'s batch,
+  longer ones with the config's), each from the last stage's weights, then the rest of ``train.epochs`` on whole
+  videos; scored on whole videos;
 * ``hieramamba-transformer``: every epoch on the 128-clip windows, scored in half-overlapping 128-clip windows
   merged by NMS (a model that reads 128 clips);
 * ``mlvtg-perclip``: MLVTG's heads on each clip alone (no temporal context), trained and scored like the twin;
@@ -83,7 +85,7 @@ SHORT = {"data": {"max_clips": WINDOW, "max_queries": 8}, "train": {"batch_size"
 _MLVTG = {"hidden_dim": 32, "num_layers": 2, "d_state": 16, "score_mode": "fg", "w_sal_intra": 0.0,
           "w_sal_inter": 0.0, "max_windows": 10}
 # model -> (model section replacing the config's, or None: the config's; scored in windows of WINDOW clips?)
-# Windowed models train every epoch on SHORT windows; the others train --short-epochs on them, then on whole videos.
+# Windowed models train every epoch on SHORT windows; the others follow --curriculum, then whole videos.
 VARIANTS = {
     "hieramamba": (None, False),
     "hieramamba-transformer": ({"name": "hieramamba-transformer"}, True),
@@ -93,8 +95,10 @@ VARIANTS = {
 THRESHOLD = 0.5
 
 
-def stages(name: str, config: dict, short_epochs: int) -> list[dict]:
-    """The training stages of model ``name`` (:data:`VARIANTS`): configs whose epochs sum to ``train.epochs``."""
+def stages(name: str, config: dict, curriculum: list[tuple[int, int]]) -> list[dict]:
+    """The training stages of model ``name`` (:data:`VARIANTS`): configs whose epochs sum to ``train.epochs``.
+    Whole-video models: one stage per ``(clips, epochs)`` of ``curriculum`` (windows of that many clips keeping the
+    truth; :data:`SHORT`'s batch up to ``WINDOW`` clips, the config's beyond), then whole videos for the rest."""
     cfg = json.loads(json.dumps(config))
     model, windowed = VARIANTS[name]
     if model is not None:
@@ -104,11 +108,16 @@ def stages(name: str, config: dict, short_epochs: int) -> list[dict]:
     if windowed:
         short["data"]["eval_window"] = WINDOW
         return [{**cfg, **short}]
-    if not 0 <= short_epochs < total:
-        raise ValueError(f"--short-epochs must be in [0, train.epochs = {total}), got {short_epochs}")
-    first = {**cfg, "data": short["data"], "train": {**short["train"], "epochs": short_epochs}}
-    last = {**cfg, "train": {**cfg["train"], "epochs": total - short_epochs}}
-    return ([first] if short_epochs else []) + [last]
+    used = sum(epochs for _, epochs in curriculum)
+    if any(clips < 1 or epochs < 1 for clips, epochs in curriculum) or used >= total:
+        raise ValueError(f"--curriculum: stages of >= 1 clip and >= 1 epoch whose epochs sum below train.epochs = "
+                         f"{total} (the rest trains on whole videos), got {curriculum}")
+    out = []
+    for clips, epochs in curriculum:
+        base = short if clips <= WINDOW else cfg
+        out.append({**cfg, "data": {**base["data"], "max_clips": clips},
+                    "train": {**base["train"], "epochs": epochs}})
+    return out + [{**cfg, "train": {**cfg["train"], "epochs": total - used}}]
 
 
 def hits(rows: list[dict], truth: dict[str, list]) -> dict[str, bool]:
@@ -154,11 +163,12 @@ def score(ceiling: dict, val: dict[str, bool], cf: dict[str, bool] | None, any_c
     return out
 
 
-def run_model(name: str, config: dict, runs: Path, seed: int, ceiling: dict, short_epochs: int) -> dict:
+def run_model(name: str, config: dict, runs: Path, seed: int, ceiling: dict,
+              curriculum: list[tuple[int, int]]) -> dict:
     """Train ``name`` with ``seed`` (its :func:`stages`, each from the last's weights) and score the last epoch on
     val and, for whole-video models, on val_cf (a windowed model's windows without the edit answer the same)."""
     started, init, train_s, steps = time.perf_counter(), None, 0.0, 0
-    for i, cfg in enumerate(stages(name, config, short_epochs)):
+    for i, cfg in enumerate(stages(name, config, curriculum)):
         run_dir = runs / f"{name}-s{seed}-stage{i}"
         cfg["train"].update(out_dir=str(run_dir), progress=False, tensorboard=False, seed=seed)
         summary = _Stage(init).train(cfg)
@@ -177,7 +187,7 @@ def run_model(name: str, config: dict, runs: Path, seed: int, ceiling: dict, sho
     model, _ = NLQ.load_trained(init)
     return {"model": name, "seed": seed, "params": sum(p.numel() for p in model.parameters()),
             "scores": score(ceiling, val, cf, any_copy), "final_train_loss": summary["train"]["loss"],
-            "steps": steps, "short_epochs": 0 if window else short_epochs, "train_s": round(train_s, 1),
+            "steps": steps, "curriculum": [] if window else curriculum, "train_s": round(train_s, 1),
             "eval_s": round(time.perf_counter() - started_eval, 1),
             "total_s": round(time.perf_counter() - started, 1), "eval_window": window, "loadavg": os.getloadavg()}
 
@@ -373,13 +383,23 @@ def merge(files: list[Path]) -> dict:
     return result
 
 
+def _stage_arg(text: str) -> tuple[int, int]:
+    """``CLIPS:EPOCHS`` -> (clips, epochs)."""
+    try:
+        clips, epochs = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CLIPS:EPOCHS (two integers), got {text!r}") from None
+    return clips, epochs
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--set", nargs="+", default=[], metavar="SECTION.KEY=VALUE", help="config overrides (YAML values)")
-    ap.add_argument("--short-epochs", type=int, default=2, help="epochs of the curriculum's first stage (128-clip "
-                    "windows) for the whole-video models; the rest of train.epochs on whole videos")
+    ap.add_argument("--curriculum", nargs="+", type=_stage_arg, default=[(WINDOW, 2)], metavar="CLIPS:EPOCHS",
+                    help="the whole-video models' first stages: EPOCHS epochs on windows of CLIPS clips that keep "
+                    "the truth, in order; the rest of train.epochs on whole videos (default 128:2)")
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads")
     ap.add_argument("--runs", type=Path, help="folder for the checkpoints (default: a temporary folder)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -405,13 +425,13 @@ def main(argv=None) -> int:
               "config": str(CONFIG.relative_to(REPO)), "overrides": args.set,
               "synthetic": config["data"]["synthetic"], "train": config["train"], "data_sizes": meta["sizes"],
               "variants": {m: VARIANTS[m] for m in args.models}, "short_stage": SHORT,
-              "short_epochs": args.short_epochs, "rows": [],
+              "curriculum": args.curriculum, "rows": [],
               "baselines": baselines(root, ceiling), "ceiling_file": ceiling}
     with tempfile.TemporaryDirectory() as tmp:
         runs = args.runs or Path(tmp)
         for seed in args.seeds:
             for name in args.models:
-                row = run_model(name, config, runs, seed, ceiling, args.short_epochs)
+                row = run_model(name, config, runs, seed, ceiling, args.curriculum)
                 result["rows"].append(row)
                 print(json.dumps({k: row[k] for k in ("model", "seed", "train_s", "eval_s")}
                                  | {"R1@0.5": row["scores"]["R1@0.5"], "flip": row["scores"]["flip"],

@@ -1,5 +1,6 @@
 """Scoring helpers of benchmarks/long_context.py: hits against hand-made windows, the flip rate, the curriculum's
 stages, the baselines on a small generated benchmark."""
+import argparse
 import importlib.util
 import json
 import pathlib
@@ -43,15 +44,24 @@ def test_hits_and_flip_rate_by_hand():
 def test_curriculum_stages():
     config = {"model": {"name": "hieramamba", "embd_dim": 32}, "data": {"max_clips": None, "max_queries": 2},
               "train": {"epochs": 5, "batch_size": 2}}
-    first, last = lc.stages("hieramamba", config, 3)
+    first, last = lc.stages("hieramamba", config, [(128, 3)])
     assert (first["train"]["epochs"], last["train"]["epochs"]) == (3, 2)
     assert first["data"]["max_clips"] == 128 and last["data"]["max_clips"] is None and "eval_window" not in last["data"]
-    (twin,) = lc.stages("hieramamba-transformer", config, 3)
+    assert (first["train"]["batch_size"], first["data"]["max_queries"]) == (4, 8)  # the 128-clip windows' batch
+    (twin,) = lc.stages("hieramamba-transformer", config, [(128, 3)])
     assert twin["model"] == {"name": "hieramamba-transformer", "embd_dim": 32}
     assert (twin["train"]["epochs"], twin["data"]["max_clips"], twin["data"]["eval_window"]) == (5, 128, 128)
-    assert lc.stages("mlvtg", config, 0)[0]["data"]["max_clips"] is None  # no first stage
-    with pytest.raises(ValueError, match="short-epochs"):
-        lc.stages("hieramamba", config, 5)
+    assert lc.stages("mlvtg", config, [])[0]["data"]["max_clips"] is None  # no first stage
+    # short to long: 128-clip windows, then 1,024-clip windows with the config's batch, then whole videos
+    stages = lc.stages("hieramamba", config, [(128, 2), (1024, 2)])
+    assert [(s["data"]["max_clips"], s["train"]["epochs"], s["train"]["batch_size"], s["data"]["max_queries"])
+            for s in stages] == [(128, 2, 4, 8), (1024, 2, 2, 2), (None, 1, 2, 2)]
+    for bad in ([(128, 5)], [(128, 3), (512, 2)], [(128, 0)], [(0, 1)]):
+        with pytest.raises(ValueError, match="curriculum"):
+            lc.stages("hieramamba", config, bad)
+    assert lc._stage_arg("512:3") == (512, 3)
+    with pytest.raises(argparse.ArgumentTypeError, match="CLIPS:EPOCHS"):
+        lc._stage_arg("512")
 
 
 def test_baselines_score_near_zero(tmp_path):
