@@ -1,14 +1,21 @@
-"""Seconds per training step at the demo's scale: MLVTG (Mamba aligner) against its transformer twin.
+"""Seconds per training step of the demo's MLVTG (Mamba aligner) and its transformer twin, as ``vidmamba demo`` runs
+them.
 
-The demo's model and batch (``vidmamba.demo``: hidden 64, 2 layers, batch 32, the trainer's AdamW) on random
-features of the synthetic benchmark's widths (video 128, text 64) and lengths (32-150 clips in batches of similar
-length, as the demo's length-pooled sampler makes them; 5-12 query words). A step = forward + loss + backward +
-optimiser step, train mode. Each (model, scan impl) runs in a fresh process; the processes alternate, ``--rounds`` times, so that load
-changes hit every model alike. Per process: one warm-up pass over the batches, then ``--steps`` timed steps.
+The demo's models (``vidmamba.demo``: hidden 64, 2 layers, built from the demo's config) on the demo's own training
+batches: the synthetic benchmark's features, batch 32, in the order the trainer's length-grouped sampler gives
+epoch 0 (46 batches padded to 42-150 clips). Each worker is a fresh process set up as the ``vidmamba`` command sets
+itself up (passive OpenMP waits, ``keep_freed_memory``, no OMP_NUM_THREADS of its own) with ``--threads`` torch
+threads (default: all cores, as the demo). A step = forward + loss + backward + gradient clipping + the trainer's
+AdamW step, train mode; the batches are collated beforehand (data loading is not part of a step). Per process: one
+warm-up pass over the batches, then ``--steps`` timed steps (default 0: one pass over all of them, the epoch the
+demo trains five times). Each variant (model, scan impl) runs in its own process; the processes alternate,
+``--rounds`` times, so that load changes hit every model alike.
 
-    python benchmarks/train_step.py                                  # mlvtg (auto = numba kernel), mlvtg with the
-                                                                     # pure-PyTorch scan, and the twin
-    python benchmarks/train_step.py --threads 1 --out results.json
+Reports per variant the median over rounds of the mean step, MLVTG / twin of it, and the same per band of padded
+video lengths (``BANDS``).
+
+    python benchmarks/train_step.py --rounds 3 --out benchmarks/results_train_step.json
+    python benchmarks/train_step.py --threads 1 --variants mlvtg mlvtg-transformer
 """
 from __future__ import annotations
 
@@ -19,80 +26,95 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-VIDEO_DIM, TEXT_DIM, CLIP = 128, 64, 2.0
-LENGTH_BANDS = ((32, 45), (85, 95), (138, 150))     # clips per sample, one batch per band
+BANDS = ((42, 60), (61, 95), (96, 130), (131, 150))    # padded video lengths (clips) of the demo's batches
 VARIANTS = {"mlvtg": ("mlvtg", "auto"), "mlvtg-fast-scan": ("mlvtg", "fast"),
             "mlvtg-transformer": ("mlvtg-transformer", None)}
 
 
-def _batches(torch, batch_size, seed=0):
-    from vidmamba.data.collate import collate_padded
-    from vidmamba.data.lighthouse import MomentDataset
+def demo_setup(name, batch_size):
+    """(the demo's experiment config for model ``name``, its epoch-0 training batches in the trainer's order)."""
+    from vidmamba.demo import DEMO_TRAIN, demo_benchmark, demo_config
+    from vidmamba.engine.sampler import LengthGroupedSampler
+    from vidmamba.tasks import get_task
 
-    g = torch.Generator().manual_seed(seed)
-
-    def rint(lo, hi):
-        return int(torch.randint(lo, hi + 1, (1,), generator=g))
-
-    def sample(T):
-        start, length = rint(0, T - 6), rint(2, 5)
-        fg = torch.zeros(T, dtype=torch.bool)
-        fg[start:start + length] = True
-        w = torch.tensor([[start * CLIP, (start + length) * CLIP]])
-        return {"qid": 0, "vid": "v", "query": "q", "duration": T * CLIP, "clip_length": CLIP,
-                "video": torch.randn(T, VIDEO_DIM, generator=g),
-                "text": torch.randn(rint(5, 12), TEXT_DIM, generator=g),
-                "windows": w, "windows_norm": w / (T * CLIP), "foreground": fg,
-                "saliency": fg.float() * (1 + 3 * torch.rand(T, generator=g))}
-
-    return [collate_padded([sample(rint(lo, hi)) for _ in range(batch_size)], MomentDataset.sequence_keys)
-            for lo, hi in LENGTH_BANDS]
+    config = demo_config(demo_benchmark(), name, Path("runs/demo"))           # nothing is written there
+    config, train_set = get_task("qvhighlights").prepare(config)
+    sampler = LengthGroupedSampler(train_set.sample_lengths(), batch_size,
+                                   pool_batches=DEMO_TRAIN["length_pool_batches"], seed=DEMO_TRAIN["seed"])
+    return config, [train_set.collate([train_set[i] for i in batch]) for batch in sampler.global_batches()]
 
 
 def measure(variant, threads, steps, batch_size):
-    """Mean seconds per step of one variant in this process."""
+    """Seconds per step of one variant in this process: mean, median, CPU (all threads) and each step's
+    (padded video length, seconds)."""
     import torch
 
-    from vidmamba.demo import DEMO_MODEL, DEMO_TRAIN
-    from vidmamba.engine.optim import build_optimizer
-    from vidmamba.models import create_model
+    from vidmamba.demo import DEMO_TRAIN
+    from vidmamba.engine.optim import build_optimizer, clip_gradients
+    from vidmamba.tasks import get_task
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
     name, impl = VARIANTS[variant]
+    config, batches = demo_setup(name, batch_size)
     torch.manual_seed(0)
-    model = create_model(name, video_dim=VIDEO_DIM, text_dim=TEXT_DIM, **DEMO_MODEL)
+    model = get_task("qvhighlights").build_model(config)
     if impl is not None:
         for m in model.modules():
             if hasattr(m, "impl"):
                 m.impl = impl
     opt = build_optimizer(model, lr=DEMO_TRAIN["lr"], weight_decay=DEMO_TRAIN["weight_decay"])     # the trainer's
-    batches = _batches(torch, batch_size)
     model.train()
 
     def step(batch):
         opt.zero_grad(set_to_none=True)
         model(batch)["loss"].backward()
+        clip_gradients(model.parameters(), DEMO_TRAIN["grad_clip"])
         opt.step()
 
     for b in batches:                                   # warm-up (and first-call compilation)
         step(b)
-    times = []
+    steps = steps or len(batches)
+    times, lengths = [], []
     cpu0 = time.process_time()
     for i in range(steps):
+        batch = batches[i % len(batches)]
         t0 = time.perf_counter()
-        step(batches[i % len(batches)])
+        step(batch)
         times.append(time.perf_counter() - t0)
+        lengths.append(int(batch["video"].shape[1]))
     cpu_step_s = (time.process_time() - cpu0) / steps          # all threads: includes OpenMP threads spinning
     return dict(step_s=statistics.mean(times), step_s_median=statistics.median(times), cpu_step_s=cpu_step_s,
-                steps=steps)
+                steps=steps, per_step=[[n, round(t, 5)] for n, t in zip(lengths, times)])
+
+
+def summarize(rows, variants, twin="mlvtg-transformer"):
+    """Per variant the median over rounds of the mean step (all steps, and per band of ``BANDS``), and each
+    variant's ratio to ``twin``."""
+    def median_of_rounds(v, lo=0, hi=10**9):
+        means = [statistics.mean(t for n, t in r["per_step"] if lo <= n <= hi)
+                 for r in rows if r["variant"] == v and any(lo <= n <= hi for n, _ in r.get("per_step", ()))]
+        return statistics.median(means) if means else None
+
+    bands = {"all": (0, 10**9), **{f"{lo}-{hi}": (lo, hi) for lo, hi in BANDS}}
+    step = {(v, b): median_of_rounds(v, *span) for v in variants for b, span in bands.items()}
+    first = next((r["per_step"] for r in rows if "per_step" in r), [])
+    summary = {}
+    for b, (lo, hi) in bands.items():
+        summary[b] = {"steps": sum(lo <= n <= hi for n, _ in first),
+                      **{f"{v}_step_s": round(step[v, b], 4) for v in variants if step[v, b] is not None}}
+        for v in variants:
+            if v != twin and step[v, b] and step.get((twin, b)):
+                summary[b][f"{v}_over_transformer"] = round(step[v, b] / step[twin, b], 3)
+    return summary
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default 0: all cores, as the demo)")
+    ap.add_argument("--steps", type=int, default=0, help="timed steps (default 0: one pass over the batches)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--out", help="also write the JSON here")
@@ -102,6 +124,9 @@ def main(argv=None):
         from vidmamba.threads import passive_openmp_waits
 
         passive_openmp_waits()                      # as the vidmamba command does, before torch loads
+        from vidmamba.allocator import keep_freed_memory
+
+        keep_freed_memory()                         # as the vidmamba command does
         print(json.dumps(measure(args.worker, args.threads, args.steps, args.batch_size)))
         return
     rows = []
@@ -111,24 +136,17 @@ def main(argv=None):
             cmd = [sys.executable, __file__, "--worker", v, "--threads", str(args.threads), "--steps",
                    str(args.steps), "--batch-size", str(args.batch_size)]
             load = round(os.getloadavg()[0], 2)
-            proc = subprocess.run(cmd, capture_output=True, text=True,
-                                  env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)))
+            proc = subprocess.run(cmd, capture_output=True, text=True)
             row = dict(variant=v, round=r, loadavg_1min=load)
             if proc.returncode:
                 row["error"] = (proc.stderr.strip().splitlines() or [f"rc {proc.returncode}"])[-1]
             else:
                 row.update(json.loads(proc.stdout.strip().splitlines()[-1]))
-            print(json.dumps(row), file=sys.stderr, flush=True)
+            print(json.dumps({k: x for k, x in row.items() if k != "per_step"}), file=sys.stderr, flush=True)
             rows.append(row)
-    per = {v: [r["step_s"] for r in rows if r["variant"] == v and "step_s" in r] for v in args.variants}
-    summary = {f"{v}_step_s_median_of_rounds": round(statistics.median(t), 4) for v, t in per.items() if t}
-    twin = summary.get("mlvtg-transformer_step_s_median_of_rounds")
-    for v in args.variants:
-        mine = summary.get(f"{v}_step_s_median_of_rounds")
-        if twin and mine and v != "mlvtg-transformer":
-            summary[f"{v}_over_transformer"] = round(mine / twin, 3)
+    summary = summarize(rows, args.variants)
     result = dict(command="python benchmarks/train_step.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                  threads=args.threads, batch_size=args.batch_size, length_bands=LENGTH_BANDS,
+                  threads=args.threads or os.cpu_count(), batch_size=args.batch_size, bands=BANDS,
                   loadavg_1_5_15min_start=[round(x, 2) for x in load_start],
                   loadavg_1_5_15min_end=[round(x, 2) for x in os.getloadavg()],
                   summary=summary, rows=rows, wall_s=round(time.time() - t_start, 1))
