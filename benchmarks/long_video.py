@@ -17,8 +17,10 @@ the reason, so the whole run stays within its budget.
 
 Time: one warm-up call on a short input (``min(L, 1024)`` clips) is excluded; then the median of timed calls (more
 than one while the calls so far took less than ``REPEAT_BUDGET_S``, and at least ``--min-repeats``; with two or more
-the row also has ``steady_s``, the fastest call after the first, whose memory the allocator already holds); ``cpu_s`` is the process's user + system
-CPU seconds per timed call (all threads), a load-independent companion of the wall time on a shared machine. Peak
+the row also has ``steady_s``, the fastest call after the first, whose memory the allocator already holds); ``cpu_s``
+is the process's user + system CPU seconds per timed call (all threads), a load-independent companion of the wall
+time on a shared machine, split into ``user_s`` and ``sys_s`` (system time is mostly the kernel zeroing freshly
+touched pages: ``minor_faults`` per call counts them). Peak
 memory: the subprocess's max RSS (``ru_maxrss``, everything: interpreter, torch, weights, inputs) on CPU;
 ``torch.cuda.max_memory_allocated`` over the timed calls on CUDA.
 
@@ -120,10 +122,10 @@ def _maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0     # Linux: KiB
 
 
-def _cpu_s() -> float:
-    """User + system CPU seconds of this process (all its threads) so far."""
+def _usage() -> tuple[float, float, int]:
+    """(user CPU seconds, system CPU seconds, minor page faults) of this process (all its threads) so far."""
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
+    return ru.ru_utime, ru.ru_stime, ru.ru_minflt
 
 
 def _proc_status_kib(field: str) -> int:
@@ -195,13 +197,13 @@ def measure(job: dict) -> dict:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         times: list[float] = []
-        cpu0 = _cpu_s()
+        usage0 = _usage()
         while len(times) < job["min_repeats"] or (len(times) < job["repeats"] and sum(times) < REPEAT_BUDGET_S):
             t0 = time.perf_counter()
             step(batch)
             sync()
             times.append(time.perf_counter() - t0)
-        cpu = (_cpu_s() - cpu0) / len(times)
+        user, system, faults = ((b - a) / len(times) for a, b in zip(usage0, _usage()))
     except (RuntimeError, MemoryError) as err:
         if not _is_oom(err):
             raise
@@ -210,7 +212,8 @@ def measure(job: dict) -> dict:
     peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else _maxrss_mib()
     steady = {} if len(times) < 2 else dict(steady_s=round(min(times[1:]), 4))   # memory already touched and kept
     return dict(status="ok", time_s=round(statistics.median(times), 4), times_s=[round(t, 4) for t in times], **steady,
-                cpu_s=round(cpu, 3),
+                cpu_s=round(user + system, 3), user_s=round(user, 3), sys_s=round(system, 3),
+                minor_faults=round(faults),
                 peak_mem_mib=round(peak, 1), setup_rss_mib=round(setup_rss, 1),
                 params_m=round(sum(p.numel() for p in model.parameters()) / 1e6, 2))
 
@@ -333,8 +336,10 @@ def summarize(rows: list[dict]) -> dict:
             entry["at_64k"] = other["status"] if other else "not run"
         else:
             entry["time_ratio"] = round(r64["time_s"] / r16["time_s"], 2)
-            if r64.get("cpu_s") and r16.get("cpu_s"):
-                entry["cpu_time_ratio"] = round(r64["cpu_s"] / r16["cpu_s"], 2)
+            for field, name in (("cpu_s", "cpu_time_ratio"), ("user_s", "user_time_ratio"),
+                                ("sys_s", "sys_time_ratio"), ("minor_faults", "minor_faults_ratio")):
+                if r64.get(field) and r16.get(field):
+                    entry[name] = round(r64[field] / r16[field], 2)
             entry["peak_mem_ratio"] = round(r64["peak_mem_mib"] / r16["peak_mem_mib"], 2)
             entry["time_goal_le_4.5"] = entry["time_ratio"] <= RATIO_GOAL
         out["ratio_64k_over_16k"].append(entry)
@@ -404,6 +409,8 @@ def _cell(r: dict | None) -> str:
         return "-"
     if r["status"] == "ok":
         cpu = f" (cpu {r['cpu_s']:.1f})" if "cpu_s" in r else ""
+        if "sys_s" in r:
+            cpu = f" (user {r['user_s']:.1f} + sys {r['sys_s']:.1f})"
         return f"{r['time_s']:.1f} s{cpu} / {r['peak_mem_mib'] / 1024:.2f} GiB"
     if r["status"] == "oom":
         return f"oom (cap {r['mem_cap_mib'] / 1024:g} GiB)"

@@ -10,6 +10,7 @@ from vidmamba.nn import (
     SinusoidalPositionEncoding,
     WeightedPool,
     drop_path,
+    finite_at_valid,
     lengths_to_mask,
     masked_mean,
     masked_softmax,
@@ -37,6 +38,22 @@ def test_masked_softmax_and_mean():
     assert torch.allclose(masked_mean(x, None, 1), x.mean(1))
     x[0, 2] = float("nan")
     assert torch.allclose(masked_mean(x, valid, 1), torch.tensor([[1.0, 2.0], [0.0, 0.0]]))
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 4096])
+def test_finite_at_valid_matches_the_masked_copy(chunk):
+    g = torch.Generator().manual_seed(0)
+    for trial in range(40):
+        x = torch.randn(3, 7, 5, generator=g)
+        mask = torch.rand(3, 7, generator=g) < 0.6
+        for _ in range(trial % 3):  # 0, 1 or 2 non-finite values, anywhere (valid step or pad)
+            b, t, d = (int(torch.randint(n, (1,), generator=g)) for n in x.shape)
+            x[b, t, d] = (float("nan"), float("inf"), -float("inf"))[trial % 3]
+        assert finite_at_valid(x, mask, chunk) == bool(torch.isfinite(x[mask]).all())
+    x = torch.zeros(1, 9, 2)
+    x[0, 8, 1] = float("nan")                                   # in the last chunk of 4
+    assert not finite_at_valid(x, torch.ones(1, 9, dtype=torch.bool), 4)
+    assert finite_at_valid(x, torch.arange(9)[None] < 8, 4)   # ... at a pad
 
 
 def test_weighted_pool_ignores_pads_and_matches_manual():

@@ -4,11 +4,13 @@ glibc's malloc serves every request above its mmap threshold (at most 32 MiB) wi
 on ``free``. A long video's activations are such blocks (36,000 clips x 2048 channels = 281 MiB), so every new tensor
 faults in freshly zeroed pages: HieraMamba inference on 65,536 clips took 11.6 M page faults and 33 s of system time
 out of 99 s, and the faults grow faster than the length (the 64k/16k time ratio was 5.0 for 4x the clips).
-:func:`keep_freed_memory` makes malloc serve every block from its heap and keep up to 2 GiB of free memory at the
-heap's top, so freed activations are reused: 1.7 M faults and 6 s of system time at 65,536 clips (see BENCHMARKS.md).
-The price: memory freed below the top of the heap stays with the process until it ends, so fragmentation adds to
-the peak (one HieraMamba query over 36k clips: 3.96 instead of 3.70 GiB; MLVTG over 65,536 clips: 10.45 instead of
-8.36 GiB).
+:func:`keep_freed_memory` makes malloc serve every block from its heap and never give freed memory back to the OS
+(no trimming of the heap's top), so freed activations are reused: 1.7 M faults and 6 s of system time at 65,536
+clips (see BENCHMARKS.md). Trimming had to go entirely: with glibc's largest finite threshold (2 GiB) the free top of
+a 64k-clip MLVTG call passed 2 GiB in every aligner block, was returned, and faulted in again (3.3 M faults and 7.4 s
+of system time per call instead of 1.8 M and 3.7 s; the faults grew 7.7x from 16k to 64k clips instead of 4x).
+The price: a process keeps its peak memory until it ends (a server: the largest request's, per malloc arena; see
+:func:`limit_arenas`), and fragmentation adds to the peak.
 
 The ``vidmamba`` command applies it at start; ``VIDMAMBA_KEEP_FREED_MEMORY=0`` (or ``false`` / ``off`` / ``no``) turns
 that off. A library user calls it once, early.
@@ -25,13 +27,13 @@ from vidmamba.errors import InputError
 M_TRIM_THRESHOLD = -1  # glibc <malloc.h> parameter numbers
 M_MMAP_MAX = -4
 M_ARENA_MAX = -8
-TRIM_THRESHOLD = 2**31 - 1  # the largest value mallopt takes (an int)
+NO_TRIM = -1  # M_TRIM_THRESHOLD -1: never trim (mallopt(3))
 ENV_SWITCH = "VIDMAMBA_KEEP_FREED_MEMORY"
 OFF, ON = ("0", "false", "off", "no"), ("1", "true", "on", "yes", "")  # any case; unset or empty: on
 
 
 def keep_freed_memory() -> bool:
-    """Set glibc malloc to never mmap and to trim only above 2 GiB of free heap top. Returns True when applied;
+    """Set glibc malloc to never mmap and never trim the heap's free top. Returns True when applied;
     False (and nothing changed) without glibc or with ``VIDMAMBA_KEEP_FREED_MEMORY`` off (0 / false / off / no) in
     the environment; any other value than those and 1 / true / on / yes is an
     :class:`~vidmamba.errors.InputError`."""
@@ -43,7 +45,7 @@ def keep_freed_memory() -> bool:
     if switch in OFF or platform.libc_ver()[0] != "glibc":
         return False
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, NO_TRIM))
 
 
 def limit_arenas(n: int) -> bool:

@@ -34,7 +34,8 @@ import torch.nn as nn
 from torch import Tensor
 
 from vidmamba.models.config import ModelConfig
-from vidmamba.nn import TransformerBlock, batch_mask, label_smoothing_cross_entropy, masked_mean, sinusoid_encoding
+from vidmamba.nn import (TransformerBlock, batch_mask, finite_at_valid, label_smoothing_cross_entropy, masked_mean,
+                         sinusoid_encoding)
 from vidmamba.ssm import Mamba1, SharedALog
 from vidmamba.ssm.layers import masked_fill_pads
 
@@ -258,7 +259,7 @@ class MambaVL(nn.Module):
         mask = batch_mask(batch, key, x)
         if not bool(mask.any(1).all()):
             raise ValueError(f"batch[{key!r}] has a sample with no valid token")
-        if not bool(torch.isfinite(x[mask]).all()):
+        if not finite_at_valid(x, mask):
             raise ValueError(f"batch[{key!r}] has NaN or Inf at valid tokens")
         return masked_fill_pads(x, mask, 1), mask
 

@@ -47,7 +47,7 @@ from vidmamba.nn import (ConvHead, DenseGroundingHead, SaliencyHead, foreground_
                          smooth_l1_span_loss)
 from vidmamba.models.aligners import ALIGNERS, build_aligner
 from vidmamba.nn.losses import saliency_rank_loss
-from vidmamba.nn.mask import batch_mask, masked_fill_pads
+from vidmamba.nn.mask import batch_mask, finite_at_valid, masked_fill_pads
 
 FG_LOSSES = ("bce", "focal")
 SCORE_MODES = ("add", "fg")
@@ -263,7 +263,7 @@ class MLVTG(nn.Module):
                 raise ValueError(f"batch['{name}'] has feature dim {x.shape[-1]}, the model expects {dim}")
             if not bool(m.any(1).all()):
                 raise ValueError(f"batch['{name}'] has a sample with no valid step (empty {name})")
-            if not bool(torch.isfinite(x[m]).all()):
+            if not finite_at_valid(x, m):
                 raise ValueError(f"batch['{name}'] has NaN or Inf at valid steps")
         video = masked_fill_pads(video, vmask, 1)
         if self.cfg.use_tef:
@@ -289,6 +289,7 @@ class MLVTG(nn.Module):
         """Projections, HD branch, TL branch and heads; no losses. Returns a dict of (b, lv, ...) tensors."""
         video, vmask, text, tmask = self._inputs(batch)
         v = masked_fill_pads(self.video_proj(video), vmask, 1)
+        del video                                     # the (b, lv, video_dim + 2) input: not held through the aligner
         q = masked_fill_pads(self.text_proj(text), tmask, 1)
         saliency = self.saliency_head(v, vmask, q, tmask)
         sentence = self.saliency_head.pool(q, tmask)                 # the HD branch's pooled query (for the losses)
@@ -401,7 +402,8 @@ class MLVTG(nn.Module):
         rows = [i for i, is_long in enumerate(long) if not is_long]
         result: list = [None] * len(lengths)
         if rows:
-            spans, scores, sal = self._clip_candidates(video[rows], vmask[rows], text[rows], tmask[rows])
+            pick = slice(None) if len(rows) == len(lengths) else rows        # all rows: no copy of a long video
+            spans, scores, sal = self._clip_candidates(video[pick], vmask[pick], text[pick], tmask[pick])
             for j, i in enumerate(rows):
                 result[i] = (spans[j, :lengths[i]], scores[j, :lengths[i]], sal[j, :lengths[i]])
         for i in (i for i, is_long in enumerate(long) if is_long):

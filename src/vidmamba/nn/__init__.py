@@ -22,7 +22,8 @@ from vidmamba.nn.losses import (
     soft_target_cross_entropy,
     symmetric_info_nce,
 )
-from vidmamba.nn.mask import batch_mask, check_mask, lengths_to_mask, masked_fill_pads, masked_mean, masked_softmax
+from vidmamba.nn.mask import (batch_mask, check_mask, finite_at_valid, lengths_to_mask, masked_fill_pads, masked_mean,
+                              masked_softmax)
 from vidmamba.nn.nms import nms_1d, segment_voting, soft_nms_voting
 from vidmamba.nn.pooling import WeightedPool
 from vidmamba.nn.position import SinusoidalPositionEncoding, sinusoid_encoding
@@ -48,7 +49,8 @@ __all__ = [
     "label_smoothing_cross_entropy", "multi_positive_info_nce", "random_subset", "reduce_loss",
     "saliency_inter_loss", "saliency_intra_loss", "sigmoid_focal_loss", "smooth_l1_span_loss",
     "soft_target_cross_entropy", "symmetric_info_nce",
-    "batch_mask", "check_mask", "lengths_to_mask", "masked_fill_pads", "masked_mean", "masked_softmax",
+    "batch_mask", "check_mask", "finite_at_valid", "lengths_to_mask", "masked_fill_pads", "masked_mean",
+    "masked_softmax",
     "nms_1d", "segment_voting", "soft_nms_voting",
     "WeightedPool",
     "SinusoidalPositionEncoding", "sinusoid_encoding",

@@ -34,6 +34,16 @@ def batch_mask(batch: dict, key: str, x: Tensor) -> Tensor:
     return check_mask(mask.to(x.device), x.shape[:2], f"{key}_mask")
 
 
+def finite_at_valid(x: Tensor, mask: Tensor, chunk: int = 4096) -> bool:
+    """True when every value of ``x`` (b, l, ...) at the valid steps of ``mask`` (b, l) is finite. Reads ``chunk``
+    steps at a time, so a long input is never copied whole (``x[mask]`` would copy it)."""
+    for i in range(0, x.shape[1], chunk):
+        bad = ~torch.isfinite(x[:, i:i + chunk]).flatten(2).all(-1)              # (b, chunk): a non-finite value
+        if bool((bad & mask[:, i:i + chunk]).any()):
+            return False
+    return True
+
+
 def masked_fill_min(scores: Tensor, valid: Tensor) -> Tensor:
     """Replace invalid entries of ``scores`` with the dtype's most negative finite value (softmax-safe, no NaN)."""
     return scores.masked_fill(~valid, torch.finfo(scores.dtype).min)
