@@ -11,8 +11,8 @@ warm-up pass over the batches, then ``--steps`` timed steps (default 0: one pass
 demo trains five times). Each variant (model, scan impl) runs in its own process; the processes alternate,
 ``--rounds`` times, so that load changes hit every model alike.
 
-Reports per variant the median over rounds of the mean step, MLVTG / twin of it, and the same per band of padded
-video lengths (``BANDS``).
+Reports per variant the median over rounds of the mean step (wall and CPU seconds), MLVTG / twin of both, and the
+same per band of padded video lengths (``BANDS``).
 
     python benchmarks/train_step.py --rounds 3 --out benchmarks/results_train_step.json
     python benchmarks/train_step.py --threads 1 --variants mlvtg mlvtg-transformer
@@ -76,37 +76,41 @@ def measure(variant, threads, steps, batch_size):
     for b in batches:                                   # warm-up (and first-call compilation)
         step(b)
     steps = steps or len(batches)
-    times, lengths = [], []
+    per_step = []                                               # (padded video length, wall s, CPU s)
     cpu0 = time.process_time()
     for i in range(steps):
         batch = batches[i % len(batches)]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step(batch)
-        times.append(time.perf_counter() - t0)
-        lengths.append(int(batch["video"].shape[1]))
+        per_step.append([int(batch["video"].shape[1]), round(time.perf_counter() - t0, 5),
+                         round(time.process_time() - c0, 5)])
+    times = [t for _, t, _ in per_step]
     cpu_step_s = (time.process_time() - cpu0) / steps          # all threads: includes OpenMP threads spinning
     return dict(step_s=statistics.mean(times), step_s_median=statistics.median(times), cpu_step_s=cpu_step_s,
-                steps=steps, per_step=[[n, round(t, 5)] for n, t in zip(lengths, times)])
+                steps=steps, per_step=per_step)
 
 
 def summarize(rows, variants, twin="mlvtg-transformer"):
-    """Per variant the median over rounds of the mean step (all steps, and per band of ``BANDS``), and each
-    variant's ratio to ``twin``."""
-    def median_of_rounds(v, lo=0, hi=10**9):
-        means = [statistics.mean(t for n, t in r["per_step"] if lo <= n <= hi)
-                 for r in rows if r["variant"] == v and any(lo <= n <= hi for n, _ in r.get("per_step", ()))]
+    """Per variant the median over rounds of the mean wall and CPU (all threads) seconds of a step, over all steps
+    and per band of ``BANDS``, and each variant's ratio to ``twin``. CPU seconds hold up better than wall seconds on
+    a busy machine (the OpenMP threads sleep when they wait)."""
+    def median_of_rounds(v, lo, hi, col):
+        means = [statistics.mean(s[col] for s in r["per_step"] if lo <= s[0] <= hi)
+                 for r in rows if r["variant"] == v and any(lo <= s[0] <= hi for s in r.get("per_step", ()))]
         return statistics.median(means) if means else None
 
     bands = {"all": (0, 10**9), **{f"{lo}-{hi}": (lo, hi) for lo, hi in BANDS}}
-    step = {(v, b): median_of_rounds(v, *span) for v in variants for b, span in bands.items()}
     first = next((r["per_step"] for r in rows if "per_step" in r), [])
     summary = {}
     for b, (lo, hi) in bands.items():
-        summary[b] = {"steps": sum(lo <= n <= hi for n, _ in first),
-                      **{f"{v}_step_s": round(step[v, b], 4) for v in variants if step[v, b] is not None}}
-        for v in variants:
-            if v != twin and step[v, b] and step.get((twin, b)):
-                summary[b][f"{v}_over_transformer"] = round(step[v, b] / step[twin, b], 3)
+        summary[b] = {"steps": sum(lo <= s[0] <= hi for s in first)}
+        for col, unit in ((1, "step_s"), (2, "cpu_step_s")):
+            value = {v: median_of_rounds(v, lo, hi, col) for v in variants}
+            summary[b].update({f"{v}_{unit}": round(x, 4) for v, x in value.items() if x is not None})
+            suffix = "_cpu" if col == 2 else ""
+            for v in variants:
+                if v != twin and value[v] and value[twin]:
+                    summary[b][f"{v}_over_transformer{suffix}"] = round(value[v] / value[twin], 3)
     return summary
 
 

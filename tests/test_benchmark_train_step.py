@@ -11,22 +11,23 @@ _spec.loader.exec_module(ts)
 
 
 def test_summary_is_the_median_over_rounds_of_each_bands_mean_step():
-    def row(variant, r, per_step):
-        return {"variant": variant, "round": r, "per_step": per_step}
+    def row(variant, r, wall, cpu=0.5):
+        return {"variant": variant, "round": r, "per_step": [[n, t, cpu] for n, t in wall]}
 
     rows = [row("mlvtg", 0, [[50, 1.0], [50, 3.0], [140, 4.0]]),       # band means: 42-60 2.0, 131-150 4.0
-            row("mlvtg-transformer", 0, [[50, 1.0], [50, 1.0], [140, 8.0]]),
+            row("mlvtg-transformer", 0, [[50, 1.0], [50, 1.0], [140, 8.0]], cpu=1.0),
             row("mlvtg", 1, [[50, 2.0], [50, 2.0], [140, 5.0]]),
-            row("mlvtg-transformer", 1, [[50, 1.0], [50, 2.0], [140, 9.0]]),
+            row("mlvtg-transformer", 1, [[50, 1.0], [50, 2.0], [140, 9.0]], cpu=1.0),
             row("mlvtg", 2, [[50, 9.0], [50, 9.0], [140, 6.0]]),
-            row("mlvtg-transformer", 2, [[50, 4.0], [50, 4.0], [140, 7.0]])]
+            row("mlvtg-transformer", 2, [[50, 4.0], [50, 4.0], [140, 7.0]], cpu=1.0)]
     summary = ts.summarize(rows, ["mlvtg", "mlvtg-transformer"])
-    # all steps: mlvtg means 8/3, 3, 8 -> median 3; twin 10/3, 4, 5 -> median 4
+    # all steps: mlvtg means 8/3, 3, 8 -> median 3; twin 10/3, 4, 5 -> median 4; CPU 0.5 against 1.0
     assert summary["all"] == {"steps": 3, "mlvtg_step_s": 3.0, "mlvtg-transformer_step_s": 4.0,
-                              "mlvtg_over_transformer": 0.75}
+                              "mlvtg_over_transformer": 0.75, "mlvtg_cpu_step_s": 0.5,
+                              "mlvtg-transformer_cpu_step_s": 1.0, "mlvtg_over_transformer_cpu": 0.5}
     # 42-60: mlvtg 2, 2, 9 -> 2; twin 1, 1.5, 4 -> 1.5
-    assert summary["42-60"] == {"steps": 2, "mlvtg_step_s": 2.0, "mlvtg-transformer_step_s": 1.5,
-                                "mlvtg_over_transformer": 1.333}
+    assert summary["42-60"]["steps"] == 2 and summary["42-60"]["mlvtg_over_transformer"] == 1.333
+    assert (summary["42-60"]["mlvtg_step_s"], summary["42-60"]["mlvtg-transformer_step_s"]) == (2.0, 1.5)
     # 131-150: mlvtg 4, 5, 6 -> 5; twin 8, 9, 7 -> 8
     assert summary["131-150"]["mlvtg_over_transformer"] == 0.625
     assert summary["61-95"] == {"steps": 0}                     # no step of that length: no ratio
@@ -34,9 +35,9 @@ def test_summary_is_the_median_over_rounds_of_each_bands_mean_step():
 
 def test_summary_skips_failed_workers():
     rows = [{"variant": "mlvtg", "round": 0, "error": "boom"},
-            {"variant": "mlvtg-transformer", "round": 0, "per_step": [[100, 2.0]]}]
+            {"variant": "mlvtg-transformer", "round": 0, "per_step": [[100, 2.0, 1.5]]}]
     summary = ts.summarize(rows, ["mlvtg", "mlvtg-transformer"])
-    assert summary["all"] == {"steps": 1, "mlvtg-transformer_step_s": 2.0}
+    assert summary["all"] == {"steps": 1, "mlvtg-transformer_step_s": 2.0, "mlvtg-transformer_cpu_step_s": 1.5}
 
 
 @pytest.mark.slow
