@@ -171,7 +171,7 @@ def run_demo(out_dir: Path, threads: int | None = None, data_dir: Path | str | N
     gt_rows = read_jsonl(bench / "val.jsonl", GroundTruthError)
     # The first optimizer a process builds imports torch._dynamo (1.4-1.8 s of CPU): a cost of the process, not of
     # the first model, so it is paid here, before the models' seconds are counted.
-    import torch._dynamo  # noqa: F401
+    from torch import _dynamo  # noqa: F401
     print(f"synthetic grounding benchmark: {bench} ({time.perf_counter() - start:.1f} s)")
 
     results = {"models": {}, "train_seconds": {}, "benchmark": str(bench)}
