@@ -3,8 +3,11 @@
 Conv: ``MaskedDepthwiseConv1d(impl="kernel")`` (numba, what "auto" picks on CPU) vs ``impl="fast"`` (k shifted
 multiply-adds) at the shapes the models train with: MLVTG's BiMamba conv at the demo's scale, HieraMamba's AMP conv
 and Hydra's conv at the long-synthetic scale (ragged masks, input a channel slice of a projection, as in the mixers).
-SSD: ``ssd_scan(impl="kernel")`` (the recurrence as a per-channel Mamba-1 scan on the numba kernel) vs the chunked
-SSD (``impl="fast"``) at d_state 16 / 32 / 64; "auto" picks the kernel up to ``ssd.KERNEL_MAX_STATE``.
+SSD: ``ssd_scan(impl="kernel")`` (the recurrence as a per-channel Mamba-1 scan on the numba kernel, one decay per
+channel for its n states) vs the chunked SSD (``impl="fast"``) at d_state 16 / 32 / 64 / 128, and at HieraMamba's
+MAD scale (``configs/hieramamba_mad.yaml``: 16 heads of 64, d_state 64, level 0 of the pyramid = 4096 clips after the
+stride plus 2048 anchors in training and a 2-hour movie, 18000 clips + 9000 anchors, in predict; batch 2 = the two
+directions of one sample, as Hydra stacks them).
 In one process, the two implementations alternating per repeat; time = median over repeats (ms). Prints JSON.
 
     python benchmarks/conv_ssd.py --threads 2 --out /tmp/conv_ssd.json
@@ -31,9 +34,12 @@ CONVS = {   # name: (batch, channels, length, k, mode, bias, activation)
     "hieramamba-amp (long synthetic)": (4, 32, 160, 3, "same", False, None),
     "hydra (long synthetic)": (4, 128, 160, 7, "same", True, "silu"),
 }
-SSDS = [  # (batch, length, heads, headdim, d_state)
-    (8, 160, 4, 16, 16), (8, 160, 4, 16, 32), (8, 160, 16, 64, 64),
-    (2, 4096, 16, 64, 16), (2, 4096, 16, 64, 32), (2, 4096, 16, 64, 64),
+SSDS = [  # (case, (batch, length, heads, headdim, d_state), modes: "forward" / "forward+backward")
+    *[("b l h p n", (8, 160, 4, 16, n), ("forward", "forward+backward")) for n in (16, 32)],
+    ("b l h p n", (8, 160, 16, 64, 64), ("forward", "forward+backward")),
+    *[("b l h p n", (2, 4096, 16, 64, n), ("forward", "forward+backward")) for n in (16, 32, 64, 128)],
+    ("hieramamba-mad train (level 0)", (2, 6144, 16, 64, 64), ("forward", "forward+backward")),
+    ("hieramamba-mad predict (level 0)", (2, 27000, 16, 64, 64), ("forward",)),
 ]
 
 
@@ -62,15 +68,15 @@ def ssd_case(shape, impl, grad):
 
 
 def time_pair(make, shape, grad, repeats):
-    """Median ms of 'kernel' and 'fast', alternating."""
+    """Median wall ms of 'kernel' and 'fast', alternating; the median process CPU ms (all threads) beside."""
     calls = {impl: make(shape, impl, grad) for impl in ("kernel", "fast")}
 
     def once(fn):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         y = fn()
         if grad:
             y.sum().backward()
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
     for fn in calls.values():
         once(fn)                                                          # warm-up (and first-call compilation)
@@ -78,7 +84,8 @@ def time_pair(make, shape, grad, repeats):
     for _ in range(repeats):
         for impl, fn in calls.items():
             times[impl].append(once(fn))
-    return {f"{impl}_ms": round(statistics.median(t) * 1e3, 3) for impl, t in times.items()}
+    return {f"{impl}_{clock}_ms": round(statistics.median(t[i] for t in ts) * 1e3, 3)
+            for impl, ts in times.items() for i, clock in enumerate(("wall", "cpu"))}
 
 
 def main(argv=None):
@@ -87,6 +94,8 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--out")
     args = ap.parse_args(argv)
+    from demo import cpu_model, git_commit           # benchmarks/demo.py (this folder is on sys.path)
+
     torch.set_num_threads(args.threads)
     rows, load = [], os.getloadavg()
     for grad in (False, True):
@@ -94,15 +103,18 @@ def main(argv=None):
         for name, shape in CONVS.items():
             rows.append(dict(op="conv", case=name, shape=shape, mode=mode,
                              **time_pair(conv_case, shape, grad, args.repeats)))
-        for shape in SSDS:
-            reps = max(3, args.repeats // (1 if shape[1] < 1000 else 10))
-            rows.append(dict(op="ssd_scan", case="b l h p n", shape=shape, mode=mode,
-                             **time_pair(ssd_case, shape, grad, reps)))
+        for case, shape, modes in SSDS:
+            if mode in modes:
+                reps = max(3, args.repeats // (1 if shape[1] < 1000 else 10))
+                rows.append(dict(op="ssd_scan", case=case, shape=shape, mode=mode, loadavg_1min=os.getloadavg()[0],
+                                 **time_pair(ssd_case, shape, grad, reps)))
     for r in rows:
-        r["fast_over_kernel"] = round(r["fast_ms"] / r["kernel_ms"], 2)
+        r["fast_over_kernel"] = round(r["fast_wall_ms"] / r["kernel_wall_ms"], 2)
+        r["fast_over_kernel_cpu"] = round(r["fast_cpu_ms"] / r["kernel_cpu_ms"], 2)
         print(json.dumps(r))
-    result = dict(command="python " + " ".join(sys.argv), threads=args.threads, loadavg_1_5_15min_start=load,
-                  loadavg_1_5_15min_end=os.getloadavg(), torch=torch.__version__, rows=rows)
+    result = dict(command="python " + " ".join(sys.argv), commit=git_commit(), cpu=cpu_model(), threads=args.threads,
+                  loadavg_1_5_15min_start=load, loadavg_1_5_15min_end=os.getloadavg(), torch=torch.__version__,
+                  rows=rows)
     if args.out:
         atomic_write_text(args.out, json.dumps(result, indent=1))
     return result

@@ -121,17 +121,44 @@ def test_ssd_kernel_matches_ref(L, g, extras):
 
 
 @needs_numba
-def test_ssd_auto_uses_the_kernel_for_small_states_on_cpu(monkeypatch):
+@pytest.mark.parametrize("n", [16, 64, 127, 128])
+@pytest.mark.parametrize("hp", [(3, 5), (2, 70)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ssd_kernel_matches_ref_at_large_states(n, hp, dtype):
+    """The kernel's one-decay-per-channel path at HieraMamba's d_state 64 and beyond (odd sizes: 15 channels, less
+    than a block; heads of 70, across a block boundary; 70 steps, across a saved chunk) vs the sequential reference in
+    float64: outputs, last state and every gradient, ragged mask, both directions."""
+    h, p = hp
+    kw = m2_inputs(L=70, h=h, p=p, n=n, g=1, dtype=dtype)
+    gen = torch.Generator().manual_seed(2)
+    wy, wh = torch.randn(2, 70, h, p, generator=gen), torch.randn(2, h, p, n, generator=gen)
+    mask = ragged_mask([70, 41], 70)
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-4)
+    for reverse in (False, True):
+        results = []
+        for impl in ("kernel", "ref"):
+            leaves = {k: (v if impl == "kernel" else v.double()).clone().requires_grad_() for k, v in kw.items()}
+            y, last = m2(leaves, mask=mask, reverse=reverse, impl=impl)
+            loss = (y * wy.to(y.dtype)).sum() + (last * wh.to(last.dtype)).sum()
+            results.append([y, last, *torch.autograd.grad(loss, list(leaves.values()))])
+        for name, a, e in zip(["y", "last", *kw], *results):
+            assert a.dtype == dtype, name
+            scale = e.abs().max().item()
+            torch.testing.assert_close(a.double() / scale, e / scale, **tol, msg=lambda m: f"{name}: {m}")
+
+
+@needs_numba
+def test_ssd_auto_uses_the_kernel_at_every_state_size_on_cpu(monkeypatch):
     ssd_mod = importlib.import_module("vidmamba.ssm.ssd")
     calls = []
     real = ssd_mod._ssd_as_selective_scan
     monkeypatch.setattr(ssd_mod, "_ssd_as_selective_scan", lambda *a: calls.append(a[3].shape[-1]) or real(*a))
-    for n in (ssd_mod.KERNEL_MAX_STATE, ssd_mod.KERNEL_MAX_STATE + 1):
+    for n in (16, 64, 128):
         m2(m2_inputs(L=5, n=n), impl="auto")
-    assert calls == [ssd_mod.KERNEL_MAX_STATE]
+    assert calls == [16, 64, 128]
     monkeypatch.setattr(ssd_mod, "kernel_available", lambda: False)        # numba missing: the chunked SSD
     m2(m2_inputs(L=5, n=2), impl="auto")
-    assert calls == [ssd_mod.KERNEL_MAX_STATE]
+    assert calls == [16, 64, 128]
 
 
 def test_ssd_per_channel_D():

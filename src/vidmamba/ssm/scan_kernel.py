@@ -162,9 +162,11 @@ def _num_blocks(d, g):
 
 
 def selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, mask, reverse):
-    """Fused scan on CPU tensors. u, delta, z (b, d, l); A (d, n); B, C (b, n, l) or (b, g, n, l); D, delta_bias (d,);
-    mask (b, l) bool. Returns y (b, d, l) in u's dtype (a transposed view of a (b, l, d) tensor) and the last state
-    (b, d, n) in float32 or float64. Inputs whose memory is already (b, l, d) (the mixers' projections) are not copied.
+    """Fused scan on CPU tensors. u, delta, z (b, d, l); A (d, n), or (d, 1): one decay per channel shared by its n
+    states (the SSD layout, one exp per channel and step instead of n); B, C (b, n, l) or (b, g, n, l);
+    D, delta_bias (d,); mask (b, l) bool. Returns y (b, d, l) in u's dtype (a transposed view of a (b, l, d) tensor)
+    and the last state (b, d, n) in float32 or float64. Inputs whose memory is already (b, l, d) (the mixers'
+    projections) are not copied.
     """
     require_kernels()
     if u.device.type != "cpu":
@@ -185,8 +187,9 @@ def selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, m
 
 class _KernelScan(torch.autograd.Function):
     """y, last = scan(u, delta, A, B, C, D, z, delta_bias; mask, softplus, reverse) on contiguous time-major inputs:
-    u, delta, z (b, l, d); A (d, n); B, C (b, l, g, n); D, delta_bias (d,) or None. Returns y (b, l, d) and
-    last (b, d, n). Saves the inputs and the state at every ``CHUNK``-th step (b, l / CHUNK, n, d), not the states.
+    u, delta, z (b, l, d); A (d, n) or (d, 1); B, C (b, l, g, n); D, delta_bias (d,) or None. Returns
+    y (b, l, d) and last (b, d, n). Saves the inputs and the state at every ``CHUNK``-th step (b, l / CHUNK, n, d),
+    not the states.
     """
 
     @staticmethod
@@ -216,7 +219,7 @@ class _KernelScan(torch.autograd.Function):
         du, ddelta = torch.empty_like(u), torch.empty_like(u)
         dz = u.new_empty(1, 1, 1) if z is None else torch.empty_like(u)
         dB_part, dC_part = (u.new_empty(bsz, nbg, length, g, n) for _ in range(2))
-        dA_part = u.new_empty(bsz, n, d)
+        dA_part = u.new_empty(bsz, A.shape[1], d)
         dD_part, dbias_part = u.new_zeros(bsz, d), u.new_zeros(bsz, d)
         args = _kernel_args(u, delta, A, B, C, D, z, delta_bias, mask, *ctx.flags)
         outs = [_np(t) for t in (du, ddelta, dz, dB_part, dC_part, dA_part, dD_part, dbias_part)]

@@ -16,9 +16,6 @@ from vidmamba.ssm.common import IMPLS, check_impl, flip_time
 from vidmamba.ssm.scan_kernel import kernel_available, run_kernel, selective_scan_kernel
 
 
-KERNEL_MAX_STATE = 32   # "auto" uses the kernel up to this d_state (measured faster there; slower at 64, see below)
-
-
 def ssd_scan(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, return_last_state=False, *,
              mask=None, reverse=False, chunk_size=64, impl="auto"):
     """SSD scan (Mamba-2 layout).
@@ -27,15 +24,15 @@ def ssd_scan(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, re
     dt_bias (h,); mask (b, l) bool, True = valid. Returns y (b, l, h, p) in x's dtype, and with
     ``return_last_state`` also the final state (b, h, p, n) in float32 or wider.
     ``impl``: "ref" (sequential loop, the test oracle), "fast" (chunked SSD with ``chunk_size``), "kernel" (the
-    Mamba-1 numba kernel on the same recurrence per channel, ``_ssd_as_selective_scan``) or "auto": "kernel" for CPU
-    tensors with d_state <= ``KERNEL_MAX_STATE`` when numba imports, else "fast". (``benchmarks/conv_ssd.py``, 2
-    threads, forward + backward: d_state 16 1.9x faster at HieraMamba's long-synthetic training shape and 1.5x at 4k
-    steps x 1024 channels, d_state 32 1.4x / 1.1x, d_state 64 1.25-1.8x slower; forward alone 1.0-2.5x faster.)
+    Mamba-1 numba kernel on the same recurrence per channel with one decay per channel for its n states,
+    ``_ssd_as_selective_scan``) or "auto": "kernel" for CPU tensors when numba imports, else "fast".
+    (``benchmarks/conv_ssd.py``, 2 threads, on a busy machine: the kernel is faster than the chunked SSD in every row,
+    d_state 16 to 128 and HieraMamba's MAD scale: forward 1.7-32x (MAD predict 8.9x), forward + backward 1.9-4.6x
+    (MAD training 3.5x).)
     """
     auto = check_impl(impl, IMPLS + ("kernel",)) == "auto"
     if auto:
-        cpu_kernel = x.device.type == "cpu" and B.shape[-1] <= KERNEL_MAX_STATE and kernel_available()
-        impl = "kernel" if cpu_kernel else "fast"
+        impl = "kernel" if x.device.type == "cpu" and kernel_available() else "fast"
     if impl == "kernel":
         out = run_kernel(lambda: _ssd_as_selective_scan(x, dt, A, B, C, D, z, dt_bias, dt_softplus, mask, reverse),
                          fallback=auto)
@@ -91,7 +88,7 @@ def _ssd_as_selective_scan(x, dt, A, B, C, D, z, dt_bias, dt_softplus, mask, rev
     per_channel = lambda t: None if t is None else t.repeat_interleave(hdim, -1)   # noqa: E731  (.., h) -> (.., d)
     if D is not None:
         D = D.flatten() if D.dim() == 2 else per_channel(D)
-    A = per_channel(A)[:, None].expand(nheads * hdim, B.shape[-1])
+    A = per_channel(A)[:, None]                                    # (d, 1): one decay per channel for all n states
     y, last = selective_scan_kernel(x.flatten(2).transpose(1, 2), per_channel(dt).transpose(1, 2), A,
                                     B.permute(0, 2, 3, 1), C.permute(0, 2, 3, 1), D,
                                     None if z is None else z.flatten(2).transpose(1, 2), per_channel(dt_bias),
