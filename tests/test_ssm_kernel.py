@@ -28,6 +28,13 @@ def inputs(b=3, d=6, n=3, L=20, g=None, dtype=torch.float64, seed=0, extras=True
     return kw
 
 
+def time_major(kw):
+    """The same inputs with u, delta, z, B, C laid out (b, l, .) in memory and seen as (b, ., l), as the mixers'
+    projections produce them (``inputs`` makes them (b, ., l) contiguous)."""
+    return {k: v.transpose(-1, -2).contiguous().transpose(-1, -2) if k in ("u", "delta", "z", "B", "C") and
+            v is not None else v for k, v in kw.items()}
+
+
 def mixed_mask(b, L):
     """Right-padded lengths L, 1, and about L/2 for the rest."""
     lengths = [L, 1] + [max(1, L // 2 + i) for i in range(b - 2)]
@@ -61,10 +68,13 @@ def forward_and_grads(kw, impl, w, wl, **extra):
 @pytest.mark.parametrize("L", [1, 7, 130])
 @pytest.mark.parametrize("g", [None, 2])
 @pytest.mark.parametrize("extras", [True, False])
-def test_kernel_matches_reference(dtype, L, g, extras, monkeypatch):
-    """Outputs, last state and the gradients of every input, with and without mask, both directions."""
+@pytest.mark.parametrize("layout", ["channel-major", "time-major"])
+def test_kernel_matches_reference(dtype, L, g, extras, layout, monkeypatch):
+    """Outputs, last state and the gradients of every input, with and without mask, both directions, inputs in
+    either memory layout."""
     monkeypatch.setattr(kernel_mod, "CHUNK", 16)          # several saved chunks, the last one partial
     kw = inputs(L=L, g=g, dtype=dtype, extras=extras)
+    kw = kw if layout == "channel-major" else time_major(kw)
     gen = torch.Generator().manual_seed(1)
     w = torch.randn(kw["u"].shape, generator=gen, dtype=dtype)
     wl = torch.randn(3, 6, 3, generator=gen, dtype=dtype)
@@ -77,6 +87,30 @@ def test_kernel_matches_reference(dtype, L, g, extras, monkeypatch):
                 assert_rel(a, e, REL[dtype])
             if mask is not None:
                 assert torch.all(actual[0].transpose(1, 2)[~mask] == 0)          # outputs at pads are exactly 0
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kernel_reads_either_layout_in_place_with_the_same_bits(dtype, monkeypatch):
+    """(b, d, l)-contiguous inputs and (b, l, d) memory seen as (b, d, l) reach the kernels without a copy of u, delta
+    or z (y comes back in u's layout), and both give bit-identical outputs and gradients."""
+    seen = []
+    real = kernel_mod._KernelScan.apply
+    monkeypatch.setattr(kernel_mod._KernelScan, "apply", lambda *a: seen.append(a) or real(*a))
+    kw = inputs(b=2, d=2 * 70, n=3, L=40, g=2, dtype=dtype)
+    w = torch.randn(kw["u"].shape, dtype=dtype)
+    wl = torch.randn(2, 140, 3, dtype=dtype)
+    results = []
+    for given in (kw, time_major(kw)):
+        seen.clear()
+        results.append(forward_and_grads(given, "kernel", w, wl, mask=mixed_mask(2, 40), reverse=True))
+        leaves = {k: v.detach().clone().requires_grad_() for k, v in given.items()}          # strides kept
+        y = scan(leaves, "kernel", mask=mixed_mask(2, 40))[0]
+        u, delta, z = seen[-1][0], seen[-1][1], seen[-1][6]
+        assert [t.data_ptr() for t in (u, delta, z)] == [leaves[k].data_ptr() for k in ("u", "delta", "z")]
+        assert y.stride() == given["u"].stride()
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
 
 
 @needs_numba

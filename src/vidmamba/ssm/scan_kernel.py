@@ -10,6 +10,7 @@ First-call JIT compilation is cached on disk in the user cache folder (``_kernel
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -151,9 +152,16 @@ def _run_blocks_on_threads(name, args, nblocks):
         f.result()
 
 
+@functools.lru_cache(maxsize=64)
+def _constant(shape, dtype, value=0):
+    """A tensor of ``value`` that the kernels only read (a placeholder for an absent input, a zero D or bias, the
+    reverse flags), made once per (shape, dtype, value) rather than on every call."""
+    return torch.full(shape, value, dtype=dtype)
+
+
 def mask_u8(mask):
     """A (b, l) bool mask as the kernels take it: contiguous uint8, or a (1, 1) placeholder for None."""
-    return torch.zeros(1, 1, dtype=torch.uint8) if mask is None else mask.to(torch.uint8).contiguous()
+    return _constant((1, 1), torch.uint8) if mask is None else mask.to(torch.uint8).contiguous()
 
 
 def _num_blocks(d, g):
@@ -162,11 +170,10 @@ def _num_blocks(d, g):
 
 
 def selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, mask, reverse):
-    """Fused scan on CPU tensors. u, delta, z (b, d, l); A (d, n), or (d, 1): one decay per channel shared by its n
-    states (the SSD layout, one exp per channel and step instead of n); B, C (b, n, l) or (b, g, n, l);
-    D, delta_bias (d,); mask (b, l) bool. Returns y (b, d, l) in u's dtype (a transposed view of a (b, l, d) tensor)
-    and the last state (b, d, n) in float32 or float64. Inputs whose memory is already (b, l, d) (the mixers'
-    projections) are not copied.
+    """Fused scan on CPU tensors. u, delta, z (b, d, l); A (d, n); B, C (b, n, l) or (b, g, n, l); D, delta_bias (d,);
+    mask (b, l) bool. Returns y (b, d, l) in u's dtype and the last state (b, d, n) in float32 or float64.
+    The kernels read u's layout in place: (b, l, d) memory seen as (b, d, l) (the mixers' projections) or (b, d, l)
+    contiguous; delta, z and y follow u's layout (``_in_layout``: copied only when they differ from it).
     """
     require_kernels()
     if u.device.type != "cpu":
@@ -177,19 +184,28 @@ def selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, m
     if B.shape[1] != C.shape[1] or d % B.shape[1]:
         raise ValueError(f"number of groups {B.shape[1]} must divide the number of channels {d}")
     with torch.autocast(device_type="cpu", enabled=False):
-        time_major = [None if t is None else t.transpose(1, 2).to(ctype).contiguous() for t in (u, delta, z)]
+        channel_major = u.is_contiguous() and not u.transpose(1, 2).is_contiguous()     # read (b, d, l) in place
+        uk, deltak, zk = (None if t is None else _in_layout(t.transpose(1, 2).to(ctype), channel_major)
+                          for t in (u, delta, z))
         Bt, Ct = (M.permute(0, 3, 1, 2).to(ctype).contiguous() for M in (B, C))        # (b, l, g, n)
         params = [None if t is None else t.to(ctype).contiguous() for t in (A, D, delta_bias)]
-        y, last = _KernelScan.apply(time_major[0], time_major[1], params[0], Bt, Ct, params[1], time_major[2],
-                                    params[2], mask, bool(delta_softplus), bool(reverse))
+        y, last = _KernelScan.apply(uk, deltak, params[0], Bt, Ct, params[1], zk, params[2], mask,
+                                    bool(delta_softplus), bool(reverse))
     return y.to(u.dtype).transpose(1, 2), last
 
 
+def _in_layout(t, channel_major):
+    """t (b, l, d) as the kernels take it: a view of (b, d, l)-contiguous memory if ``channel_major``, else (b, l, d)
+    contiguous; t itself when its memory is laid out so, else a copy."""
+    return t.transpose(1, 2).contiguous().transpose(1, 2) if channel_major else t.contiguous()
+
+
 class _KernelScan(torch.autograd.Function):
-    """y, last = scan(u, delta, A, B, C, D, z, delta_bias; mask, softplus, reverse) on contiguous time-major inputs:
-    u, delta, z (b, l, d); A (d, n) or (d, 1); B, C (b, l, g, n); D, delta_bias (d,) or None. Returns
-    y (b, l, d) and last (b, d, n). Saves the inputs and the state at every ``CHUNK``-th step (b, l / CHUNK, n, d),
-    not the states.
+    """y, last = scan(u, delta, A, B, C, D, z, delta_bias; mask, softplus, reverse). u, delta, z (b, l, d) in one
+    layout: contiguous (time-major) or transposed views of (b, d, l)-contiguous memory (channel-major; numba compiles
+    the kernels once per layout); A (d, n); B, C (b, l, g, n) contiguous; D, delta_bias (d,) or None.
+    Returns y (b, l, d) in u's layout and last (b, d, n). Saves the inputs and the state at every ``CHUNK``-th step
+    (b, l / CHUNK, n, d), not the states.
     """
 
     @staticmethod
@@ -197,9 +213,9 @@ class _KernelScan(torch.autograd.Function):
         bsz, length, d = u.shape
         n = B.shape[3]
         save = any(ctx.needs_input_grad[:8])
-        y = u.new_empty(bsz, length, d)
+        y = torch.empty_like(u)                      # u's strides: its layout
         last = u.new_empty(bsz, d, n)
-        starts = u.new_empty((bsz, -(-length // CHUNK), n, d) if save else (1, 1, 1, 1))
+        starts = u.new_empty(bsz, -(-length // CHUNK), n, d) if save else _constant((1, 1, 1, 1), u.dtype)
         args = _kernel_args(u, delta, A, B, C, D, z, delta_bias, mask, softplus, reverse)
         nblocks = bsz * _num_blocks(d, B.shape[2])
         _run_blocks("scan_fwd", (*args, save, _np(y), _np(last), _np(starts)), nblocks)
@@ -214,12 +230,12 @@ class _KernelScan(torch.autograd.Function):
         bsz, length, d = u.shape
         g, n = B.shape[2], B.shape[3]
         nbg = _num_blocks(d, g) // g
-        dy = u.new_zeros(u.shape) if dy is None else dy.to(u.dtype).contiguous()
+        dy = torch.zeros_like(u) if dy is None else _in_layout(dy.to(u.dtype), not u.is_contiguous())
         dlast = u.new_zeros(bsz, d, n) if dlast is None else dlast.to(u.dtype).contiguous()
         du, ddelta = torch.empty_like(u), torch.empty_like(u)
-        dz = u.new_empty(1, 1, 1) if z is None else torch.empty_like(u)
+        dz = _constant((1, 1, 1), u.dtype) if z is None else torch.empty_like(u)      # written only with z
         dB_part, dC_part = (u.new_empty(bsz, nbg, length, g, n) for _ in range(2))
-        dA_part = u.new_empty(bsz, A.shape[1], d)
+        dA_part = u.new_empty(bsz, n, d)
         dD_part, dbias_part = u.new_zeros(bsz, d), u.new_zeros(bsz, d)
         args = _kernel_args(u, delta, A, B, C, D, z, delta_bias, mask, *ctx.flags)
         outs = [_np(t) for t in (du, ddelta, dz, dB_part, dC_part, dA_part, dD_part, dbias_part)]
@@ -232,8 +248,8 @@ class _KernelScan(torch.autograd.Function):
 def _kernel_args(u, delta, A, B, C, D, z, delta_bias, mask, softplus, reverse):
     """The leading arguments of ``scan_fwd`` / ``scan_bwd``: numpy views, placeholders for absent inputs."""
     d, g = u.shape[2], B.shape[2]
-    zeros_d = u.new_zeros(d)
+    zeros_d = _constant((d,), u.dtype)
     return [_np(u), _np(delta), _np(A.t().contiguous()), _np(B), _np(C), _np(zeros_d if D is None else D),
-            _np(u.new_zeros(1, 1, 1) if z is None else z), _np(zeros_d if delta_bias is None else delta_bias),
-            _np(mask_u8(mask)),
-            _np(torch.full((g,), int(reverse), dtype=torch.uint8)), softplus, z is not None, mask is not None, CHUNK]
+            _np(_constant((1, 1, 1), u.dtype) if z is None else z), _np(zeros_d if delta_bias is None else delta_bias),
+            _np(mask_u8(mask)), _np(_constant((g,), torch.uint8, int(reverse))), softplus, z is not None,
+            mask is not None, CHUNK]
