@@ -35,9 +35,30 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
+# the first touch of a fresh 256 MiB tensor
+CHILD_FRESH = """
+import resource, sys, torch
+from vidmamba.allocator import keep_freed_memory
+print(keep_freed_memory() if sys.argv[1] == "keep" else False)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+x = torch.ones(2**26)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _thp_mode():
+    try:
+        text = open("/sys/kernel/mm/transparent_hugepage/enabled").read()
+    except OSError:
+        return None
+    return text[text.index("[") + 1:text.index("]")]
+
+
 def run_child(mode, code=CHILD, **env):
+    """Run ``code`` with ``mode``; ``env`` adds variables to the environment (None: removes one)."""
+    env = {k: v for k, v in {**os.environ, **env}.items() if v is not None}
     out = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, check=True,
-                         env={**os.environ, **env}).stdout.split()
+                         env=env).stdout.split()
     return out[0] == "True", int(out[1])
 
 
@@ -59,6 +80,17 @@ def test_a_freed_block_above_2_gib_is_kept_too():
     applied, faults = run_child("keep", CHILD_TOP)
     assert applied
     assert faults < 2**31 // 4096 // 100
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc" or _thp_mode() not in ("always", "madvise"),
+                    reason="glibc and transparent huge pages only")
+def test_fresh_blocks_are_faulted_in_huge_pages():
+    pages = 2**28 // 4096
+    applied, faults = run_child("keep", CHILD_FRESH, THP_MEM_ALLOC_ENABLE=None)
+    assert applied and faults < pages // 20       # 2 MiB pages: 128 faults (+ the fill's threads), not 65,536
+    _, faults_default = run_child("default", CHILD_FRESH, THP_MEM_ALLOC_ENABLE=None)
+    assert faults_default > pages // 2
 
 
 @pytest.mark.slow
