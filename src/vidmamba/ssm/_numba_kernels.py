@@ -4,9 +4,11 @@ of channels), forward and backward.
 Imported lazily by ``scan_kernel.py`` (numba is optional at run time). Arrays are time-major within a sample and
 contiguous (the conv's input only along channels), except the scan's per-channel sequences u, delta, z, y (b, l, d)
 (and the backward's dy, du, ddelta, dz), which may instead all be views of (b, d, l)-contiguous memory (numba compiles
-each kernel once per layout; the arithmetic and its order are the same); A_t (n, d) (A transposed); B, C (b, l, g, n); D, delta_bias (d,); mask (b, l)
-uint8; rev (g,) uint8 (1 = that group's channels scan from l-1 down to 0). Absent z / mask are (1, 1, 1) / (1, 1)
-placeholders with ``has_z`` / ``has_mask`` False, so each dtype has one compiled forward and one backward.
+each kernel once per layout; the arithmetic and its order are the same); A_t (n, d) (A transposed) or (1, d) (one
+decay per channel, shared by its n states: the SSD layout, one exp per channel and step); B, C (b, l, g, n);
+D, delta_bias (d,); mask (b, l) uint8; rev (g,) uint8 (1 = that group's channels scan from l-1 down to 0). Absent
+z / mask are (1, 1, 1) / (1, 1) placeholders with ``has_z`` / ``has_mask`` False, so each dtype has one compiled
+forward and one backward.
 
 Scan, per step t and channel c (ZOH for A, Euler for B, as mamba_ssm; padded steps are identity steps):
 
@@ -184,14 +186,16 @@ def scan_fwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
     bsz, length, d = u.shape
     g, n = B.shape[2], B.shape[3]
     nbg = -(-(d // g) // BLOCK)
+    scalar_a = A_t.shape[0] == 1                         # one decay per channel for all n states (SSD)
     zero, one = u.dtype.type(0.0), u.dtype.type(1.0)
     for blk in range(blk0, blk1):
         bi, gi, c0, w = _block(blk, d, g, nbg)
         h = np.zeros((n, BLOCK), u.dtype)
-        a_blk = np.empty((n, BLOCK), u.dtype)
+        a_blk = np.empty((A_t.shape[0], BLOCK), u.dtype)
         _copy_state(a_blk, A_t, c0, w, False)
         dts = np.empty(BLOCK, u.dtype)
         dtus = np.empty(BLOCK, u.dtype)
+        decay = np.empty(BLOCK, u.dtype)                 # scalar_a: exp(dt A) of each channel, for all its states
         acc = np.empty(BLOCK, u.dtype)
         for s in range(length):
             t = length - 1 - s if rev[gi] else s
@@ -201,10 +205,13 @@ def scan_fwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
             _step_inputs(delta, bias, u, bi, t, c0, w, softplus, valid, dts, dtus)
             for i in range(w):
                 acc[i] = zero
+                if scalar_a:
+                    decay[i] = _exp(dts[i] * a_blk[0, i])
             for k in range(n):
                 bk, ck = B[bi, t, gi, k], C[bi, t, gi, k]
                 for i in range(w):
-                    hv = _exp(dts[i] * a_blk[k, i]) * h[k, i] + dtus[i] * bk
+                    a = decay[i] if scalar_a else _exp(dts[i] * a_blk[k, i])
+                    hv = a * h[k, i] + dtus[i] * bk
                     h[k, i] = hv
                     acc[i] += hv * ck
             u_t, y_t, D_b = u[bi, t, c0:c0 + w], y[bi, t, c0:c0 + w], D[c0:c0 + w]       # views: see ``conv_fwd``
@@ -231,14 +238,16 @@ def scan_bwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
     g, n = B.shape[2], B.shape[3]
     nbg = -(-(d // g) // BLOCK)
     nchunks = starts.shape[1]
+    na = A_t.shape[0]
+    scalar_a = na == 1                                    # one decay per channel for all n states (SSD)
     zero, one = u.dtype.type(0.0), u.dtype.type(1.0)
     for blk in range(blk0, blk1):
         bi, gi, c0, w = _block(blk, d, g, nbg)
         jb = (c0 - gi * (d // g)) // BLOCK
-        a_blk = np.empty((n, BLOCK), u.dtype)
+        a_blk = np.empty((na, BLOCK), u.dtype)
         _copy_state(a_blk, A_t, c0, w, False)
         hs = np.empty((chunk + 1, n, BLOCK), u.dtype)     # hs[j]: state before step j of the chunk
-        decay = np.empty((chunk, n, BLOCK), u.dtype)
+        decay = np.empty((chunk, na, BLOCK), u.dtype)
         dts = np.empty((chunk, BLOCK), u.dtype)
         dtus = np.empty((chunk, BLOCK), u.dtype)
         valids = np.empty(chunk, np.bool_)
@@ -249,7 +258,8 @@ def scan_bwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
         dyf = np.empty(BLOCK, u.dtype)
         terms_c = np.empty(BLOCK, u.dtype)                # per-channel terms of dC_t and dB_t, summed by _sum_block
         terms_b = np.empty(BLOCK, u.dtype)
-        dA_acc = np.zeros((n, BLOCK), u.dtype)
+        hdh = np.empty((na, BLOCK), u.dtype)              # dh_k h_k before the decay (scalar_a: summed over k)
+        dA_acc = np.zeros((na, BLOCK), u.dtype)
         for i in range(w):
             for k in range(n):
                 dh[k, i] = dlast[bi, c0 + i, k]
@@ -263,60 +273,74 @@ def scan_bwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
                 _step_inputs(delta, bias, u, bi, t, c0, w, softplus, valids[j], dts[j], dtus[j])
                 for k in range(n):
                     bk = B[bi, t, gi, k]
+                    ka = 0 if scalar_a else k
                     for i in range(w):
-                        a = _exp(dts[j, i] * a_blk[k, i])
-                        decay[j, k, i] = a
+                        if k == ka:                       # decays of state k, or (scalar_a) the channel's, at k = 0
+                            a = _exp(dts[j, i] * a_blk[ka, i])
+                            decay[j, ka, i] = a
+                        else:
+                            a = decay[j, 0, i]
                         hs[j + 1, k, i] = a * hs[j, k, i] + dtus[j, i] * bk
             for j in range(m - 1, -1, -1):
                 t = length - 1 - (s0 + j) if rev[gi] else s0 + j
                 valid = valids[j]
+                dy_t, u_t, D_b = dy[bi, t, c0:c0 + w], u[bi, t, c0:c0 + w], D[c0:c0 + w]   # views: see ``conv_fwd``
                 for i in range(w):                        # output gate and skip term: dyf = d loss / d(C.h + D u)
-                    dyf[i] = dy[bi, t, c0 + i] if valid else zero
+                    dyf[i] = dy_t[i] if valid else zero
                     acc[i] = zero
                     gdtu[i] = zero
                     gdt[i] = zero
+                for ka in range(na):
+                    for i in range(w):
+                        hdh[ka, i] = zero
                 if has_z:
                     for k in range(n):
                         ck = C[bi, t, gi, k]
                         for i in range(w):
                             acc[i] += ck * hs[j + 1, k, i]
+                    z_t, dz_t = z[bi, t, c0:c0 + w], dz[bi, t, c0:c0 + w]
                     for i in range(w):
-                        c = c0 + i
-                        zv = z[bi, t, c]
+                        zv = z_t[i]
                         sig = one / (one + _exp(-zv))
-                        yfull = acc[i] + D[c] * u[bi, t, c]
-                        dz[bi, t, c] = dyf[i] * yfull * sig * (one + zv * (one - sig))
+                        yfull = acc[i] + D_b[i] * u_t[i]
+                        dz_t[i] = dyf[i] * yfull * sig * (one + zv * (one - sig))
                         dyf[i] *= zv * sig
+                dD_b = dD_part[bi, c0:c0 + w]
                 for i in range(w):
-                    dD_part[bi, c0 + i] += dyf[i] * u[bi, t, c0 + i]
+                    dD_b[i] += dyf[i] * u_t[i]
                 for k in range(n):
                     bk, ck = B[bi, t, gi, k], C[bi, t, gi, k]
+                    ka = 0 if scalar_a else k
                     for i in range(w):
                         dhv = dh[k, i] + dyf[i] * ck      # dh_t = C_t dy_t + exp(dt_{t+1} A) dh_{t+1}
                         terms_c[i] = dyf[i] * hs[j + 1, k, i]
                         terms_b[i] = dhv * dtus[j, i]
                         gdtu[i] += dhv * bk
-                        q = dhv * hs[j, k, i] * decay[j, k, i]    # d loss / d(dt A)
-                        gdt[i] += q * a_blk[k, i]
-                        dA_acc[k, i] += q * dts[j, i]
-                        dh[k, i] = decay[j, k, i] * dhv
+                        hdh[ka, i] += dhv * hs[j, k, i]
+                        dh[k, i] = decay[j, ka, i] * dhv
                     for i in range(w, BLOCK):             # a narrower last block: no terms there
                         terms_c[i] = zero
                         terms_b[i] = zero
                     dC_part[bi, jb, t, gi, k] = _sum_block(terms_c)
                     dB_part[bi, jb, t, gi, k] = _sum_block(terms_b)
+                for ka in range(na):
+                    for i in range(w):
+                        q = hdh[ka, i] * decay[j, ka, i]         # d loss / d(dt A)
+                        gdt[i] += q * a_blk[ka, i]
+                        dA_acc[ka, i] += q * dts[j, i]
+                du_t, ddelta_t, delta_t = du[bi, t, c0:c0 + w], ddelta[bi, t, c0:c0 + w], delta[bi, t, c0:c0 + w]
+                bias_b, dbias_b = bias[c0:c0 + w], dbias_part[bi, c0:c0 + w]
                 for i in range(w):
-                    c = c0 + i
-                    du[bi, t, c] = dyf[i] * D[c] + gdtu[i] * dts[j, i]
-                    gd = (gdt[i] + gdtu[i] * u[bi, t, c]) if valid else zero
+                    du_t[i] = dyf[i] * D_b[i] + gdtu[i] * dts[j, i]
+                    gd = (gdt[i] + gdtu[i] * u_t[i]) if valid else zero
                     if softplus:
-                        x = delta[bi, t, c] + bias[c]
+                        x = delta_t[i] + bias_b[i]
                         gd = gd / (one + _exp(-x)) if x <= 20.0 else gd
-                    ddelta[bi, t, c] = gd
-                    dbias_part[bi, c] += gd
+                    ddelta_t[i] = gd
+                    dbias_b[i] += gd
         for i in range(w):
-            for k in range(n):
-                dA_part[bi, k, c0 + i] = dA_acc[k, i]
+            for ka in range(na):
+                dA_part[bi, ka, c0 + i] = dA_acc[ka, i]
 
 
 @_kernel(parallel=True)

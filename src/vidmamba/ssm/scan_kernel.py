@@ -170,8 +170,10 @@ def _num_blocks(d, g):
 
 
 def selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, mask, reverse):
-    """Fused scan on CPU tensors. u, delta, z (b, d, l); A (d, n); B, C (b, n, l) or (b, g, n, l); D, delta_bias (d,);
-    mask (b, l) bool. Returns y (b, d, l) in u's dtype and the last state (b, d, n) in float32 or float64.
+    """Fused scan on CPU tensors. u, delta, z (b, d, l); A (d, n), or (d, 1): one decay per channel shared by its n
+    states (the SSD layout, one exp per channel and step instead of n); B, C (b, n, l) or (b, g, n, l);
+    D, delta_bias (d,); mask (b, l) bool. Returns y (b, d, l) in u's dtype and the last state (b, d, n) in float32
+    or float64.
     The kernels read u's layout in place: (b, l, d) memory seen as (b, d, l) (the mixers' projections) or (b, d, l)
     contiguous; delta, z and y follow u's layout (``_in_layout``: copied only when they differ from it).
     """
@@ -203,7 +205,7 @@ def _in_layout(t, channel_major):
 class _KernelScan(torch.autograd.Function):
     """y, last = scan(u, delta, A, B, C, D, z, delta_bias; mask, softplus, reverse). u, delta, z (b, l, d) in one
     layout: contiguous (time-major) or transposed views of (b, d, l)-contiguous memory (channel-major; numba compiles
-    the kernels once per layout); A (d, n); B, C (b, l, g, n) contiguous; D, delta_bias (d,) or None.
+    the kernels once per layout); A (d, n) or (d, 1); B, C (b, l, g, n) contiguous; D, delta_bias (d,) or None.
     Returns y (b, l, d) in u's layout and last (b, d, n). Saves the inputs and the state at every ``CHUNK``-th step
     (b, l / CHUNK, n, d), not the states.
     """
@@ -235,7 +237,7 @@ class _KernelScan(torch.autograd.Function):
         du, ddelta = torch.empty_like(u), torch.empty_like(u)
         dz = _constant((1, 1, 1), u.dtype) if z is None else torch.empty_like(u)      # written only with z
         dB_part, dC_part = (u.new_empty(bsz, nbg, length, g, n) for _ in range(2))
-        dA_part = u.new_empty(bsz, n, d)
+        dA_part = u.new_empty(bsz, A.shape[1], d)
         dD_part, dbias_part = u.new_zeros(bsz, d), u.new_zeros(bsz, d)
         args = _kernel_args(u, delta, A, B, C, D, z, delta_bias, mask, *ctx.flags)
         outs = [_np(t) for t in (du, ddelta, dz, dB_part, dC_part, dA_part, dD_part, dbias_part)]
