@@ -149,7 +149,10 @@ def main(argv=None):
             print(json.dumps({k: x for k, x in row.items() if k != "per_step"}), file=sys.stderr, flush=True)
             rows.append(row)
     summary = summarize(rows, args.variants)
+    from demo import cpu_model, git_commit                                          # benchmarks/demo.py
+
     result = dict(command="python benchmarks/train_step.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                  commit=git_commit(), cpu=cpu_model(),
                   threads=args.threads or os.cpu_count(), batch_size=args.batch_size, bands=BANDS,
                   loadavg_1_5_15min_start=[round(x, 2) for x in load_start],
                   loadavg_1_5_15min_end=[round(x, 2) for x in os.getloadavg()],
