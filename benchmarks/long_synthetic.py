@@ -9,7 +9,9 @@ scored (no selection on val). Val is also scored every ``train.eval_every`` epoc
 learning curve only; ``--seeds`` trains each model once per seed and the summary gives mean ± sample std. Width:
 the config's ``embd_dim`` (MLVTG ``hidden_dim``). HieraMamba is scored on whole val videos. MLVTG predicts spans in
 clips of its training length (``train_clips`` = ``data.max_clips``) and is trained with ``--mlvtg-negatives`` extra
-queries per window whose truth lies outside it (``data.negative_queries``); it answers a video longer than its
+queries per window whose truth lies outside it (``data.negative_queries``); with ``--mlvtg-query-fusion product``
+each clip enters its aligner with its match to the query (``model.query_fusion``; default none: the paper's
+model, whose clips learn the query only through the scan of ``[Q; V]``); it answers a video longer than its
 training length in half-overlapping windows of that length on its own (``long_video: window``, the row "windows of
 128"), and is also scored reading each val video whole (``long_video: whole``, the row "whole videos"), from the same
 checkpoint; its saliency labels are the moment's clips (UniVTG's interval labels as curves) and it has no input
