@@ -11,7 +11,8 @@ the config's ``embd_dim`` (MLVTG ``hidden_dim``). HieraMamba is scored on whole 
 clips of its training length (``train_clips`` = ``data.max_clips``) and is trained with ``--mlvtg-negatives`` extra
 queries per window whose truth lies outside it (``data.negative_queries``); with ``--mlvtg-query-fusion product``
 each clip enters its aligner with its match to the query (``model.query_fusion``; default none: the paper's
-model, whose clips learn the query only through the scan of ``[Q; V]``); it answers a video longer than its
+model, whose clips learn the query only through the scan of ``[Q; V]``) and ``--mlvtg-score-mode`` ranks its
+candidates (``model.score_mode``: foreground + saliency, or foreground alone); it answers a video longer than its
 training length in half-overlapping windows of that length on its own (``long_video: window``, the row "windows of
 128"), and is also scored reading each val video whole (``long_video: whole``, the row "whole videos"), from the same
 checkpoint; its saliency labels are the moment's clips (UniVTG's interval labels as curves) and it has no input
@@ -94,8 +95,9 @@ def score_whole(run_dir: Path) -> dict:
 
 
 def run_model(name: str, config: dict, out_dir: Path, twin_window: int | None, seed: int = 0,
-              negatives: int = 0, query_fusion: str = "none") -> list[dict]:
-    """Train ``name`` with ``seed`` and score it: one row, plus MLVTG's whole-video scoring of the same checkpoint."""
+              negatives: int = 0, mlvtg_options: dict | None = None) -> list[dict]:
+    """Train ``name`` with ``seed`` and score it: one row, plus MLVTG's whole-video scoring of the same checkpoint.
+    ``mlvtg_options``: MLVTG's model options set by this script's flags (``query_fusion``, ``score_mode``)."""
     cfg = json.loads(json.dumps(config))
     twin_window = twin_window or cfg["data"]["max_clips"]
     cfg["model"] = model_config(name, config["model"])
@@ -103,7 +105,7 @@ def run_model(name: str, config: dict, out_dir: Path, twin_window: int | None, s
         cfg["data"]["eval_window"] = twin_window
     if name == "mlvtg":
         cfg["data"]["negative_queries"] = negatives
-        cfg["model"]["query_fusion"] = query_fusion
+        cfg["model"].update(mlvtg_options or {})
     run_dir = out_dir / f"{name}-s{seed}"
     cfg["train"].update(out_dir=str(run_dir), progress=False, tensorboard=False, seed=seed)
     started = time.perf_counter()
@@ -120,7 +122,7 @@ def run_model(name: str, config: dict, out_dir: Path, twin_window: int | None, s
         return [row]
     row["eval_window"] = model.model.cfg.train_clips  # it windows long videos itself
     row["negative_queries"] = negatives
-    row["query_fusion"] = query_fusion
+    row.update({"query_fusion": "none", "score_mode": "add", **(mlvtg_options or {})})
     started = time.perf_counter()
     metrics = score_whole(run_dir)
     return [row, {**row, "metrics": {k: metrics[k] for k in KEYS}, "eval_s": round(time.perf_counter() - started, 1),
@@ -219,6 +221,8 @@ def main(argv=None) -> int:
                     help="MLVTG: queries per training window whose truth lies outside it (data.negative_queries)")
     ap.add_argument("--mlvtg-query-fusion", default="none", choices=("none", "product"),
                     help="MLVTG: model.query_fusion (product: each clip enters the aligner with its match to the query)")
+    ap.add_argument("--mlvtg-score-mode", default="add", choices=("add", "fg"),
+                    help="MLVTG: model.score_mode, how candidates are ranked (add: foreground + saliency; fg: foreground)")
     ap.add_argument("--threads", type=int, default=2, help="intra-op threads per model process")
     ap.add_argument("--parallel", action="store_true", help="train the runs at the same time, one process each")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -251,6 +255,7 @@ def main(argv=None) -> int:
               "synthetic": config["data"]["synthetic"], "train": config["train"], "data_sizes": meta["sizes"],
               "generation_s": round(time.perf_counter() - started, 1), "rows": []}
     jobs = [(name, seed) for seed in args.seeds for name in args.models]
+    mlvtg_options = {"query_fusion": args.mlvtg_query_fusion, "score_mode": args.mlvtg_score_mode}
     with tempfile.TemporaryDirectory() as tmp:
         runs = args.runs or Path(tmp)
         if args.parallel:  # one process per run, each with --threads threads
@@ -258,13 +263,13 @@ def main(argv=None) -> int:
             with cf.ProcessPoolExecutor(len(jobs), mp_context=ctx, initializer=torch.set_num_threads,
                                         initargs=(args.threads,)) as pool:
                 futures = [pool.submit(run_model, name, config, runs, args.twin_window, seed, args.mlvtg_negatives,
-                                       args.mlvtg_query_fusion)
+                                       mlvtg_options)
                            for name, seed in jobs]
                 result["rows"] += [row for f in futures for row in f.result()]
         else:
             for name, seed in jobs:
                 rows = run_model(name, config, runs, args.twin_window, seed, args.mlvtg_negatives,
-                                 args.mlvtg_query_fusion)
+                                 mlvtg_options)
                 result["rows"] += rows
                 print(json.dumps([{k: r[k] for k in ("model", "seed", "metrics", "train_s", "eval_s")} for r in rows]),
                       file=sys.stderr, flush=True)
