@@ -148,17 +148,25 @@ def test_ssd_kernel_matches_ref_at_large_states(n, hp, dtype):
 
 
 @needs_numba
-def test_ssd_auto_uses_the_kernel_at_every_state_size_on_cpu(monkeypatch):
+def test_ssd_auto_uses_the_kernel_on_cpu(monkeypatch):
+    """Without gradients at every d_state; with them up to KERNEL_MAX_STATE_GRAD; never without numba."""
     ssd_mod = importlib.import_module("vidmamba.ssm.ssd")
     calls = []
     real = ssd_mod._ssd_as_selective_scan
     monkeypatch.setattr(ssd_mod, "_ssd_as_selective_scan", lambda *a: calls.append(a[3].shape[-1]) or real(*a))
-    for n in (16, 64, 128):
+    big = ssd_mod.KERNEL_MAX_STATE_GRAD + 1
+    for n in (16, 64, big):
         m2(m2_inputs(L=5, n=n), impl="auto")
-    assert calls == [16, 64, 128]
+    assert calls == [16, 64, big]
+    for n in (ssd_mod.KERNEL_MAX_STATE_GRAD, big):
+        m2({k: v.requires_grad_() for k, v in m2_inputs(L=5, n=n).items()}, impl="auto")
+    assert calls == [16, 64, big, ssd_mod.KERNEL_MAX_STATE_GRAD]
+    with torch.no_grad():
+        m2({k: v.requires_grad_() for k, v in m2_inputs(L=5, n=big).items()}, impl="auto")
+    assert calls[-1] == big
     monkeypatch.setattr(ssd_mod, "kernel_available", lambda: False)        # numba missing: the chunked SSD
     m2(m2_inputs(L=5, n=2), impl="auto")
-    assert calls == [16, 64, 128]
+    assert len(calls) == 5
 
 
 def test_ssd_per_channel_D():

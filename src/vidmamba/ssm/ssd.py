@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from vidmamba.ssm.common import IMPLS, check_impl, flip_time
 from vidmamba.ssm.scan_kernel import kernel_available, run_kernel, selective_scan_kernel
 
+KERNEL_MAX_STATE_GRAD = 64   # with gradients "auto" uses the kernel up to this d_state (at 128 it lost at 1 thread)
+
 
 def ssd_scan(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, return_last_state=False, *,
              mask=None, reverse=False, chunk_size=64, impl="auto"):
@@ -25,14 +27,18 @@ def ssd_scan(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, re
     ``return_last_state`` also the final state (b, h, p, n) in float32 or wider.
     ``impl``: "ref" (sequential loop, the test oracle), "fast" (chunked SSD with ``chunk_size``), "kernel" (the
     Mamba-1 numba kernel on the same recurrence per channel with one decay per channel for its n states,
-    ``_ssd_as_selective_scan``) or "auto": "kernel" for CPU tensors when numba imports, else "fast".
-    (``benchmarks/conv_ssd.py``, 2 threads, on a busy machine: the kernel is faster than the chunked SSD in every row,
-    d_state 16 to 128 and HieraMamba's MAD scale: forward 1.7-32x (MAD predict 8.9x), forward + backward 1.9-4.6x
-    (MAD training 3.5x).)
+    ``_ssd_as_selective_scan``) or "auto": "kernel" for CPU tensors when numba imports, at every d_state without
+    gradients and up to ``KERNEL_MAX_STATE_GRAD`` with them, else "fast". (``benchmarks/conv_ssd.py``, 1 thread:
+    forward 1.9-8.9x the chunked SSD at d_state 16-128 (HieraMamba's MAD scale, d_state 64: 2.4x), forward + backward
+    1.0-2.8x at d_state 16-64 (MAD training 1.15x) but 0.81x at 128; 2 threads on a busy machine: faster in every
+    row, forward + backward 1.9-4.6x.)
     """
     auto = check_impl(impl, IMPLS + ("kernel",)) == "auto"
     if auto:
-        impl = "kernel" if x.device.type == "cpu" and kernel_available() else "fast"
+        inputs = (x, dt, A, B, C, D, z, dt_bias)
+        grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
+        fits = B.shape[-1] <= KERNEL_MAX_STATE_GRAD or not grad
+        impl = "kernel" if x.device.type == "cpu" and fits and kernel_available() else "fast"
     if impl == "kernel":
         out = run_kernel(lambda: _ssd_as_selective_scan(x, dt, A, B, C, D, z, dt_bias, dt_softplus, mask, reverse),
                          fallback=auto)
