@@ -2,9 +2,7 @@
 of channels), forward and backward.
 
 Imported lazily by ``scan_kernel.py`` (numba is optional at run time). Arrays are time-major within a sample and
-contiguous (the conv's input only along channels), except the scan's per-channel sequences u, delta, z, y (b, l, d)
-(and the backward's dy, du, ddelta, dz), which may instead all be views of (b, d, l)-contiguous memory (numba compiles
-each kernel once per layout; the arithmetic and its order are the same); A_t (n, d) (A transposed) or (1, d) (one
+contiguous (the conv's input only along channels): u, delta, z, y (b, l, d); A_t (n, d) (A transposed) or (1, d) (one
 decay per channel, shared by its n states: the SSD layout, one exp per channel and step); B, C (b, l, g, n);
 D, delta_bias (d,); mask (b, l) uint8; rev (g,) uint8 (1 = that group's channels scan from l-1 down to 0). Absent
 z / mask are (1, 1, 1) / (1, 1) placeholders with ``has_z`` / ``has_mask`` False, so each dtype has one compiled

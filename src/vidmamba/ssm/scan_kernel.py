@@ -173,9 +173,9 @@ def selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, m
     """Fused scan on CPU tensors. u, delta, z (b, d, l); A (d, n), or (d, 1): one decay per channel shared by its n
     states (the SSD layout, one exp per channel and step instead of n); B, C (b, n, l) or (b, g, n, l);
     D, delta_bias (d,); mask (b, l) bool. Returns y (b, d, l) in u's dtype and the last state (b, d, n) in float32
-    or float64.
-    The kernels read u's layout in place: (b, l, d) memory seen as (b, d, l) (the mixers' projections) or (b, d, l)
-    contiguous; delta, z and y follow u's layout (``_in_layout``: copied only when they differ from it).
+    or float64. Inputs whose memory is already (b, l, d) (the mixers' projections) are not copied; (b, d, l)-contiguous
+    ones are copied to that layout (read in place, a block's channels l elements apart, a power of two at the usual
+    lengths, made the kernels several times slower at 16k steps: cache-set conflicts).
     """
     require_kernels()
     if u.device.type != "cpu":
@@ -186,9 +186,7 @@ def selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, m
     if B.shape[1] != C.shape[1] or d % B.shape[1]:
         raise ValueError(f"number of groups {B.shape[1]} must divide the number of channels {d}")
     with torch.autocast(device_type="cpu", enabled=False):
-        channel_major = u.is_contiguous() and not u.transpose(1, 2).is_contiguous()     # read (b, d, l) in place
-        uk, deltak, zk = (None if t is None else _in_layout(t.transpose(1, 2).to(ctype), channel_major)
-                          for t in (u, delta, z))
+        uk, deltak, zk = (None if t is None else t.transpose(1, 2).to(ctype).contiguous() for t in (u, delta, z))
         Bt, Ct = (M.permute(0, 3, 1, 2).to(ctype).contiguous() for M in (B, C))        # (b, l, g, n)
         params = [None if t is None else t.to(ctype).contiguous() for t in (A, D, delta_bias)]
         y, last = _KernelScan.apply(uk, deltak, params[0], Bt, Ct, params[1], zk, params[2], mask,
@@ -196,18 +194,10 @@ def selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, m
     return y.to(u.dtype).transpose(1, 2), last
 
 
-def _in_layout(t, channel_major):
-    """t (b, l, d) as the kernels take it: a view of (b, d, l)-contiguous memory if ``channel_major``, else (b, l, d)
-    contiguous; t itself when its memory is laid out so, else a copy."""
-    return t.transpose(1, 2).contiguous().transpose(1, 2) if channel_major else t.contiguous()
-
-
 class _KernelScan(torch.autograd.Function):
-    """y, last = scan(u, delta, A, B, C, D, z, delta_bias; mask, softplus, reverse). u, delta, z (b, l, d) in one
-    layout: contiguous (time-major) or transposed views of (b, d, l)-contiguous memory (channel-major; numba compiles
-    the kernels once per layout); A (d, n) or (d, 1); B, C (b, l, g, n) contiguous; D, delta_bias (d,) or None.
-    Returns y (b, l, d) in u's layout and last (b, d, n). Saves the inputs and the state at every ``CHUNK``-th step
-    (b, l / CHUNK, n, d), not the states.
+    """y, last = scan(u, delta, A, B, C, D, z, delta_bias; mask, softplus, reverse) on contiguous time-major inputs:
+    u, delta, z (b, l, d); A (d, n) or (d, 1); B, C (b, l, g, n); D, delta_bias (d,) or None. Returns y (b, l, d) and
+    last (b, d, n). Saves the inputs and the state at every ``CHUNK``-th step (b, l / CHUNK, n, d), not the states.
     """
 
     @staticmethod
@@ -215,7 +205,7 @@ class _KernelScan(torch.autograd.Function):
         bsz, length, d = u.shape
         n = B.shape[3]
         save = any(ctx.needs_input_grad[:8])
-        y = torch.empty_like(u)                      # u's strides: its layout
+        y = u.new_empty(bsz, length, d)
         last = u.new_empty(bsz, d, n)
         starts = u.new_empty(bsz, -(-length // CHUNK), n, d) if save else _constant((1, 1, 1, 1), u.dtype)
         args = _kernel_args(u, delta, A, B, C, D, z, delta_bias, mask, softplus, reverse)
@@ -232,7 +222,7 @@ class _KernelScan(torch.autograd.Function):
         bsz, length, d = u.shape
         g, n = B.shape[2], B.shape[3]
         nbg = _num_blocks(d, g) // g
-        dy = torch.zeros_like(u) if dy is None else _in_layout(dy.to(u.dtype), not u.is_contiguous())
+        dy = u.new_zeros(u.shape) if dy is None else dy.to(u.dtype).contiguous()
         dlast = u.new_zeros(bsz, d, n) if dlast is None else dlast.to(u.dtype).contiguous()
         du, ddelta = torch.empty_like(u), torch.empty_like(u)
         dz = _constant((1, 1, 1), u.dtype) if z is None else torch.empty_like(u)      # written only with z
