@@ -18,7 +18,7 @@ Three implementations of the Mamba-1 scan ``h_t = exp(dt_t A) h_{t-1} + dt_t u_t
 
 Every (batch, mode) runs in a fresh process with torch's and numba's threads set to ``--threads``; the process calls
 ``keep_freed_memory()`` as the ``vidmamba`` command does (``VIDMAMBA_KEEP_FREED_MEMORY=0`` turns it off: fresh pages
-on every call). The implementations' repeats are interleaved (one warm-up call each); times are medians of wall
+on every call). The implementations' repeats are interleaved (one warm-up call each but the loop's); times are medians of wall
 seconds, with process CPU seconds beside them. Ratios: ours / floor (goal <= 1.25) and loop / ours (goal >= 10).
 
     python benchmarks/scan_floor.py --out benchmarks/results_scan_floor.json
@@ -253,12 +253,13 @@ def measure(batch, mode, length, repeats, threads):
     else:
         skipped["loop"] = "autograd graph of about 16 GiB at batch 8, 16k steps"
     times = {name: [] for name in calls}
-    for name, fn in calls.items():                   # warm-up (and compilation)
-        fn()
+    for name, fn in calls.items():                   # warm-up (and compilation); the loop needs none
+        if name != "loop":
+            fn()
     for r in range(repeats):
         for name, fn in calls.items():
             if name == "loop" and r >= max(1, repeats // 3):
-                continue                              # the loop is 10-100x slower: fewer repeats
+                continue                              # the loop is 10-300x slower: fewer repeats
             times[name].append(_time(fn))
     out = {name: dict(time_ms=round(1e3 * statistics.median(w for w, _ in ts), 2),
                       cpu_ms=round(1e3 * statistics.median(c for _, c in ts), 2), runs=len(ts))
