@@ -18,8 +18,9 @@ Three implementations of the Mamba-1 scan ``h_t = exp(dt_t A) h_{t-1} + dt_t u_t
 
 Every (batch, mode) runs in a fresh process with torch's and numba's threads set to ``--threads``; the process calls
 ``keep_freed_memory()`` as the ``vidmamba`` command does (``VIDMAMBA_KEEP_FREED_MEMORY=0`` turns it off: fresh pages
-on every call). The implementations' repeats are interleaved (one warm-up call each but the loop's); times are medians of wall
-seconds, with process CPU seconds beside them. Ratios: ours / floor (goal <= 1.25) and loop / ours (goal >= 10).
+on every call). The implementations' repeats are interleaved (one warm-up call each, none for the loop); times are
+medians of wall seconds, with process CPU seconds beside them. Ratios: ours / floor (goal <= 1.25) and loop / ours
+(goal >= 10).
 
     python benchmarks/scan_floor.py --out benchmarks/results_scan_floor.json
     python benchmarks/scan_floor.py --length 2048 --batches 1 --repeats 1          # a quick look
@@ -297,7 +298,7 @@ def main(argv=None):
 
     err = check_floor()
     if err > 1e-4:
-        raise SystemExit(f"scan_floor.py: the floor kernels disagree with selective_scan_ref (relative error {err:.1e})")
+        raise SystemExit(f"scan_floor.py: the floor kernels disagree with selective_scan_ref (rel. error {err:.1e})")
     load_start, t0 = os.getloadavg(), time.time()
     rows = []
     for batch in args.batches:
@@ -321,9 +322,9 @@ def main(argv=None):
                      loadavg_1_5_15min_end=[round(x, 2) for x in os.getloadavg()]),
         shape=dict(d=D_MODEL, n=N_STATE, length=args.length, dtype="float32"),
         floor_max_rel_error_vs_ref=float(f"{err:.2e}"),
-        notes="time_ms: median wall ms of `runs` interleaved timed calls after one warm-up; cpu_ms: process CPU ms "
-              "(all threads). ours_bld: inputs (b, l, d) memory seen as (b, d, l); ours_bdl: (b, d, l) contiguous. "
-              "floor and loop take time-major inputs prepared before timing.",
+        notes="time_ms: median wall ms of `runs` interleaved timed calls after one warm-up (none for the loop); "
+              "cpu_ms: process CPU ms (all threads). ours_bld: inputs (b, l, d) memory seen as (b, d, l); "
+              "ours_bdl: (b, d, l) contiguous. floor and loop take time-major inputs prepared before timing.",
         summary=summarize(rows), rows=rows, wall_s=round(time.time() - t0, 1))
     text = json.dumps(result, indent=1)
     print(text)

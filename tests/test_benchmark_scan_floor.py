@@ -1,0 +1,25 @@
+"""benchmarks/scan_floor.py: its floor kernels compute the scan (output and every gradient) as the sequential
+reference does, so the floor they time is the work of a real scan; ratios of the summary."""
+import importlib.util
+import pathlib
+
+import pytest
+
+_PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "scan_floor.py"
+_spec = importlib.util.spec_from_file_location("bench_scan_floor", _PATH)
+sf = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(sf)
+
+
+@pytest.mark.slow
+def test_floor_kernels_match_the_reference():
+    assert sf.check_floor(batch=2, length=70, d=128, n=3) < 1e-5
+
+
+def test_summary_ratios():
+    times = dict(ours_bld=2.0, ours_bdl=3.0, floor=1.0, loop=30.0)
+    rows = [dict(batch=1, mode="fwd", impls={k: dict(time_ms=v) for k, v in times.items()}),
+            dict(batch=8, mode="fwdbwd", impls={k: dict(time_ms=v) for k, v in times.items() if k != "loop"})]
+    assert sf.summarize(rows) == {"fwd_b1_bld_ours_over_floor": 2.0, "fwd_b1_bld_loop_over_ours": 15.0,
+                                  "fwd_b1_bdl_ours_over_floor": 3.0, "fwd_b1_bdl_loop_over_ours": 10.0,
+                                  "fwdbwd_b8_bld_ours_over_floor": 2.0, "fwdbwd_b8_bdl_ours_over_floor": 3.0}
