@@ -2,9 +2,9 @@
 
     python benchmarks/demo.py --out benchmarks/results_demo.json
 
-Runs :func:`vidmamba.demo.run_demo` (the models' run folders go to a temporary folder unless ``--runs`` is given)
-and writes its metrics, per-model seconds (training + evaluation) and total seconds, with the CPU model, the thread
-count, the torch version, the commit and the load average (``/proc/loadavg``) at the start and the end.
+Runs :func:`vidmamba.demo.run_demo` in a process set up as the ``vidmamba`` command sets itself up (passive OpenMP
+waits, ``keep_freed_memory``; the models' run folders go to a temporary folder unless ``--runs`` is given) and
+writes its metrics, per-model seconds (training + evaluation) and total seconds, with the CPU model, the thread count, the torch version, the commit and the load average (``/proc/loadavg``) at the start and the end.
 """
 from __future__ import annotations
 
@@ -17,10 +17,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
+from vidmamba.threads import passive_openmp_waits
 
-from vidmamba.demo import run_demo
-from vidmamba.utils import atomic_write_text
+passive_openmp_waits()                     # as the vidmamba command does, before torch loads
+
+import torch  # noqa: E402
+
+from vidmamba.allocator import keep_freed_memory  # noqa: E402
+from vidmamba.demo import run_demo  # noqa: E402
+from vidmamba.utils import atomic_write_text  # noqa: E402
 
 
 def cpu_model() -> str:
@@ -48,6 +53,7 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, help="folder for the models' run folders (default: a temporary folder)")
     ap.add_argument("--threads", type=int, help="torch threads (default: all cores, as `vidmamba demo`)")
     args = ap.parse_args()
+    keep_freed_memory()                    # as the vidmamba command does
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         results = run_demo(args.runs or Path(tmp), threads=args.threads)
