@@ -4,7 +4,8 @@
 
 Runs :func:`vidmamba.demo.run_demo` in a process set up as the ``vidmamba`` command sets itself up (passive OpenMP
 waits, ``keep_freed_memory``; the models' run folders go to a temporary folder unless ``--runs`` is given) and
-writes its metrics, per-model seconds (training + evaluation) and total seconds, with the CPU model, the thread count, the torch version, the commit and the load average (``/proc/loadavg``) at the start and the end.
+writes its metrics, per-model seconds (training + evaluation) and total seconds, with the CPU model, the thread count,
+the torch version, the commit and the load average (``/proc/loadavg``) at the start and the end.
 """
 from __future__ import annotations
 
