@@ -33,7 +33,7 @@ from vidmamba.data import collate, lighthouse  # noqa: E402
 from vidmamba.engine import trainer as trainer_module  # noqa: E402
 from vidmamba.models.mlvtg import MLVTG  # noqa: E402
 from vidmamba.tasks import base, grounding  # noqa: E402
-from vidmamba.utils import atomic_write_text  # noqa: E402
+from vidmamba.utils import print_and_write_json  # noqa: E402
 
 WALL, CPU, SYS, FAULTS = defaultdict(float), defaultdict(float), defaultdict(float), defaultdict(int)
 state = {"model": None, "phase": None}
@@ -133,10 +133,7 @@ def main(argv=None):
               "loadavg_1_5_15min_start": [round(x, 2) for x in load_start],
               "loadavg_1_5_15min_end": [round(x, 2) for x in os.getloadavg()],
               **report(time.perf_counter() - started)}
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        atomic_write_text(args.out, text + "\n")
+    print_and_write_json(result, args.out)
 
 
 if __name__ == "__main__":

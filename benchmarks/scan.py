@@ -321,12 +321,9 @@ def main(argv=None):
         rows=rows,
         wall_s=round(time.time() - t_start, 1),
     )
-    from vidmamba.utils import atomic_write_text
+    from vidmamba.utils import print_and_write_json
 
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        atomic_write_text(args.out, text + "\n")
+    print_and_write_json(result, args.out)
 
 
 if __name__ == "__main__":

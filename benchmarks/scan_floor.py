@@ -326,11 +326,9 @@ def main(argv=None):
               "cpu_ms: process CPU ms (all threads). ours_bld: inputs (b, l, d) memory seen as (b, d, l); "
               "ours_bdl: (b, d, l) contiguous. floor and loop take time-major inputs prepared before timing.",
         summary=summarize(rows), rows=rows, wall_s=round(time.time() - t0, 1))
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        from vidmamba.utils import atomic_write_text
-        atomic_write_text(args.out, text + "\n")
+    from vidmamba.utils import print_and_write_json
+
+    print_and_write_json(result, args.out)
 
 
 if __name__ == "__main__":

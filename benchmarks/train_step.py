@@ -157,12 +157,9 @@ def main(argv=None):
                   loadavg_1_5_15min_start=[round(x, 2) for x in load_start],
                   loadavg_1_5_15min_end=[round(x, 2) for x in os.getloadavg()],
                   summary=summary, rows=rows, wall_s=round(time.time() - t_start, 1))
-    from vidmamba.utils import atomic_write_text
+    from vidmamba.utils import print_and_write_json
 
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        atomic_write_text(args.out, text + "\n")
+    print_and_write_json(result, args.out)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,16 @@ def atomic_write_text(path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def print_and_write_json(result: dict, out=None) -> None:
+    """Print ``result`` as indented JSON (a benchmark's output) and, when ``out`` is given, write it there atomically."""
+    import json
+
+    text = json.dumps(result, indent=1)
+    print(text)
+    if out:
+        atomic_write_text(out, text + "\n")
+
+
 def file_digest(path, chunk: int = 1 << 20) -> str:
     """sha256 (hex) of a file's bytes, read in ``chunk``-byte pieces."""
     h = hashlib.sha256()
