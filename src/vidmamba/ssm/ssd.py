@@ -28,10 +28,10 @@ def ssd_scan(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, re
     ``impl``: "ref" (sequential loop, the test oracle), "fast" (chunked SSD with ``chunk_size``), "kernel" (the
     Mamba-1 numba kernel on the same recurrence per channel with one decay per channel for its n states,
     ``_ssd_as_selective_scan``) or "auto": "kernel" for CPU tensors when numba imports, at every d_state without
-    gradients and up to ``KERNEL_MAX_STATE_GRAD`` with them, else "fast". (``benchmarks/conv_ssd.py``, 1 thread:
-    forward 1.9-8.9x the chunked SSD at d_state 16-128 (HieraMamba's MAD scale, d_state 64: 2.4x), forward + backward
-    1.0-2.8x at d_state 16-64 (MAD training 1.15x) but 0.81x at 128; 2 threads on a busy machine: faster in every
-    row, forward + backward 1.9-4.6x.)
+    gradients and up to ``KERNEL_MAX_STATE_GRAD`` with them, else "fast". (``benchmarks/conv_ssd.py``, 1 / 2 threads:
+    forward 1.8-4.8x / 2.0-4.2x the chunked SSD at d_state 16-128 (HieraMamba's MAD prediction, d_state 64: 2.2x /
+    2.5x); forward + backward at MAD training 1.12x / 1.24x, 1.5-2.9x at d_state 16-32, 1.11x / 0.91x at d_state 64
+    and 4k steps, but 0.85x / 0.81x at d_state 64 on short inputs (8 x 160 steps) and 0.79x / 0.82x at 128.)
     """
     auto = check_impl(impl, IMPLS + ("kernel",)) == "auto"
     if auto:
