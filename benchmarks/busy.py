@@ -123,11 +123,9 @@ def main(argv=None):
                        cpus=os.cpu_count(), threads=args.threads or "default", steps=args.steps,
                        batch_size=args.batch_size, loadavg_1_5_15min_end=[round(x, 2) for x in os.getloadavg()],
                        summary=summary, rows=rows, wall_s=round(time.time() - t_start, 1))
-    from vidmamba.utils import atomic_write_text
+    from vidmamba.utils import print_and_write_json
 
-    text = json.dumps(result_json, indent=1)
-    print(text)
-    atomic_write_text(args.out, text + "\n")
+    print_and_write_json(result_json, args.out)
 
 
 if __name__ == "__main__":

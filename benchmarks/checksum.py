@@ -17,7 +17,6 @@ Prints JSON and writes ``benchmarks/results_checksum.json`` (with the load avera
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -99,9 +98,9 @@ def main() -> None:
            if line.startswith("model name")]
     if cpu:
         result["machine"]["cpu"] = cpu[0]
-    text = json.dumps(result, indent=2)
-    args.out.write_text(text + "\n")
-    print(text)
+    from vidmamba.utils import print_and_write_json
+
+    print_and_write_json(result, args.out, indent=2)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ the torch version, the commit and the load average (``/proc/loadavg``) at the st
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -26,7 +25,7 @@ import torch  # noqa: E402
 
 from vidmamba.allocator import keep_freed_memory  # noqa: E402
 from vidmamba.demo import run_demo  # noqa: E402
-from vidmamba.utils import atomic_write_text  # noqa: E402
+from vidmamba.utils import print_and_write_json  # noqa: E402
 
 
 def cpu_model() -> str:
@@ -64,10 +63,7 @@ def main() -> None:
                           "loadavg_1_5_15min_start": load_start, "loadavg_1_5_15min_end": os.getloadavg()},
               "metrics": results["models"], "train_eval_seconds": results["train_seconds"],
               "seconds": results["seconds"]}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        atomic_write_text(args.out, text + "\n")
+    print_and_write_json(result, args.out, indent=2)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ Prints JSON and writes ``benchmarks/results_serve_soak.json`` (load average, CPU
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import socket
@@ -35,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from vidmamba.utils import atomic_write_text
+from vidmamba.utils import print_and_write_json
 
 HOST = "127.0.0.1"
 QUERIES = ["a person opens the door\na dog runs across the room", "someone pours water\na car drives away"]
@@ -228,9 +227,7 @@ def main() -> None:
         "cores": os.cpu_count(), "torch": torch.__version__,
         "commit": commit,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    atomic_write_text(args.out, text + "\n")
+    print_and_write_json(result, args.out, indent=2)
 
 
 if __name__ == "__main__":

@@ -169,11 +169,9 @@ def main(argv=None) -> int:
         result["phases"][name] = json.loads(proc.stdout.strip().splitlines()[-1])
         print(name, result["phases"][name], file=sys.stderr)
     result["machine"]["loadavg_end"] = os.getloadavg()
-    from vidmamba.utils import atomic_write_text
+    from vidmamba.utils import print_and_write_json
 
-    text = json.dumps(result, indent=2)
-    atomic_write_text(args.out, text + "\n")
-    print(text)
+    print_and_write_json(result, args.out, indent=2)
     return 0
 
 

@@ -43,11 +43,11 @@ def atomic_write_text(path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def print_and_write_json(result: dict, out=None) -> None:
+def print_and_write_json(result: dict, out=None, indent: int = 1) -> None:
     """Print ``result`` as indented JSON (a benchmark's output) and, when ``out`` is given, write it there atomically."""
     import json
 
-    text = json.dumps(result, indent=1)
+    text = json.dumps(result, indent=indent)
     print(text)
     if out:
         atomic_write_text(out, text + "\n")
