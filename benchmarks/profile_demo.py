@@ -12,7 +12,6 @@ table counts it), the demo's own seconds, and the load average before and after.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
