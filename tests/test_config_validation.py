@@ -87,6 +87,21 @@ def test_data_sections_are_strict(section, options, match):
         section.from_dict(options)
 
 
+@pytest.mark.parametrize("options, match", [
+    ({"negative_queries": -2}, r"data.negative_queries: must be >= 0 \(got -2\)"),
+    ({"max_clips": 0}, r"data.max_clips: must be >= 1 or null \(got 0\)"),
+    ({"vid_stride": 0}, r"data.vid_stride: must be >= 1 \(got 0\)"),
+    ({"trunc_thresh": 1.5}, r"data.trunc_thresh: must be in \[0, 1\) \(official 0.5\) or null \(got 1.5\)"),
+    ({"crop_ratio": [0.9, 0.5]}, r"data.crop_ratio: must be \[lo, hi\] with 0 < lo <= hi <= 1"),
+])
+def test_snag_data_ranges_are_config_errors(options, match):
+    """Values the long-video readers would refuse are named as ``data.key`` when the config is checked."""
+    with pytest.raises(ConfigError, match=match):
+        SnagData.from_dict(options)
+    edges = {"negative_queries": 0, "max_clips": 1, "vid_stride": 1, "trunc_thresh": 0.0, "crop_ratio": [1.0, 1.0]}
+    assert SnagData.from_dict(edges).negative_queries == 0      # the bounds themselves are accepted
+
+
 def test_data_defaults_are_filled_once_and_stored_in_the_checkpoint_config():
     """The completed section carries each default of the family's dataclass, so no reader repeats one."""
     grounding = get_task("qvhighlights").check_config(CONFIG)["data"]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vidmamba.engine.config import Section, require
+from vidmamba.errors import ConfigError
 
 
 class DataSection(Section):
@@ -86,6 +87,26 @@ class SnagData(DataSection):
     clip_length: float | None = None         # seconds per feature row (None: clip_stride / fps of the training videos)
 
     required = ("annotations", "video_features", "text_features", "clip_size", "clip_stride")
+
+    def __post_init__(self):
+        """The ranges the readers need (:class:`~vidmamba.data.snag.SnagTrainDataset` checks them too), as one
+        :class:`ConfigError` naming ``data.key`` before any file is read or generated."""
+        def bad(name, why):
+            raise ConfigError(f"{self.section}.{name}: {why} (got {getattr(self, name)!r})")
+
+        for name in ("downsample", "vid_stride"):
+            if getattr(self, name) < 1:
+                bad(name, "must be >= 1")
+        for name in ("max_text_len", "max_clips", "max_queries", "eval_window"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                bad(name, "must be >= 1 or null")
+        if self.negative_queries < 0:
+            bad("negative_queries", "must be >= 0")
+        if self.crop_ratio is not None and not (len(self.crop_ratio) == 2
+                                                and 0.0 < self.crop_ratio[0] <= self.crop_ratio[1] <= 1.0):
+            bad("crop_ratio", "must be [lo, hi] with 0 < lo <= hi <= 1, or null")
+        if self.trunc_thresh is not None and not 0.0 <= self.trunc_thresh < 1.0:
+            bad("trunc_thresh", "must be in [0, 1) (official 0.5) or null")
 
 
 @dataclass
