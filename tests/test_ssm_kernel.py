@@ -91,23 +91,57 @@ def test_kernel_matches_reference(dtype, L, g, extras, layout, monkeypatch):
 
 @needs_numba
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_kernel_reads_time_major_inputs_in_place_and_layouts_give_the_same_bits(dtype, monkeypatch):
-    """(b, l, d) memory seen as (b, d, l) reaches the kernels without a copy of u, delta or z; (b, d, l)-contiguous
-    inputs give bit-identical outputs and gradients."""
+@pytest.mark.parametrize("reverse", [False, True])
+def test_kernel_reads_either_layout_in_place_and_layouts_give_the_same_bits(dtype, reverse, monkeypatch):
+    """u, delta, z reach the kernels without a copy both as (b, l, d) memory seen as (b, d, l) and as (b, d, l)-
+    contiguous tensors (y, du, ddelta, dz are then in that layout too). Both layouts, and a mix (copied to
+    (b, l, d)), give bit-identical outputs and gradients: the kernel copies each chunk of steps into the same tiles
+    and runs the same arithmetic in the same order on them (chunks of 16 here: the last one partial)."""
+    monkeypatch.setattr(kernel_mod, "CHUNK", 16)
     seen = []
     real = kernel_mod._KernelScan.apply
     monkeypatch.setattr(kernel_mod._KernelScan, "apply", lambda *a: seen.append(a) or real(*a))
     kw = inputs(b=2, d=2 * 70, n=3, L=40, g=2, dtype=dtype)
+    mixed = dict(time_major(kw), delta=kw["delta"])
     w = torch.randn(kw["u"].shape, dtype=dtype)
     wl = torch.randn(2, 140, 3, dtype=dtype)
-    results = [forward_and_grads(given, "kernel", w, wl, mask=mixed_mask(2, 40), reverse=True)
-               for given in (kw, time_major(kw))]
-    for a, b in zip(*results):
-        assert torch.equal(a, b)
-    leaves = {k: v.detach().clone().requires_grad_() for k, v in time_major(kw).items()}       # strides kept
-    scan(leaves, "kernel", mask=mixed_mask(2, 40))
-    u, delta, z = seen[-1][0], seen[-1][1], seen[-1][6]
-    assert [t.data_ptr() for t in (u, delta, z)] == [leaves[k].data_ptr() for k in ("u", "delta", "z")]
+    results = [forward_and_grads(given, "kernel", w, wl, mask=mixed_mask(2, 40), reverse=reverse)
+               for given in (kw, time_major(kw), mixed)]
+    for a, b, c in zip(*results):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    for layout, expected_y in ((time_major, lambda y: y.transpose(1, 2).is_contiguous()),
+                               (lambda kw: kw, lambda y: y.is_contiguous())):
+        leaves = {k: v.detach().clone().requires_grad_() for k, v in layout(kw).items()}      # strides kept
+        y, _ = scan(leaves, "kernel", mask=mixed_mask(2, 40), reverse=reverse)
+        u, delta, z = seen[-1][0], seen[-1][1], seen[-1][6]
+        assert [t.data_ptr() for t in (u, delta, z)] == [leaves[k].data_ptr() for k in ("u", "delta", "z")]
+        assert expected_y(y)
+        y.backward(w if expected_y(w) else w.transpose(1, 2).contiguous().transpose(1, 2))
+        assert all(expected_y(leaves[k].grad) for k in ("u", "delta", "z"))
+
+
+@needs_numba
+def test_kernel_saves_states_only_when_a_backward_can_follow(monkeypatch):
+    """Under torch.no_grad the forward saves no chunk states, even when inputs require grad (parameters); with grad
+    on it saves them (b, ceil(l / CHUNK), n, d) and the backward runs."""
+    starts = []
+    real = kernel_mod._run_blocks
+
+    def run_blocks(name, args, nblocks):
+        if name == "scan_fwd":
+            starts.append(args[-1].shape)
+        real(name, args, nblocks)
+
+    monkeypatch.setattr(kernel_mod, "_run_blocks", run_blocks)
+    kw = inputs(b=2, d=6, n=3, L=70)
+    kw["A"].requires_grad_()
+    with torch.no_grad():
+        y0, _ = scan(kw, "kernel")
+    y, _ = scan(kw, "kernel")
+    y.sum().backward()
+    assert starts == [(1, 1, 1, 1), (2, -(-70 // kernel_mod.CHUNK), 3, 6)]
+    assert torch.equal(y0, y)
+    assert_rel(kw["A"].grad, torch.autograd.grad(scan(dict(kw), "ref")[0].sum(), kw["A"])[0], 1e-10)
 
 
 @needs_numba

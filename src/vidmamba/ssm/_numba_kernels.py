@@ -1,12 +1,13 @@
 """numba CPU kernels: the Mamba-1 selective scan and the masked depthwise conv, each one fused pass per (batch, block
 of channels), forward and backward.
 
-Imported lazily by ``scan_kernel.py`` (numba is optional at run time). Arrays are time-major within a sample and
-contiguous (the conv's input only along channels): u, delta, z, y (b, l, d); A_t (n, d) (A transposed) or (1, d) (one
-decay per channel, shared by its n states: the SSD layout, one exp per channel and step); B, C (b, l, g, n);
-D, delta_bias (d,); mask (b, l) uint8; rev (g,) uint8 (1 = that group's channels scan from l-1 down to 0). Absent
-z / mask are (1, 1, 1) / (1, 1) placeholders with ``has_z`` / ``has_mask`` False, so each dtype has one compiled
-forward and one backward.
+Imported lazily by ``scan_kernel.py`` (numba is optional at run time). Arrays are contiguous (the conv's input only
+along channels). The scan's per-channel sequences u, delta, z, y and their gradients are time-major (b, l, d), or all
+channel-major (b, d, l) with ``cm`` (mamba_ssm's layout, read in place); A_t (n, d) (A transposed) or (1, d) (one
+decay per channel, shared by its n states: the SSD layout, one exp per channel and step); B, C (b, l, g, n) (they give
+the sizes b, l); D, delta_bias (d,) (they give d); mask (b, l) uint8; rev (g,) uint8 (1 = that group's channels scan
+from l-1 down to 0). Absent z / mask are (1, 1, 1) / (1, 1) placeholders with ``has_z`` / ``has_mask`` False, so each
+dtype has one compiled forward and one backward.
 
 Scan, per step t and channel c (ZOH for A, Euler for B, as mamba_ssm; padded steps are identity steps):
 
@@ -15,8 +16,13 @@ Scan, per step t and channel c (ZOH for A, Euler for B, as mamba_ssm; padded ste
 A block is at most ``BLOCK`` channels of one group; its state (n, BLOCK) stays in L1 and the inner loop runs over
 channels (SIMD). The kernels are serial and release the GIL; the ``*_parallel`` wrappers run contiguous ranges of
 blocks on numba's threads (``scan_kernel.py`` picks them or its own thread pool).
-The forward saves the state at the start of every chunk of ``chunk`` steps; the backward recomputes a chunk's decays
-and states from it (buffers of (chunk + 1, n, BLOCK)) and walks it backwards.
+A block works through its steps in chunks of ``chunk``. The forward saves the state at the start of every chunk; the
+backward recomputes a chunk's decays and states from it (buffers of (chunk + 1, n, BLOCK)) and walks it backwards.
+Channel-major sequences are read and written through tiles (chunk, BLOCK): the chunk's u, delta, z (and dy) are copied
+in one channel's steps at a time (adjacent in memory), the steps run on the tiles as on time-major rows, and the output
+tiles are copied out the same way (read one step of the block's channels at a time, channels l elements apart, a power
+of two at the usual lengths, were cache-set conflicts: 2x slower forward, 4.6x forward+backward). The arithmetic is
+the same in either layout, and so are the results, bit for bit.
 
 Depthwise conv (``MaskedDepthwiseConv1d``), per step t and channel c, with x zero outside [0, l) and at pads:
 
@@ -124,11 +130,11 @@ def _block(blk, d, g, nbg):
 
 
 @njit(inline="always", **_JIT)
-def _step_inputs(delta, bias, u, bi, t, c0, w, softplus, valid, dts, dtus):
-    """dts[i] = dt of channel c0 + i at step t (bias, softplus, mask applied); dtus[i] = dt * u.
+def _step_inputs(delta_t, u_t, bias_b, w, softplus, valid, dts, dtus):
+    """dts[i] = dt of the block's channel i at one step (delta_t, u_t, bias_b: the block's values; bias, softplus,
+    mask applied); dtus[i] = dt * u.
     (Constants are typed as the arrays: a float64 literal would turn float32 loops into float64 ones.)"""
     zero = dts.dtype.type(0.0)
-    delta_t, u_t, bias_b = delta[bi, t, c0:c0 + w], u[bi, t, c0:c0 + w], bias[c0:c0 + w]    # see ``conv_fwd``
     for i in range(w):
         x = delta_t[i] + bias_b[i]
         if softplus:
@@ -136,6 +142,39 @@ def _step_inputs(delta, bias, u, bi, t, c0, w, softplus, valid, dts, dtus):
         x = x if valid else zero
         dts[i] = x
         dtus[i] = x * u_t[i]
+
+
+@njit(inline="always", **_JIT)
+def _span(ci, chunk, length, reverse):
+    """Chunk ci (scan steps ci * chunk ..): its number of steps m and its first step t0 (steps t0 .. t0 + m - 1)."""
+    s0 = ci * chunk
+    m = min(chunk, length - s0)
+    return m, (length - s0 - m if reverse else s0)
+
+
+@njit(**_JIT)
+def _tiles(seqs, count, bi, t0, m, c0, w, tiles, store):
+    """Rows 0 .. m - 1 of tiles[a] (chunk, BLOCK) (row j = step t0 + j, column i = channel c0 + i) <- seqs[a]
+    (b, d, l) for a < count, or the other way with ``store``; each channel's steps (adjacent in memory) in turn.
+    Not inlined: inlined into the kernels, it changed how the compiler fused their multiply-adds, differently in a
+    kernel just compiled and one loaded from the cache (other gradients)."""
+    for a in range(count):
+        tile = tiles[a]
+        for i in range(w):
+            row = seqs[a][bi, c0 + i, t0:t0 + m]
+            if store:
+                for j in range(m):
+                    row[j] = tile[j, i]
+            else:
+                for j in range(m):
+                    tile[j, i] = row[j]
+
+
+@njit(inline="always", **_JIT)
+def _row(full, tile, cm, bi, t, t0, c0, w):
+    """The block's values at step t: with ``cm`` row t - t0 of its chunk's tile, else a view of the time-major
+    full (b, l, d) (views of the block indexed from 0: see ``conv_fwd``)."""
+    return tile[t - t0] if cm else full[bi, t, c0:c0 + w]
 
 
 @njit(inline="always", **_JIT)
@@ -176,14 +215,15 @@ def _pairwise(builder, values):
 
 
 @_kernel()
-def scan_fwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_mask, chunk, save,
+def scan_fwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_mask, cm, chunk, save,
              y, last, starts, blk0, blk1):
     """Forward of blocks blk0 .. blk1 - 1 (of b * g * nbg, nbg = ceil(d / g / BLOCK) blocks per group). Writes
-    y (b, l, d), last (b, d, n) = state after the final step, and with ``save`` the state before each chunk of
+    y (in u's layout), last (b, d, n) = state after the final step, and with ``save`` the state before each chunk of
     ``chunk`` steps (in scan order) to starts (b, nchunks, n, d)."""
-    bsz, length, d = u.shape
+    length, d = B.shape[1], D.shape[0]
     g, n = B.shape[2], B.shape[3]
     nbg = -(-(d // g) // BLOCK)
+    nchunks = -(-length // chunk)
     scalar_a = A_t.shape[0] == 1                         # one decay per channel for all n states (SSD)
     zero, one = u.dtype.type(0.0), u.dtype.type(1.0)
     for blk in range(blk0, blk1):
@@ -191,48 +231,57 @@ def scan_fwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
         h = np.zeros((n, BLOCK), u.dtype)
         a_blk = np.empty((A_t.shape[0], BLOCK), u.dtype)
         _copy_state(a_blk, A_t, c0, w, False)
+        D_b, bias_b = D[c0:c0 + w], bias[c0:c0 + w]      # views of the block: see ``conv_fwd``
+        ins, n_in = (u, delta, z), 3 if has_z else 2
+        tiles = np.empty((4, chunk if cm else 1, BLOCK), u.dtype)   # cm: u, delta, z, y at the chunk's steps
         dts = np.empty(BLOCK, u.dtype)
         dtus = np.empty(BLOCK, u.dtype)
         decay = np.empty(BLOCK, u.dtype)                 # scalar_a: exp(dt A) of each channel, for all its states
         acc = np.empty(BLOCK, u.dtype)
-        for s in range(length):
-            t = length - 1 - s if rev[gi] else s
-            if save and s % chunk == 0:
-                _copy_state(h, starts[bi, s // chunk], c0, w, True)
-            valid = not has_mask or mask[bi, t] != 0
-            _step_inputs(delta, bias, u, bi, t, c0, w, softplus, valid, dts, dtus)
-            for i in range(w):
-                acc[i] = zero
-                if scalar_a:
-                    decay[i] = _exp(dts[i] * a_blk[0, i])
-            for k in range(n):
-                bk, ck = B[bi, t, gi, k], C[bi, t, gi, k]
+        for ci in range(nchunks):
+            m, t0 = _span(ci, chunk, length, rev[gi])
+            if cm:
+                _tiles(ins, n_in, bi, t0, m, c0, w, tiles, False)
+            if save:
+                _copy_state(h, starts[bi, ci], c0, w, True)
+            for j in range(m):
+                t = t0 + m - 1 - j if rev[gi] else t0 + j
+                valid = not has_mask or mask[bi, t] != 0
+                u_t = _row(u, tiles[0], cm, bi, t, t0, c0, w)
+                z_t = _row(z, tiles[2], cm, bi, t, t0, c0, w) if has_z else u_t
+                y_t = _row(y, tiles[3], cm, bi, t, t0, c0, w)
+                _step_inputs(_row(delta, tiles[1], cm, bi, t, t0, c0, w), u_t, bias_b, w, softplus, valid, dts, dtus)
                 for i in range(w):
-                    a = decay[i] if scalar_a else _exp(dts[i] * a_blk[k, i])
-                    hv = a * h[k, i] + dtus[i] * bk
-                    h[k, i] = hv
-                    acc[i] += hv * ck
-            u_t, y_t, D_b = u[bi, t, c0:c0 + w], y[bi, t, c0:c0 + w], D[c0:c0 + w]       # views: see ``conv_fwd``
-            z_t = z[bi, t, c0:c0 + w] if has_z else u_t
-            for i in range(w):
-                yv = acc[i] + D_b[i] * u_t[i]
-                if has_z:
-                    zv = z_t[i]
-                    yv *= zv / (one + _exp(-zv))
-                y_t[i] = yv if valid else zero
+                    acc[i] = zero
+                    if scalar_a:
+                        decay[i] = _exp(dts[i] * a_blk[0, i])
+                for k in range(n):
+                    bk, ck = B[bi, t, gi, k], C[bi, t, gi, k]
+                    for i in range(w):
+                        a = decay[i] if scalar_a else _exp(dts[i] * a_blk[k, i])
+                        hv = a * h[k, i] + dtus[i] * bk
+                        h[k, i] = hv
+                        acc[i] += hv * ck
+                for i in range(w):
+                    yv = acc[i] + D_b[i] * u_t[i]
+                    if has_z:
+                        zv = z_t[i]
+                        yv *= zv / (one + _exp(-zv))
+                    y_t[i] = yv if valid else zero
+            if cm:
+                _tiles((y,), 1, bi, t0, m, c0, w, tiles[3:], True)
         for i in range(w):
             for k in range(n):
                 last[bi, c0 + i, k] = h[k, i]
 
 
 @_kernel()
-def scan_bwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_mask, chunk, starts, dy, dlast,
+def scan_bwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_mask, cm, chunk, starts, dy, dlast,
              du, ddelta, dz, dB_part, dC_part, dA_part, dD_part, dbias_part, blk0, blk1):
-    """Backward of ``scan_fwd`` for blocks blk0 .. blk1 - 1, given dy (b, l, d) and dlast (b, d, n). Writes du, ddelta,
-    dz (b, l, d) and the
-    per-block partial sums dB_part, dC_part (b, nbg, l, g, n) (nbg = blocks per group), dA_part (b, n, d),
-    dD_part and dbias_part (b, d); the caller sums the partials."""
-    bsz, length, d = u.shape
+    """Backward of ``scan_fwd`` for blocks blk0 .. blk1 - 1, given dy (in u's layout) and dlast (b, d, n). Writes du,
+    ddelta, dz (in u's layout) and the per-block partial sums dB_part, dC_part (b, nbg, l, g, n) (nbg = blocks per
+    group), dA_part (b, n, d), dD_part and dbias_part (b, d); the caller sums the partials."""
+    length, d = B.shape[1], D.shape[0]
     g, n = B.shape[2], B.shape[3]
     nbg = -(-(d // g) // BLOCK)
     nchunks = starts.shape[1]
@@ -244,6 +293,11 @@ def scan_bwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
         jb = (c0 - gi * (d // g)) // BLOCK
         a_blk = np.empty((na, BLOCK), u.dtype)
         _copy_state(a_blk, A_t, c0, w, False)
+        D_b, bias_b, dD_b, dbias_b = D[c0:c0 + w], bias[c0:c0 + w], dD_part[bi, c0:c0 + w], dbias_part[bi, c0:c0 + w]
+        ins, n_in = (u, delta, dy, z), 4 if has_z else 3
+        outs, n_out = (du, ddelta, dz), 3 if has_z else 2
+        tiles = np.empty((7, chunk if cm else 1, BLOCK), u.dtype)   # cm: u, delta, dy, z; du, ddelta, dz
+        tin, tout = tiles[:4], tiles[4:]
         hs = np.empty((chunk + 1, n, BLOCK), u.dtype)     # hs[j]: state before step j of the chunk
         decay = np.empty((chunk, na, BLOCK), u.dtype)
         dts = np.empty((chunk, BLOCK), u.dtype)
@@ -262,13 +316,15 @@ def scan_bwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
             for k in range(n):
                 dh[k, i] = dlast[bi, c0 + i, k]
         for ci in range(nchunks - 1, -1, -1):
-            s0 = ci * chunk
-            m = min(chunk, length - s0)
+            m, t0 = _span(ci, chunk, length, rev[gi])
+            if cm:
+                _tiles(ins, n_in, bi, t0, m, c0, w, tin, False)
             _copy_state(hs[0], starts[bi, ci], c0, w, False)
             for j in range(m):                            # recompute decays and states of the chunk
-                t = length - 1 - (s0 + j) if rev[gi] else s0 + j
+                t = t0 + m - 1 - j if rev[gi] else t0 + j
                 valids[j] = not has_mask or mask[bi, t] != 0
-                _step_inputs(delta, bias, u, bi, t, c0, w, softplus, valids[j], dts[j], dtus[j])
+                _step_inputs(_row(delta, tin[1], cm, bi, t, t0, c0, w), _row(u, tin[0], cm, bi, t, t0, c0, w),
+                             bias_b, w, softplus, valids[j], dts[j], dtus[j])
                 for k in range(n):
                     bk = B[bi, t, gi, k]
                     ka = 0 if scalar_a else k
@@ -280,9 +336,9 @@ def scan_bwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
                             a = decay[j, 0, i]
                         hs[j + 1, k, i] = a * hs[j, k, i] + dtus[j, i] * bk
             for j in range(m - 1, -1, -1):
-                t = length - 1 - (s0 + j) if rev[gi] else s0 + j
+                t = t0 + m - 1 - j if rev[gi] else t0 + j
                 valid = valids[j]
-                dy_t, u_t, D_b = dy[bi, t, c0:c0 + w], u[bi, t, c0:c0 + w], D[c0:c0 + w]   # views: see ``conv_fwd``
+                dy_t, u_t = _row(dy, tin[2], cm, bi, t, t0, c0, w), _row(u, tin[0], cm, bi, t, t0, c0, w)
                 for i in range(w):                        # output gate and skip term: dyf = d loss / d(C.h + D u)
                     dyf[i] = dy_t[i] if valid else zero
                     acc[i] = zero
@@ -296,14 +352,13 @@ def scan_bwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
                         ck = C[bi, t, gi, k]
                         for i in range(w):
                             acc[i] += ck * hs[j + 1, k, i]
-                    z_t, dz_t = z[bi, t, c0:c0 + w], dz[bi, t, c0:c0 + w]
+                    z_t, dz_t = _row(z, tin[3], cm, bi, t, t0, c0, w), _row(dz, tout[2], cm, bi, t, t0, c0, w)
                     for i in range(w):
                         zv = z_t[i]
                         sig = one / (one + _exp(-zv))
                         yfull = acc[i] + D_b[i] * u_t[i]
                         dz_t[i] = dyf[i] * yfull * sig * (one + zv * (one - sig))
                         dyf[i] *= zv * sig
-                dD_b = dD_part[bi, c0:c0 + w]
                 for i in range(w):
                     dD_b[i] += dyf[i] * u_t[i]
                 for k in range(n):
@@ -326,8 +381,8 @@ def scan_bwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
                         q = hdh[ka, i] * decay[j, ka, i]         # d loss / d(dt A)
                         gdt[i] += q * a_blk[ka, i]
                         dA_acc[ka, i] += q * dts[j, i]
-                du_t, ddelta_t, delta_t = du[bi, t, c0:c0 + w], ddelta[bi, t, c0:c0 + w], delta[bi, t, c0:c0 + w]
-                bias_b, dbias_b = bias[c0:c0 + w], dbias_part[bi, c0:c0 + w]
+                du_t, ddelta_t = _row(du, tout[0], cm, bi, t, t0, c0, w), _row(ddelta, tout[1], cm, bi, t, t0, c0, w)
+                delta_t = _row(delta, tin[1], cm, bi, t, t0, c0, w)
                 for i in range(w):
                     du_t[i] = dyf[i] * D_b[i] + gdtu[i] * dts[j, i]
                     gd = (gdt[i] + gdtu[i] * u_t[i]) if valid else zero
@@ -336,6 +391,8 @@ def scan_bwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
                         gd = gd / (one + _exp(-x)) if x <= 20.0 else gd
                     ddelta_t[i] = gd
                     dbias_b[i] += gd
+            if cm:
+                _tiles(outs, n_out, bi, t0, m, c0, w, tout, True)
         for i in range(w):
             for ka in range(na):
                 dA_part[bi, ka, c0 + i] = dA_acc[ka, i]

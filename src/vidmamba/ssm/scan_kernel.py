@@ -173,9 +173,9 @@ def selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, m
     """Fused scan on CPU tensors. u, delta, z (b, d, l); A (d, n), or (d, 1): one decay per channel shared by its n
     states (the SSD layout, one exp per channel and step instead of n); B, C (b, n, l) or (b, g, n, l);
     D, delta_bias (d,); mask (b, l) bool. Returns y (b, d, l) in u's dtype and the last state (b, d, n) in float32
-    or float64. Inputs whose memory is already (b, l, d) (the mixers' projections) are not copied; (b, d, l)-contiguous
-    ones are copied to that layout (read in place, a block's channels l elements apart, a power of two at the usual
-    lengths, made the kernels several times slower at 16k steps: cache-set conflicts).
+    or float64. u, delta, z are read in place when their memory is (b, l, d) (the mixers' projections) or all
+    (b, d, l)-contiguous (mamba_ssm's layout; y is then (b, d, l)-contiguous too); otherwise they are copied to
+    (b, l, d). B and C are copied to (b, l, g, n) unless their memory is already so (d / n times smaller than u).
     """
     require_kernels()
     if u.device.type != "cpu":
@@ -186,31 +186,48 @@ def selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, m
     if B.shape[1] != C.shape[1] or d % B.shape[1]:
         raise ValueError(f"number of groups {B.shape[1]} must divide the number of channels {d}")
     with torch.autocast(device_type="cpu", enabled=False):
-        uk, deltak, zk = (None if t is None else t.transpose(1, 2).to(ctype).contiguous() for t in (u, delta, z))
+        uk, deltak, zk = _sequences(u, delta, z, ctype)
         Bt, Ct = (M.permute(0, 3, 1, 2).to(ctype).contiguous() for M in (B, C))        # (b, l, g, n)
         params = [None if t is None else t.to(ctype).contiguous() for t in (A, D, delta_bias)]
-        y, last = _KernelScan.apply(uk, deltak, params[0], Bt, Ct, params[1], zk, params[2], mask,
-                                    bool(delta_softplus), bool(reverse))
+        tensors = (uk, deltak, params[0], Bt, Ct, params[1], zk, params[2])
+        save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+        y, last = _KernelScan.apply(*tensors, mask, save, bool(delta_softplus), bool(reverse))
     return y.to(u.dtype).transpose(1, 2), last
 
 
+def _sequences(u, delta, z, ctype):
+    """u, delta, z (b, d, l) (z may be None) in ``ctype`` as ``_KernelScan`` takes them: (b, l, d) views of their
+    memory when all are (b, d, l)-contiguous, else (b, l, d)-contiguous (a copy of those that are not)."""
+    ts = [None if t is None else t.to(ctype) for t in (u, delta, z)]           # a copy keeps the strides
+    given = [t for t in ts if t is not None]
+    channel_major = all(t.is_contiguous() for t in given) and not ts[0].transpose(1, 2).is_contiguous()
+    return [None if t is None else t.transpose(1, 2) if channel_major else t.transpose(1, 2).contiguous() for t in ts]
+
+
+def _channel_major(t):
+    """Whether a (b, l, d) tensor that ``_sequences`` gave is (b, d, l)-contiguous memory, rather than contiguous."""
+    return not t.is_contiguous()
+
+
 class _KernelScan(torch.autograd.Function):
-    """y, last = scan(u, delta, A, B, C, D, z, delta_bias; mask, softplus, reverse) on contiguous time-major inputs:
-    u, delta, z (b, l, d); A (d, n) or (d, 1); B, C (b, l, g, n); D, delta_bias (d,) or None. Returns y (b, l, d) and
-    last (b, d, n). Saves the inputs and the state at every ``CHUNK``-th step (b, l / CHUNK, n, d), not the states.
+    """y, last = scan(u, delta, A, B, C, D, z, delta_bias; mask, softplus, reverse) on inputs u, delta, z (b, l, d),
+    all contiguous or all (b, d, l)-contiguous memory (``_sequences``); A (d, n) or (d, 1); B, C (b, l, g, n)
+    contiguous; D, delta_bias (d,) or None. Returns y (b, l, d) in u's layout and last (b, d, n). With ``save`` (a
+    backward may follow: the caller's decision, as grad mode is off inside ``forward`` and ``ctx.needs_input_grad``
+    ignores ``torch.no_grad``), saves the inputs and the state at every ``CHUNK``-th step (b, l / CHUNK, n, d), not
+    the states.
     """
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, mask, softplus, reverse):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, mask, save, softplus, reverse):
         bsz, length, d = u.shape
         n = B.shape[3]
-        save = any(ctx.needs_input_grad[:8])
-        y = u.new_empty(bsz, length, d)
+        y = torch.empty_like(u)                                                    # u's layout
         last = u.new_empty(bsz, d, n)
         starts = u.new_empty(bsz, -(-length // CHUNK), n, d) if save else _constant((1, 1, 1, 1), u.dtype)
         args = _kernel_args(u, delta, A, B, C, D, z, delta_bias, mask, softplus, reverse)
         nblocks = bsz * _num_blocks(d, B.shape[2])
-        _run_blocks("scan_fwd", (*args, save, _np(y), _np(last), _np(starts)), nblocks)
+        _run_blocks("scan_fwd", (*args, save, _np_seq(y, _channel_major(u)), _np(last), _np(starts)), nblocks)
         if save:
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, mask, starts)
             ctx.flags = softplus, reverse
@@ -222,26 +239,38 @@ class _KernelScan(torch.autograd.Function):
         bsz, length, d = u.shape
         g, n = B.shape[2], B.shape[3]
         nbg = _num_blocks(d, g) // g
-        dy = u.new_zeros(u.shape) if dy is None else dy.to(u.dtype).contiguous()
+        dy = torch.zeros_like(u) if dy is None else dy.to(u.dtype)
+        if _channel_major(u):                        # dy in u's layout (a copy only if it is not)
+            dy = dy.transpose(1, 2).contiguous().transpose(1, 2)
+        else:
+            dy = dy.contiguous()
         dlast = u.new_zeros(bsz, d, n) if dlast is None else dlast.to(u.dtype).contiguous()
         du, ddelta = torch.empty_like(u), torch.empty_like(u)
-        dz = _constant((1, 1, 1), u.dtype) if z is None else torch.empty_like(u)      # written only with z
+        dz = _constant((1, 1, 1), u.dtype) if z is None else torch.empty_like(u)      # written only with z; u's layout
         dB_part, dC_part = (u.new_empty(bsz, nbg, length, g, n) for _ in range(2))
         dA_part = u.new_empty(bsz, A.shape[1], d)
         dD_part, dbias_part = u.new_zeros(bsz, d), u.new_zeros(bsz, d)
         args = _kernel_args(u, delta, A, B, C, D, z, delta_bias, mask, *ctx.flags)
-        outs = [_np(t) for t in (du, ddelta, dz, dB_part, dC_part, dA_part, dD_part, dbias_part)]
-        _run_blocks("scan_bwd", (*args, _np(starts), _np(dy), _np(dlast), *outs), bsz * g * nbg)
+        cm = _channel_major(u)
+        outs = [_np_seq(t, cm) for t in (du, ddelta, dz)] + [_np(t) for t in (dB_part, dC_part, dA_part, dD_part)]
+        _run_blocks("scan_bwd", (*args, _np(starts), _np_seq(dy, cm), _np(dlast), *outs, _np(dbias_part)),
+                    bsz * g * nbg)
         return (du, ddelta, dA_part.sum(0).t(), dB_part.sum(1), dC_part.sum(1),
                 None if D is None else dD_part.sum(0), None if z is None else dz,
-                None if delta_bias is None else dbias_part.sum(0), None, None, None)
+                None if delta_bias is None else dbias_part.sum(0), None, None, None, None)
+
+
+def _np_seq(t, cm):
+    """A (b, l, d) sequence as the kernels take it: its contiguous memory, (b, d, l) with ``cm``."""
+    return _np(t.transpose(1, 2) if cm else t)
 
 
 def _kernel_args(u, delta, A, B, C, D, z, delta_bias, mask, softplus, reverse):
     """The leading arguments of ``scan_fwd`` / ``scan_bwd``: numpy views, placeholders for absent inputs."""
     d, g = u.shape[2], B.shape[2]
+    cm = _channel_major(u)
     zeros_d = _constant((d,), u.dtype)
-    return [_np(u), _np(delta), _np(A.t().contiguous()), _np(B), _np(C), _np(zeros_d if D is None else D),
-            _np(_constant((1, 1, 1), u.dtype) if z is None else z), _np(zeros_d if delta_bias is None else delta_bias),
-            _np(mask_u8(mask)), _np(_constant((g,), torch.uint8, int(reverse))), softplus, z is not None,
-            mask is not None, CHUNK]
+    return [_np_seq(u, cm), _np_seq(delta, cm), _np(A.t().contiguous()), _np(B), _np(C),
+            _np(zeros_d if D is None else D), _np(_constant((1, 1, 1), u.dtype)) if z is None else _np_seq(z, cm),
+            _np(zeros_d if delta_bias is None else delta_bias), _np(mask_u8(mask)),
+            _np(_constant((g,), torch.uint8, int(reverse))), softplus, z is not None, mask is not None, cm, CHUNK]
