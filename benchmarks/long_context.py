@@ -90,7 +90,8 @@ VARIANTS = {
     "hieramamba": (None, False),
     "hieramamba-transformer": ({"name": "hieramamba-transformer"}, True),
     "mlvtg-perclip": ({"name": "mlvtg-perclip", **_MLVTG}, True),
-    "mlvtg": ({"name": "mlvtg", **_MLVTG}, False),
+    # MLVTG's long-video options (README "Long videos"): the query enters each clip before the scan, one pass
+    "mlvtg": ({"name": "mlvtg", **_MLVTG, "query_fusion": "product", "long_video": "whole"}, False),
 }
 THRESHOLD = 0.5
 
@@ -371,14 +372,20 @@ def finish(result: dict, out: Path, quiet: bool = False) -> None:
 
 
 def merge(files: list[Path]) -> dict:
-    """One result from several runs of this script with the same config: all model rows, the first's baselines."""
+    """One result from several runs of this script on the same benchmark data (generator settings and split
+    sizes): all model rows, the first's baselines; ``runs`` keeps each run's command, machine, config and overrides
+    (a run's overrides may set what a later config file holds)."""
     parts = [json.loads(f.read_text()) for f in files]
-    for key in ("config", "overrides", "synthetic", "data_sizes"):
+    for key in ("synthetic", "data_sizes"):
         if any(p[key] != parts[0][key] for p in parts):
-            raise ValueError(f"cannot merge results with different {key!r}")
+            raise ValueError(f"cannot merge results of different benchmark data: {key!r} differs")
     result = {k: v for k, v in parts[0].items() if k not in ("rows", "summary", "goals", "runs", "command",
-                                                              "machine")}
-    result["runs"] = [r for p in parts for r in p.get("runs", [{"command": p["command"], "machine": p["machine"]}])]
+                                                              "machine", "config", "overrides")}
+    result["runs"] = []
+    for p in parts:
+        setting = {k: p[k] for k in ("config", "overrides") if k in p}           # a merged file's runs hold theirs
+        runs = p["runs"] if "runs" in p else [{"command": p["command"], "machine": p["machine"]}]
+        result["runs"] += [{**setting, **r} for r in runs]
     result["rows"] = [r for p in parts for r in p["rows"]]
     return result
 

@@ -73,3 +73,25 @@ def test_baselines_score_near_zero(tmp_path):
     assert set(rows) == {"random", "position-only", "text-only"}
     for s in rows.values():  # a blind 2-4 clip span in a few hundred clips
         assert s["R1@0.5"] <= 100 * ceiling["overall"]["windowed"] and s["flip"] <= s["R1@0.5"]
+
+
+def test_merge_keeps_each_runs_setting_and_refuses_other_data(tmp_path):
+    def part(name, overrides, sizes, seed):
+        path = tmp_path / name
+        path.write_text(json.dumps({"config": "configs/x.yaml", "overrides": overrides, "synthetic": {"seed": 0},
+                                    "data_sizes": sizes, "command": f"run {name}", "machine": {"cpu": "c"},
+                                    "baselines": [name], "rows": [{"model": name, "seed": seed}]}))
+        return path
+
+    a = part("a.json", ["train.epochs=16"], {"val_queries": 64}, 0)
+    b = part("b.json", [], {"val_queries": 64}, 1)
+    merged = lc.merge([a, b])
+    assert [r["model"] for r in merged["rows"]] == ["a.json", "b.json"] and merged["baselines"] == ["a.json"]
+    assert [(r["command"], r["overrides"]) for r in merged["runs"]] == [("run a.json", ["train.epochs=16"]),
+                                                                        ("run b.json", [])]
+    assert "overrides" not in merged and "config" not in merged
+    (tmp_path / "ab.json").write_text(json.dumps(merged))          # a merged file merges again, settings kept
+    again = lc.merge([tmp_path / "ab.json", part("c.json", ["x=1"], {"val_queries": 64}, 2)])
+    assert [r["overrides"] for r in again["runs"]] == [["train.epochs=16"], [], ["x=1"]]
+    with pytest.raises(ValueError, match="data_sizes"):
+        lc.merge([a, part("d.json", [], {"val_queries": 8}, 0)])
