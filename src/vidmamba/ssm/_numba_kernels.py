@@ -154,12 +154,12 @@ def _span(ci, chunk, length, reverse):
 
 @njit(**_JIT)
 def _tiles(seqs, count, bi, t0, m, c0, w, tiles, store):
-    """Rows 0 .. m - 1 of tiles[a] (chunk, BLOCK) (row j = step t0 + j, column i = channel c0 + i) <- seqs[a]
+    """Rows 0 .. m - 1 of tiles[a, 0] (chunk, BLOCK) (row j = step t0 + j, column i = channel c0 + i) <- seqs[a]
     (b, d, l) for a < count, or the other way with ``store``; each channel's steps (adjacent in memory) in turn.
-    Not inlined: inlined into the kernels, it changed how the compiler fused their multiply-adds, differently in a
-    kernel just compiled and one loaded from the cache (other gradients)."""
+    Kept out of line (one call per chunk): copies inlined into the kernels' step loops changed how the compiler fused
+    their multiply-adds, differently in a kernel just compiled and in one loaded from the cache (other gradients)."""
     for a in range(count):
-        tile = tiles[a]
+        tile = tiles[a, 0]
         for i in range(w):
             row = seqs[a][bi, c0 + i, t0:t0 + m]
             if store:
@@ -168,13 +168,6 @@ def _tiles(seqs, count, bi, t0, m, c0, w, tiles, store):
             else:
                 for j in range(m):
                     tile[j, i] = row[j]
-
-
-@njit(inline="always", **_JIT)
-def _row(full, tile, cm, bi, t, t0, c0, w):
-    """The block's values at step t: with ``cm`` row t - t0 of its chunk's tile, else a view of the time-major
-    full (b, l, d) (views of the block indexed from 0: see ``conv_fwd``)."""
-    return tile[t - t0] if cm else full[bi, t, c0:c0 + w]
 
 
 @njit(inline="always", **_JIT)
@@ -233,7 +226,7 @@ def scan_fwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
         _copy_state(a_blk, A_t, c0, w, False)
         D_b, bias_b = D[c0:c0 + w], bias[c0:c0 + w]      # views of the block: see ``conv_fwd``
         ins, n_in = (u, delta, z), 3 if has_z else 2
-        tiles = np.empty((4, chunk if cm else 1, BLOCK), u.dtype)   # cm: u, delta, z, y at the chunk's steps
+        tiles = np.empty((4, 1, chunk if cm else 1, BLOCK), u.dtype)   # cm: u, delta, z, y at the chunk's steps
         dts = np.empty(BLOCK, u.dtype)
         dtus = np.empty(BLOCK, u.dtype)
         decay = np.empty(BLOCK, u.dtype)                 # scalar_a: exp(dt A) of each channel, for all its states
@@ -244,13 +237,15 @@ def scan_fwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
                 _tiles(ins, n_in, bi, t0, m, c0, w, tiles, False)
             if save:
                 _copy_state(h, starts[bi, ci], c0, w, True)
+            # the chunk's (b, l, d) sources and where the block starts in them: the tiles, or the time-major arrays
+            su, sd, sz, sy = (tiles[0], tiles[1], tiles[2], tiles[3]) if cm else (u, delta, z, y)
+            b2, o2, c2 = (0, t0, 0) if cm else (bi, 0, c0)
             for j in range(m):
                 t = t0 + m - 1 - j if rev[gi] else t0 + j
                 valid = not has_mask or mask[bi, t] != 0
-                u_t = _row(u, tiles[0], cm, bi, t, t0, c0, w)
-                z_t = _row(z, tiles[2], cm, bi, t, t0, c0, w) if has_z else u_t
-                y_t = _row(y, tiles[3], cm, bi, t, t0, c0, w)
-                _step_inputs(_row(delta, tiles[1], cm, bi, t, t0, c0, w), u_t, bias_b, w, softplus, valid, dts, dtus)
+                u_t, y_t = su[b2, t - o2, c2:c2 + w], sy[b2, t - o2, c2:c2 + w]
+                z_t = sz[b2, t - o2, c2:c2 + w] if has_z else u_t
+                _step_inputs(sd[b2, t - o2, c2:c2 + w], u_t, bias_b, w, softplus, valid, dts, dtus)
                 for i in range(w):
                     acc[i] = zero
                     if scalar_a:
@@ -296,8 +291,7 @@ def scan_bwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
         D_b, bias_b, dD_b, dbias_b = D[c0:c0 + w], bias[c0:c0 + w], dD_part[bi, c0:c0 + w], dbias_part[bi, c0:c0 + w]
         ins, n_in = (u, delta, dy, z), 4 if has_z else 3
         outs, n_out = (du, ddelta, dz), 3 if has_z else 2
-        tiles = np.empty((7, chunk if cm else 1, BLOCK), u.dtype)   # cm: u, delta, dy, z; du, ddelta, dz
-        tin, tout = tiles[:4], tiles[4:]
+        tiles = np.empty((7, 1, chunk if cm else 1, BLOCK), u.dtype)   # cm: u, delta, dy, z; du, ddelta, dz
         hs = np.empty((chunk + 1, n, BLOCK), u.dtype)     # hs[j]: state before step j of the chunk
         decay = np.empty((chunk, na, BLOCK), u.dtype)
         dts = np.empty((chunk, BLOCK), u.dtype)
@@ -318,13 +312,16 @@ def scan_bwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
         for ci in range(nchunks - 1, -1, -1):
             m, t0 = _span(ci, chunk, length, rev[gi])
             if cm:
-                _tiles(ins, n_in, bi, t0, m, c0, w, tin, False)
+                _tiles(ins, n_in, bi, t0, m, c0, w, tiles, False)
+            su, sd, sdy, sz = (tiles[0], tiles[1], tiles[2], tiles[3]) if cm else (u, delta, dy, z)  # see scan_fwd
+            sdu, sdd, sdz = (tiles[4], tiles[5], tiles[6]) if cm else (du, ddelta, dz)
+            b2, o2, c2 = (0, t0, 0) if cm else (bi, 0, c0)
             _copy_state(hs[0], starts[bi, ci], c0, w, False)
             for j in range(m):                            # recompute decays and states of the chunk
                 t = t0 + m - 1 - j if rev[gi] else t0 + j
                 valids[j] = not has_mask or mask[bi, t] != 0
-                _step_inputs(_row(delta, tin[1], cm, bi, t, t0, c0, w), _row(u, tin[0], cm, bi, t, t0, c0, w),
-                             bias_b, w, softplus, valids[j], dts[j], dtus[j])
+                _step_inputs(sd[b2, t - o2, c2:c2 + w], su[b2, t - o2, c2:c2 + w], bias_b, w, softplus, valids[j],
+                             dts[j], dtus[j])
                 for k in range(n):
                     bk = B[bi, t, gi, k]
                     ka = 0 if scalar_a else k
@@ -338,7 +335,7 @@ def scan_bwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
             for j in range(m - 1, -1, -1):
                 t = t0 + m - 1 - j if rev[gi] else t0 + j
                 valid = valids[j]
-                dy_t, u_t = _row(dy, tin[2], cm, bi, t, t0, c0, w), _row(u, tin[0], cm, bi, t, t0, c0, w)
+                dy_t, u_t = sdy[b2, t - o2, c2:c2 + w], su[b2, t - o2, c2:c2 + w]
                 for i in range(w):                        # output gate and skip term: dyf = d loss / d(C.h + D u)
                     dyf[i] = dy_t[i] if valid else zero
                     acc[i] = zero
@@ -352,7 +349,7 @@ def scan_bwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
                         ck = C[bi, t, gi, k]
                         for i in range(w):
                             acc[i] += ck * hs[j + 1, k, i]
-                    z_t, dz_t = _row(z, tin[3], cm, bi, t, t0, c0, w), _row(dz, tout[2], cm, bi, t, t0, c0, w)
+                    z_t, dz_t = sz[b2, t - o2, c2:c2 + w], sdz[b2, t - o2, c2:c2 + w]
                     for i in range(w):
                         zv = z_t[i]
                         sig = one / (one + _exp(-zv))
@@ -381,8 +378,8 @@ def scan_bwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
                         q = hdh[ka, i] * decay[j, ka, i]         # d loss / d(dt A)
                         gdt[i] += q * a_blk[ka, i]
                         dA_acc[ka, i] += q * dts[j, i]
-                du_t, ddelta_t = _row(du, tout[0], cm, bi, t, t0, c0, w), _row(ddelta, tout[1], cm, bi, t, t0, c0, w)
-                delta_t = _row(delta, tin[1], cm, bi, t, t0, c0, w)
+                du_t, ddelta_t = sdu[b2, t - o2, c2:c2 + w], sdd[b2, t - o2, c2:c2 + w]
+                delta_t = sd[b2, t - o2, c2:c2 + w]
                 for i in range(w):
                     du_t[i] = dyf[i] * D_b[i] + gdtu[i] * dts[j, i]
                     gd = (gdt[i] + gdtu[i] * u_t[i]) if valid else zero
@@ -392,7 +389,7 @@ def scan_bwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
                     ddelta_t[i] = gd
                     dbias_b[i] += gd
             if cm:
-                _tiles(outs, n_out, bi, t0, m, c0, w, tout, True)
+                _tiles(outs, n_out, bi, t0, m, c0, w, tiles[4:], True)
         for i in range(w):
             for ka in range(na):
                 dA_part[bi, ka, c0 + i] = dA_acc[ka, i]
