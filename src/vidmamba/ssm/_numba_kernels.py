@@ -19,10 +19,11 @@ blocks on numba's threads (``scan_kernel.py`` picks them or its own thread pool)
 A block works through its steps in chunks of ``chunk``. The forward saves the state at the start of every chunk; the
 backward recomputes a chunk's decays and states from it (buffers of (chunk + 1, n, BLOCK)) and walks it backwards.
 Channel-major sequences are read and written through tiles (chunk, BLOCK): the chunk's u, delta, z (and dy) are copied
-in one channel's steps at a time (adjacent in memory), the steps run on the tiles as on time-major rows, and the output
-tiles are copied out the same way (read one step of the block's channels at a time, channels l elements apart, a power
-of two at the usual lengths, were cache-set conflicts: 2x slower forward, 4.6x forward+backward). The arithmetic is
-the same in either layout, and so are the results, bit for bit.
+in one channel's steps at a time (adjacent in memory), the steps read the tiles' rows as they read the time-major
+arrays' rows (the source is chosen once per chunk), and the output tiles are copied out the same way (read one step
+of the block's channels at a time, channels l elements apart, a power of two at the usual lengths, were cache-set
+conflicts: 2x slower forward, 4.6x forward+backward). The arithmetic is the same in either layout, and so are the
+results, bit for bit.
 
 Depthwise conv (``MaskedDepthwiseConv1d``), per step t and channel c, with x zero outside [0, l) and at pads:
 
@@ -226,7 +227,8 @@ def scan_fwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
         _copy_state(a_blk, A_t, c0, w, False)
         D_b, bias_b = D[c0:c0 + w], bias[c0:c0 + w]      # views of the block: see ``conv_fwd``
         ins, n_in = (u, delta, z), 3 if has_z else 2
-        tiles = np.empty((4, 1, chunk if cm else 1, BLOCK), u.dtype)   # cm: u, delta, z, y at the chunk's steps
+        tiles = np.empty((4, 1, chunk if cm else 1, BLOCK), u.dtype)   # cm: u, delta, z, y at the chunk's steps,
+                                                                        # each indexed as a one-sample (b, l, d) array
         dts = np.empty(BLOCK, u.dtype)
         dtus = np.empty(BLOCK, u.dtype)
         decay = np.empty(BLOCK, u.dtype)                 # scalar_a: exp(dt A) of each channel, for all its states
