@@ -42,9 +42,9 @@ from vidmamba.ssm._kernel_cache import use_kernel_cache
 
 BLOCK = 64          # channels per thread block (measured, b=1 l=16k d=512 n=16: 16 -> 0.18 s, 32 -> 0.12, 64 -> 0.08);
                     # a multiple of 8 (``_sum_block``)
-TILE = 128          # steps per tile of (b, d, l) inputs, rounded to a multiple of the chunk (16k steps, d 512,
-                    # n 16, one thread, ours / floor forward and forward+backward: 64 -> 1.36x / 1.37x, 128 ->
-                    # 1.22-1.25x / 1.26-1.28x, 256 -> 1.48x / 1.40x, as the tiles leave L1)
+TILE = 128          # steps per tile of (b, d, l) inputs, a multiple of the chunk (16k steps, d 512, n 16, one thread,
+                    # ours / floor forward and forward+backward: tiles of 64 steps 1.36x / 1.35x, 128 1.11x / 1.32x;
+                    # 256, tried as the chunk too, 1.48x / 1.40x)
 # error_model="numpy": divisions without Python's zero-division check, whose branch kept them from vectorising.
 # fastmath without reassociation (nor arcp, afn, nsz): multiply-adds may fuse and values are taken as finite, but no
 # sum is reordered. With full fastmath the order depended on where a kernel was compiled (a parallel wrapper's body
