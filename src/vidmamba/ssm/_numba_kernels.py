@@ -18,9 +18,10 @@ channels (SIMD). The kernels are serial and release the GIL; the ``*_parallel`` 
 blocks on numba's threads (``scan_kernel.py`` picks them or its own thread pool).
 A block works through its steps in chunks of ``chunk``. The forward saves the state at the start of every chunk; the
 backward recomputes a chunk's decays and states from it (buffers of (chunk + 1, n, BLOCK)) and walks it backwards.
-Channel-major sequences are read and written through tiles (chunk, BLOCK): the chunk's u, delta, z (and dy) are copied
-in one channel's steps at a time (adjacent in memory), the steps read the tiles' rows as they read the time-major
-arrays' rows (the source is chosen once per chunk), and the output tiles are copied out the same way (read one step
+Channel-major sequences are read and written through tiles of ``TILE`` steps (a whole number of chunks) by BLOCK
+channels: the tile's u, delta, z (and dy) are copied in one channel's steps at a time (adjacent in memory), the steps
+read the tiles' rows as they read the time-major arrays' rows (the source is chosen once per tile or chunk), and the
+output tiles are copied out the same way (read one step
 of the block's channels at a time, channels l elements apart, a power of two at the usual lengths, were cache-set
 conflicts: 2x slower forward, 4.6x forward+backward). The arithmetic is the same in either layout, and so are the
 results, bit for bit.
