@@ -21,10 +21,9 @@ backward recomputes a chunk's decays and states from it (buffers of (chunk + 1, 
 Channel-major sequences are read and written through tiles of ``TILE`` steps (a whole number of chunks) by BLOCK
 channels: the tile's u, delta, z (and dy) are copied in one channel's steps at a time (adjacent in memory), the steps
 read the tiles' rows as they read the time-major arrays' rows (the source is chosen once per tile or chunk), and the
-output tiles are copied out the same way (read one step
-of the block's channels at a time, channels l elements apart, a power of two at the usual lengths, were cache-set
-conflicts: 2x slower forward, 4.6x forward+backward). The arithmetic is the same in either layout, and so are the
-results, bit for bit.
+output tiles are copied out the same way (read one step of the block's channels at a time, channels l elements apart,
+a power of two at the usual lengths, were cache-set conflicts: 2x slower forward, 4.6x forward+backward). The
+arithmetic is the same in either layout, and so are the results, bit for bit.
 
 Depthwise conv (``MaskedDepthwiseConv1d``), per step t and channel c, with x zero outside [0, l) and at pads:
 
