@@ -366,7 +366,7 @@ def finish(result: dict, out: Path, quiet: bool = False) -> None:
     result["goals"] = goals(result["summary"])
     stored = {k: v for k, v in result.items() if k != "ceiling_file"}
     atomic_write_text(out, json.dumps(stored, indent=2) + "\n")
-    figure(result, out.with_name("long_context.png") if out == DEFAULT_OUT else out.with_suffix(".png"))
+    figure(result, out.with_name("long_context.png") if out.resolve() == DEFAULT_OUT else out.with_suffix(".png"))
     if not quiet:
         print(render(result))
 
