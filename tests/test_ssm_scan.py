@@ -169,6 +169,25 @@ def test_ssd_auto_uses_the_kernel_on_cpu(monkeypatch):
     assert len(calls) == 5
 
 
+def test_fast_scan_saves_chunk_states_only_when_a_backward_can_follow(monkeypatch):
+    """Under torch.no_grad the chunked scan saves nothing, even when an input requires grad (a parameter: autograd's
+    ``needs_input_grad`` is True for it there); with grad on it saves its inputs and chunk states, and the backward
+    matches the reference."""
+    saved = []
+    real = torch.autograd.function.FunctionCtx.save_for_backward
+    monkeypatch.setattr(torch.autograd.function.FunctionCtx, "save_for_backward",
+                        lambda ctx, *t: saved.append(len(t)) or real(ctx, *t))
+    kw = m1_inputs(L=70)
+    kw["A"].requires_grad_()
+    with torch.no_grad():
+        y0, _ = m1(kw, impl="fast")
+    assert saved == []
+    y, _ = m1(kw, impl="fast")
+    y.sum().backward()
+    assert saved == [6] and torch.equal(y0, y)
+    close(kw["A"].grad, torch.autograd.grad(m1(kw, impl="ref")[0].sum(), kw["A"])[0])
+
+
 def test_ssd_per_channel_D():
     kw = m2_inputs(L=30)
     kw["D"] = torch.randn(4, 3)

@@ -1,6 +1,8 @@
 """Small helpers shared by the scan implementations."""
 from __future__ import annotations
 
+import torch
+
 IMPLS = ("auto", "ref", "fast")
 
 
@@ -9,6 +11,13 @@ def check_impl(impl: str, impls=IMPLS) -> str:
     if impl not in impls:
         raise ValueError(f"impl must be one of {impls}, got {impl!r}")
     return impl
+
+
+def backward_can_follow(*tensors) -> bool:
+    """Whether a backward can reach any of ``tensors`` (None entries skipped): grad mode is on and one requires grad.
+    A scan's autograd Function takes this as an argument: inside its ``forward`` grad mode is off, and
+    ``ctx.needs_input_grad`` is True for inputs that require grad even under ``torch.no_grad``."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def flip_time(tensors, dims):

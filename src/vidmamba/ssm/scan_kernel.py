@@ -19,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from vidmamba.ssm.common import backward_can_follow
+
 CHUNK = 64          # steps between saved states: the backward recomputes at most this many states per block
 _kernels = None     # the imported _numba_kernels module once loaded; False if numba cannot be imported
 _pool, _pool_size, _pool_lock = None, 0, threading.Lock()
@@ -190,7 +192,7 @@ def selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, m
         Bt, Ct = (M.permute(0, 3, 1, 2).to(ctype).contiguous() for M in (B, C))        # (b, l, g, n)
         params = [None if t is None else t.to(ctype).contiguous() for t in (A, D, delta_bias)]
         tensors = (uk, deltak, params[0], Bt, Ct, params[1], zk, params[2])
-        save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+        save = backward_can_follow(*tensors)
         y, last = _KernelScan.apply(*tensors, mask, save, bool(delta_softplus), bool(reverse))
     return y.to(u.dtype).transpose(1, 2), last
 
@@ -213,8 +215,7 @@ class _KernelScan(torch.autograd.Function):
     """y, last = scan(u, delta, A, B, C, D, z, delta_bias; mask, softplus, reverse) on inputs u, delta, z (b, l, d),
     all contiguous or all (b, d, l)-contiguous memory (``_sequences``); A (d, n) or (d, 1); B, C (b, l, g, n)
     contiguous; D, delta_bias (d,) or None. Returns y (b, l, d) in u's layout and last (b, d, n). With ``save`` (a
-    backward may follow: the caller's decision, as grad mode is off inside ``forward`` and ``ctx.needs_input_grad``
-    ignores ``torch.no_grad``), saves the inputs and the state at every ``CHUNK``-th step (b, l / CHUNK, n, d), not
+    backward may follow: ``common.backward_can_follow``, decided by the caller), saves the inputs and the state at every ``CHUNK``-th step (b, l / CHUNK, n, d), not
     the states.
     """
 

@@ -15,7 +15,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from vidmamba.ssm.common import IMPLS, check_impl, expand_groups, flip_time
+from vidmamba.ssm.common import IMPLS, backward_can_follow, check_impl, expand_groups, flip_time
 from vidmamba.ssm.scan_kernel import kernel_available, run_kernel, selective_scan_kernel
 
 SCAN_IMPLS = IMPLS + ("kernel", "mamba_ssm")
@@ -130,7 +130,8 @@ def _selective_scan_fast(u, delta, A, B, C, D, z, delta_bias, delta_softplus, ma
     """Chunked scan with a hand-written backward (``_ChunkedScan``); pre/post-processing stays in plain autograd."""
     out_dtype = u.dtype
     u, delta, A, B, C = _prepare(u, delta, A, B, C, delta_bias, delta_softplus, mask)
-    y, last = _ChunkedScan.apply(u, delta, A, B, C, chunk_size or _default_chunk(u.shape[0] * A.numel()))
+    y, last = _ChunkedScan.apply(u, delta, A, B, C, chunk_size or _default_chunk(u.shape[0] * A.numel()),
+                                 backward_can_follow(u, delta, A, B, C))
     return _finish(y, u, D, z, mask, out_dtype), last
 
 
@@ -179,13 +180,14 @@ class _ChunkedScan(torch.autograd.Function):
 
     Inputs u, delta (b, d, l); A (d, n); B, C (b, g, n, l). Returns y (b, d, l) and the last state (b, d, n).
     The forward walks chunks of T steps; per chunk the decays and inputs are computed as (T, b, d, n) slabs, the
-    recurrence is one in-place addcmul per step, and the C contraction is one einsum. Only the state at
-    each chunk start is saved; the backward recomputes the chunk's states from it and runs the reverse scan
+    recurrence is one in-place addcmul per step, and the C contraction is one einsum. With ``save`` (a backward may
+    follow: ``common.backward_can_follow``, decided by the caller) the state at each chunk start is saved, and only
+    that; the backward recomputes the chunk's states from it and runs the reverse scan
     dh_t = C_t dy_t + exp(delta_{t+1} A) dh_{t+1}. Memory: O(b d n (T + l / T) + b d l).
     """
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, chunk):
+    def forward(ctx, u, delta, A, B, C, chunk, save):
         ctx.set_materialize_grads(False)
         with _no_autocast(u):
             bsz, d, length = u.shape
@@ -196,7 +198,6 @@ class _ChunkedScan(torch.autograd.Function):
             dA = u.new_empty(T, bsz, d, n)
             hs = u.new_empty(T, bsz, d, n)
             nchunks = -(-length // T)
-            save = any(ctx.needs_input_grad)
             starts = u.new_empty(nchunks if save else 0, bsz, d, n)
             h = u.new_zeros(bsz, d, n)
             y = u.new_empty(length, bsz, d)
@@ -259,4 +260,4 @@ class _ChunkedScan(torch.autograd.Function):
                 d_delta[t0:t1] += torch.mul(q, A, out=hprev).sum(-1)
                 d_A += q.mul_(dlt[t0:t1].unsqueeze(-1)).view(Tc * bsz, d, n).sum(0)
         return (d_u.permute(1, 2, 0), d_delta.permute(1, 2, 0), d_A, d_B.permute(1, 2, 3, 0),
-                d_C.permute(1, 2, 3, 0), None)
+                d_C.permute(1, 2, 3, 0), None, None)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vidmamba.ssm.common import IMPLS, check_impl, flip_time
+from vidmamba.ssm.common import IMPLS, backward_can_follow, check_impl, flip_time
 from vidmamba.ssm.scan_kernel import kernel_available, run_kernel, selective_scan_kernel
 
 KERNEL_MAX_STATE_GRAD = 64   # with gradients "auto" uses the kernel up to this d_state (at 128 it lost at 1 thread)
@@ -35,9 +35,7 @@ def ssd_scan(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, re
     """
     auto = check_impl(impl, IMPLS + ("kernel",)) == "auto"
     if auto:
-        inputs = (x, dt, A, B, C, D, z, dt_bias)
-        grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
-        fits = B.shape[-1] <= KERNEL_MAX_STATE_GRAD or not grad
+        fits = B.shape[-1] <= KERNEL_MAX_STATE_GRAD or not backward_can_follow(x, dt, A, B, C, D, z, dt_bias)
         impl = "kernel" if x.device.type == "cpu" and fits and kernel_available() else "fast"
     if impl == "kernel":
         out = run_kernel(lambda: _ssd_as_selective_scan(x, dt, A, B, C, D, z, dt_bias, dt_softplus, mask, reverse),
