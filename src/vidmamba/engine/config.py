@@ -28,6 +28,10 @@ class Section:
         ``section.key`` (and the closest known key, or the expected type)."""
         return cls(**check_options(cls, options, section or cls.section))
 
+    def reject(self, name: str, why: str):
+        """Raise the :class:`ConfigError` of a value out of its range: ``section.name: why (got value)``."""
+        raise ConfigError(f"{self.section}.{name}: {why} (got {getattr(self, name)!r})")
+
     def to_dict(self) -> dict:
         """JSON-friendly dict (tuples become lists); ``from_dict(to_dict())`` round-trips."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -163,9 +167,7 @@ class TrainerConfig(Section):
         self._validate()
 
     def _validate(self):
-        def bad(name, why):
-            raise ConfigError(f"{self.section}.{name}: {why} (got {getattr(self, name)!r})")
-
+        bad = self.reject
         for name in ("epochs", "eval_every", "batch_size"):
             if getattr(self, name) < 1:
                 bad(name, "must be >= 1")

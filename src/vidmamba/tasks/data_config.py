@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from vidmamba.engine.config import Section, require
-from vidmamba.errors import ConfigError
 
 
 class DataSection(Section):
@@ -91,9 +90,7 @@ class SnagData(DataSection):
     def __post_init__(self):
         """The ranges the readers need (:class:`~vidmamba.data.snag.SnagTrainDataset` checks them too), as one
         :class:`ConfigError` naming ``data.key`` before any file is read or generated."""
-        def bad(name, why):
-            raise ConfigError(f"{self.section}.{name}: {why} (got {getattr(self, name)!r})")
-
+        bad = self.reject
         for name in ("downsample", "vid_stride"):
             if getattr(self, name) < 1:
                 bad(name, "must be >= 1")
