@@ -375,7 +375,13 @@ def merge(files: list[Path]) -> dict:
     """One result from several runs of this script on the same benchmark data (generator settings and split
     sizes): all model rows, the first's baselines; ``runs`` keeps each run's command, machine, config and overrides
     (a run's overrides may set what a later config file holds)."""
-    parts = [json.loads(f.read_text()) for f in files]
+    parts = []
+    for f in files:
+        part = json.loads(f.read_text())
+        missing = [k for k in ("synthetic", "data_sizes", "rows", "baselines") if k not in part]
+        if missing:
+            raise ValueError(f"{f}: not a results file of this script (no {missing[0]!r})")
+        parts.append(part)
     for key in ("synthetic", "data_sizes"):
         if any(p[key] != parts[0][key] for p in parts):
             raise ValueError(f"cannot merge results of different benchmark data: {key!r} differs")
@@ -420,8 +426,13 @@ def main(argv=None) -> int:
     config = apply_overrides(load_config(CONFIG), args.set)
     root = benchmark_root(config)
     ceiling = json.loads((root / "ceiling.json").read_text())
+    try:                          # a bad --merge file or --curriculum: one line, before any training
+        result = merge(args.merge) if args.merge else None
+        for name in args.models:
+            stages(name, config, args.curriculum)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"long_context.py: {err}")
     if args.merge:
-        result = merge(args.merge)
         result["ceiling_file"] = ceiling
         finish(result, args.out)
         return 0
