@@ -34,6 +34,9 @@ def test_read_snag_json(tmp_path):
     assert [q.text_id for q in va.queries] == ["va_0000", "s_close"]
     assert va.queries[1].segment == (5.0, 10.0)  # clipped to the duration
     assert read_snag_json(p, "test")[0].queries[0].segment == (0.0, 2.0)
+    assert va.queries[0].context is None
+    ctx = _bad({"context": [-1.0, 2.5]})
+    assert read_snag_json(_write(tmp_path, ctx, "ctx.json"))["train"][0].queries[1].context == (0.0, 2.5)  # clipped
 
 
 def _bad(ann_change=None, video_change=None):
@@ -49,6 +52,8 @@ def _bad(ann_change=None, video_change=None):
     (_bad({"segment": [10.0, 12.0]}), "segment", "zero length after clipping"),
     (_bad({"segment": [6.0, 6.0]}), "segment", "zero length"),
     (_bad({"segment": [6.0, "7"]}), "segment", "two finite numbers"),
+    (_bad({"context": [6.0, "7"]}), "context", "two finite numbers"),
+    (_bad({"context": [11.0, 12.0]}), "context", "zero length after clipping"),
     (_bad({"sentence": ""}), "sentence", "non-empty string"),
     (_bad({"sentence_id": "va_0000"}), "sentence_id", "repeated text id"),
     (_bad({"sentence_id": ["x"]}), "sentence_id", "non-empty string"),
@@ -248,6 +253,27 @@ def test_snag_train_dataset_truncation_keeps_gt_and_shifts_grid(tmp_path, vid_st
             assert item["video"][int(g[0] + 0.5), 0] == int(g_full[0] + 0.5)
             assert item["segments"][0].tolist() == list(full["segments"][q].tolist())  # seconds unchanged
     assert seen_queries == {0, 1, 2} and len(seen_offsets) > 3
+
+
+def test_snag_train_dataset_windows_keep_the_context_when_it_fits(tmp_path):
+    """Query "a" (input clips 10-12) depends on a context at clips 28-29: a window keeps both whenever they fit
+    (every start a with a <= 10 and a + L - 1 >= 29, drawn uniformly), else only the ground truth (as without a
+    context); groups are formed over ground truth and context where those fit in a window."""
+    p = _long_video(tmp_path)
+    anno = json.loads(p.read_text())
+    anno["train"]["lv"]["annotations"][0]["context"] = [14.0, 15.0]  # clips 28, 29 (clip i = [i / 2, (i + 1) / 2] s)
+    p.write_text(json.dumps(anno))
+    kw = dict(clip_size=1, clip_stride=1, max_queries=1)
+    for L, groups, starts in ((24, [[0, 1], [2]], set(range(6, 11))), (12, [[0, 1], [2]], set(range(1, 11)))):
+        ds = SnagTrainDataset(p, "train", [tmp_path / "v"], tmp_path / "t", max_clips=L, **kw)
+        assert [g for _, g in ds.samples] == groups
+        torch.manual_seed(0)
+        seen = set()
+        for _ in range(200):
+            item = ds[0]
+            if item["text_ids"] == ["lv_0000"]:
+                seen.add(item["offset"])
+        assert seen == starts, L
 
 
 def test_snag_train_dataset_crop_ratio_and_errors(tmp_path):

@@ -71,6 +71,38 @@ def test_queries_follow_their_definition(ceiling):
     assert kinds == {(k, g): 2 for k in ("first_after", "last_before", "second", "third") for g in (1, 4)}
 
 
+def test_annotations_name_what_the_answer_depends_on(bench, ceiling):
+    """Each annotation's context: Y (anchored; its moved slot in val_cf), or the span from the first copy of X to the
+    one before the answer (ordinal; without the deleted copy in val_cf), so that a window holding context and answer
+    holds every event the answer is defined by (val from the ceiling rows, train from the gap of its lines)."""
+    ann = {a["sentence_id"]: a for split in json.loads((bench / "annotations.json").read_text()).values()
+           for v in split.values() for a in v["annotations"]}
+    sec = lambda span: [2.0 * t for t in span]  # noqa: E731
+    for q in ceiling["queries"]:
+        for qid, y, answer, copies in (
+                (q["qid"], q["y"], q["answer"], q["candidates"]),
+                (q["cf_qid"], q["cf_y"], q["cf_answer"],
+                 [c for i, c in enumerate(q["candidates"]) if q["cf_deleted"] is None or i != q["cf_deleted"]])):
+            a = ann[f"qid{qid}"]
+            if y is not None:
+                assert a["context"] == sec(y)
+            else:  # the answer's index among the copies left: the ordinal
+                ans = q["candidates"][answer]
+                before = [c for c in copies if c[0] < ans[0]]
+                assert len(before) + 1 == {"second": 2, "third": 3}[q["kind"]]
+                assert a["context"] == sec([before[0][0], before[-1][1]])
+    for line in (bench / "train.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        (s, e), (cs, ce) = r["relevant_windows"][0], ann[f"qid{r['qid']}"]["context"]
+        distance = 2.0 * (r["gap"] * W + E)  # seconds, start to start, from Y or from the copy before the answer
+        if r["kind"] == "first_after":
+            assert s - cs == distance
+        elif r["kind"] == "last_before":
+            assert cs - s == distance
+        else:
+            assert cs < ce <= s and s - distance < ce <= s - distance + 2.0 * E
+
+
 def test_both_readers_read_all_splits(bench, ceiling):
     ds = SnagDataset(bench / "annotations.json", "val", [bench / "video"], bench / "text", clip_size=1, clip_stride=1)
     item = ds[0]

@@ -4,12 +4,15 @@ Annotation json::
 
     {"<split>": {"<video_id>": {"fps": float, "duration": float, "num_clips": int (optional),
                                 "annotations": [{"segment": [start_s, end_s], "sentence": str,
-                                                 "sentence_id": str (optional)}, ...]}}}
+                                                 "sentence_id": str (optional),
+                                                 "context": [start_s, end_s] (optional)}, ...]}}}
 
 - ``text_id`` = ``sentence_id`` or ``f"{video_id}_{idx:04d}"`` (idx = position in the video's list); text ids must
   be unique in the file since they name the text feature files.
 - Segments are clipped to [0, duration]; a segment that has zero (or negative) length after clipping is an error
   naming the video, the annotation index and the segment (the reference code silently drops it).
+- ``context`` (optional): the part of the video the answer depends on (e.g. the event "after Y" refers to), clipped
+  like a segment; training windows keep it together with the segment when both fit (:class:`SnagTrainDataset`).
 - Video features: ``<dir>/<video_id>.npy`` (else ``.pt``, else the ``features`` array of a ``.npz``: what
   ``vidmamba extract`` writes), (T, C). Several dirs are concatenated along channels; lengths within 1 of each other
   are padded by repeating the last row, a larger mismatch is an error.
@@ -49,6 +52,7 @@ class SnagQuery:
     sentence: str
     text_id: str
     index: int
+    context: tuple[float, float] | None = None  # seconds, clipped to [0, duration]; see the module docstring
 
 
 @dataclass
@@ -88,15 +92,8 @@ def _parse_video(path, split: str, vid: str, rec) -> SnagVideo:
         if not isinstance(a, dict) or "segment" not in a or "sentence" not in a:
             raise DataFormatError(path, "bad annotation", item=aitem, field="segment",
                                   expected="an object with 'segment' and 'sentence'", found=short_repr(a))
-        seg = a["segment"]
-        if not (isinstance(seg, list) and len(seg) == 2 and all(is_real(v) for v in seg)):
-            raise DataFormatError(path, "bad value", item=aitem, field="segment",
-                                  expected="[start_s, end_s] of two finite numbers", found=short_repr(seg))
-        s, e = max(float(seg[0]), 0.0), min(float(seg[1]), duration)
-        if e <= s:
-            raise DataFormatError(path, f"segment {seg} has zero length after clipping to [0, {duration:g}]",
-                                  item=aitem, field="segment", expected="start < end inside the video",
-                                  found=f"[{s:g}, {e:g}]")
+        s, e = _parse_span(path, aitem, "segment", a["segment"], duration)
+        context = None if a.get("context") is None else _parse_span(path, aitem, "context", a["context"], duration)
         sentence = expect_str(a["sentence"], path, aitem, "sentence")
         sid = a.get("sentence_id")
         if sid is None:
@@ -106,8 +103,21 @@ def _parse_video(path, split: str, vid: str, rec) -> SnagVideo:
         else:
             raise DataFormatError(path, "bad value", item=aitem, field="sentence_id",
                                   expected="a non-empty string", found=short_repr(sid))
-        video.queries.append(SnagQuery((s, e), sentence, text_id, idx))
+        video.queries.append(SnagQuery((s, e), sentence, text_id, idx, context))
     return video
+
+
+def _parse_span(path, item: str, name: str, span, duration: float) -> tuple[float, float]:
+    """``[start_s, end_s]`` of field ``name`` clipped to ``[0, duration]``; not a pair of numbers, or zero length
+    after clipping, is an error naming the file, item and field."""
+    if not (isinstance(span, list) and len(span) == 2 and all(is_real(v) for v in span)):
+        raise DataFormatError(path, "bad value", item=item, field=name,
+                              expected="[start_s, end_s] of two finite numbers", found=short_repr(span))
+    s, e = max(float(span[0]), 0.0), min(float(span[1]), duration)
+    if e <= s:
+        raise DataFormatError(path, f"{name} {span} has zero length after clipping to [0, {duration:g}]",
+                              item=item, field=name, expected="start < end inside the video", found=f"[{s:g}, {e:g}]")
+    return s, e
 
 
 def read_snag_json(path, split: str | None = None) -> dict[str, list[SnagVideo]] | list[SnagVideo]:
@@ -383,7 +393,10 @@ class SnagTrainDataset(SnagDataset):
     Queries of each video are grouped with :func:`group_queries` (window ``max_clips`` input clips); an item holds at
     most ``max_queries`` queries of its group (a random subset, redrawn on every access, when the group is larger,
     as the reference's ``max_num_text``). Videos longer than ``max_clips`` input clips are cut to a random window of
-    ``max_clips`` clips that keeps the group's ground truth (:func:`truncation_window`); shorter ones are cut to a
+    ``max_clips`` clips that keeps the group's ground truth (:func:`truncation_window`), and with it each query's
+    ``context`` (the span its answer depends on) where the query's ground truth and context fit in one window (groups
+    are formed over those spans) and the item's all fit in the window (not where ``trunc_thresh`` picks the window);
+    shorter ones are cut to a
     random ``crop_ratio`` fraction (uniform in ``[lo, hi]``) of their length when ``crop_ratio`` is given, but never
     shorter than the span that holds all the item's ground truth. Grid coordinates are shifted with the window, so
     ``segments_grid`` stay aligned with ``video``; ``segments`` stay in seconds of the full video. Windows start on
@@ -422,14 +435,27 @@ class SnagTrainDataset(SnagDataset):
         self.negative_queries = negative_queries
         self.samples: list[tuple[int, list[int]]] = []  # (video index, query indices)
         for vi, v in enumerate(self.videos):
-            spans = self._clip_spans(v, range(len(v.queries)))
+            spans = self._clip_spans(v, range(len(v.queries)), within=max_clips)
             self.samples += [(vi, g) for g in group_queries([tuple(s) for s in spans], max_clips)]
 
-    def _clip_spans(self, v: SnagVideo, queries) -> np.ndarray:
-        """(Q, 2) ground truth of ``queries`` of video ``v`` in input-clip units (grid x vid_stride)."""
-        seg = np.array([v.queries[q].segment for q in queries], dtype=np.float64).reshape(-1, 2)
-        return seconds_to_grid(seg, fps=v.fps, clip_size=self.clip_size, stride=self.stride,
-                               num_frames=v.num_frames, vid_stride=1)
+    def _clip_spans(self, v: SnagVideo, queries, within: int | None = None) -> np.ndarray:
+        """(Q, 2) ground truth of ``queries`` of video ``v`` in input-clip units (grid x vid_stride); with
+        ``within``, each span grown to hold the query's ``context`` too where both fit in ``within`` clips."""
+        qs = [v.queries[q] for q in queries]
+        to_grid = lambda seconds: seconds_to_grid(  # noqa: E731
+            np.array(seconds, dtype=np.float64).reshape(-1, 2), fps=v.fps, clip_size=self.clip_size,
+            stride=self.stride, num_frames=v.num_frames, vid_stride=1)
+        spans = to_grid([q.segment for q in qs])
+        if within is not None:
+            for i, q in enumerate(qs):
+                if q.context is not None:
+                    grown = to_grid([min(q.segment[0], q.context[0]), max(q.segment[1], q.context[1])])
+                    spans[i] = grown[0] if self._clips_holding(grown) <= within else spans[i]
+        return spans
+
+    def _clips_holding(self, spans: np.ndarray) -> int:
+        """Input clips a window needs to hold every span of ``spans`` (Q, 2) (input-clip units) whole."""
+        return math.ceil(spans[:, 1].max() + 0.5 - math.floor(spans[:, 0].min() + 0.5)) + self.vid_stride - 1
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -443,7 +469,7 @@ class SnagTrainDataset(SnagDataset):
         length = self.max_clips if self.max_clips is not None and T > self.max_clips else T
         spans = item["segments_grid"].double().numpy() * self.vid_stride
         # clips that hold every ground truth of the item (a crop is never shorter, unless a cut is allowed)
-        needed = math.ceil(spans[:, 1].max() + 0.5 - math.floor(spans[:, 0].min() + 0.5)) + self.vid_stride - 1
+        needed = self._clips_holding(spans)
         crop = length == T and self.crop_ratio is not None
         if crop:
             lo, hi = self.crop_ratio
@@ -454,7 +480,9 @@ class SnagTrainDataset(SnagDataset):
         if start is None:
             if crop:
                 length = min(T, max(length, needed))
-            start = truncation_window(T, spans, length, align=self.vid_stride)
+            kept = self._clip_spans(self.videos[vi], group, within=length)  # ground truth with the contexts that fit
+            start = truncation_window(T, kept if self._clips_holding(kept) <= length else spans, length,
+                                      align=self.vid_stride)
         item["video"] = item["video"][start: start + length]
         grid = item["segments_grid"] - start / self.vid_stride
         # a span longer than the window keeps only its part inside it

@@ -26,7 +26,9 @@ Layout (read by both :mod:`vidmamba.data.snag` and :mod:`vidmamba.data.lighthous
 
     <root>/meta.json             generator, version, every parameter, sizes (written last)
     <root>/annotations.json      SnAG: {"train"|"val"|"val_cf": {vid: {"fps": 0.5, "duration", "num_clips",
-                                        "annotations": [{"segment", "sentence", "sentence_id": "qid<qid>"}]}}}
+                                        "annotations": [{"segment", "sentence", "sentence_id": "qid<qid>",
+                                                         "context"}]}}}
+                                 context: what the answer depends on (Y, or the copies of X before the answer)
     <root>/{train,val,val_cf}.jsonl  lighthouse / moment_detr lines (qid, query, vid, duration, relevant_windows,
                                      relevant_clip_ids, saliency_scores from 3 noisy annotators)
     <root>/video/<vid>.npz       key "features": (T, video_dim) float32, one row per 2-s clip
@@ -55,7 +57,7 @@ from .synthetic_long import SNAG_GRID, ensure_long_benchmark
 __all__ = ["LC_GENERATOR_VERSION", "LC_PARAMS", "KINDS", "SNAG_GRID", "generate_long_context_benchmark",
            "ensure_long_context_benchmark", "ensure_synthetic_snag", "window_conflicts", "read_meta"]
 
-LC_GENERATOR_VERSION = 1
+LC_GENERATOR_VERSION = 2  # 2: the SnAG annotations' context (training windows keep it)
 GENERATOR = "vidmamba.data.synthetic_long_context"
 KINDS = ("first_after", "last_before", "second", "third")
 TEMPLATES = {"first_after": "the first time {x} after {y}", "last_before": "the last time {x} before {y}",
@@ -417,8 +419,10 @@ def _generate_split(world: _World, p: dict, split: str, split_id: int, qid0: int
                 both = v["cf" if cf else "original"][1]
                 nq = qid + cf_offset * cf
                 save_npz_deterministic(root / "text" / f"qid{nq}.npz", last_hidden_state=tokens)
+                cs, ce = _context(q, cf)
                 snag[n][vids[n]]["annotations"].append(
-                    {"segment": [s * CLIP_LEN, e * CLIP_LEN], "sentence": text, "sentence_id": f"qid{nq}"})
+                    {"segment": [s * CLIP_LEN, e * CLIP_LEN], "sentence": text, "sentence_id": f"qid{nq}",
+                     "context": [cs * CLIP_LEN, ce * CLIP_LEN]})
                 lines[n].append(json.dumps({
                     "qid": nq, "query": text, "vid": vids[n], "duration": T * CLIP_LEN,
                     "relevant_windows": [[s * CLIP_LEN, e * CLIP_LEN]], "relevant_clip_ids": list(range(s, e)),
@@ -433,6 +437,15 @@ def _generate_split(world: _World, p: dict, split: str, split_id: int, qid0: int
             qid += 1
         check_video(p, v)
     return snag, lines, rows, qid
+
+
+def _context(q: dict, cf: bool) -> list[int]:
+    """[start, end) clips of what query ``q``'s answer depends on, in the original or the counterfactual video: Y
+    (anchored), or the span from the first copy of X to the one before the answer (ordinal)."""
+    if q["y"] is not None:
+        return q["ghost"] if cf else q["y"]
+    before = [c for i, c in enumerate(q["x"][:q["cf_answer" if cf else "answer"]]) if not (cf and i == q["delete"])]
+    return [before[0][0], before[-1][1]]
 
 
 def check_video(p: dict, v: dict) -> None:
