@@ -121,6 +121,23 @@ def test_kernel_reads_either_layout_in_place_and_layouts_give_the_same_bits(dtyp
 
 
 @needs_numba
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tile_transpose_matches_numpy(dtype):
+    """The tiles' copy (``_transpose``: 8 x 8 blocks as vectors, the edges element by element) equals numpy's
+    transpose on views with row strides of larger arrays, for shapes with and without partial blocks on either side,
+    and writes nothing outside its destination."""
+    kernels = kernel_mod._load()
+    rng = np.random.default_rng(0)
+    for w, m in [(64, 128), (8, 8), (16, 45), (70, 130), (13, 21), (6, 7), (64, 2), (1, 1)]:
+        src = rng.standard_normal((w + 5, m + 9)).astype(dtype)[2:2 + w, 3:3 + m]
+        out = np.full((m + 4, w + 11), np.nan, dtype)
+        kernels._transpose(src, out[1:1 + m, 5:5 + w])
+        assert np.array_equal(out[1:1 + m, 5:5 + w], src.T)
+        out[1:1 + m, 5:5 + w] = np.nan
+        assert np.isnan(out).all()
+
+
+@needs_numba
 def test_kernel_saves_states_only_when_a_backward_can_follow(monkeypatch):
     """Under torch.no_grad the forward saves no chunk states, even when inputs require grad (parameters); with grad
     on it saves them (b, ceil(l / CHUNK), n, d) and the backward runs."""
