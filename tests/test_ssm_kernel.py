@@ -390,6 +390,26 @@ def test_conv_kernel_matches_conv1d_and_the_torch_path(dtype, mode, silu, bias):
 
 
 @needs_numba
+@pytest.mark.parametrize("mode", ["causal", "same", "anticausal"])
+def test_conv_kernel_across_step_blocks(mode):
+    """Samples of several blocks of CONV_ROWS steps (a block's input gradient reads the gradient at its neighbours'
+    first or last steps), with pads ending inside a block: values and gradients vs autograd through F.conv1d."""
+    from vidmamba.ssm import MaskedDepthwiseConv1d
+    from vidmamba.ssm._numba_kernels import CONV_ROWS
+
+    torch.manual_seed(0)
+    length = 2 * CONV_ROWS + 37
+    conv = MaskedDepthwiseConv1d(6, 4, mode=mode, activation="silu", impl="kernel").double()
+    x, g = torch.randn(3, 6, length, dtype=torch.float64), torch.randn(3, 6, length, dtype=torch.float64)
+    mask = mixed_mask(3, length)
+    xo = x.clone().requires_grad_()
+    y = conv_oracle(xo, conv.weight, conv.bias, mask, mode, True)
+    expected = [y, *torch.autograd.grad((y * g).sum(), (xo, conv.weight, conv.bias))]
+    for a, e in zip(conv_outputs(conv, x, mask, g), expected):
+        assert_rel(a, e.detach(), 1e-12)
+
+
+@needs_numba
 def test_conv_kernel_gradcheck_fp64():
     from vidmamba.ssm.conv_kernel import depthwise_conv_kernel
 
@@ -404,16 +424,17 @@ def test_conv_kernel_gradcheck_fp64():
 @needs_numba
 def test_conv_kernel_threads_give_identical_results():
     from vidmamba.ssm import MaskedDepthwiseConv1d
+    from vidmamba.ssm._numba_kernels import CONV_ROWS
 
     torch.manual_seed(0)
     conv = MaskedDepthwiseConv1d(140, 4, activation="silu", impl="kernel")
-    x, g = torch.randn(3, 140, 33), torch.randn(3, 140, 33)
+    x, g = torch.randn(3, 140, CONV_ROWS + 33), torch.randn(3, 140, CONV_ROWS + 33)    # two blocks per sample
     threads = torch.get_num_threads()
     results = []
     try:
         for t in (1, 2, 3):
             torch.set_num_threads(t)
-            results.append(conv_outputs(conv, x, mixed_mask(3, 33), g))
+            results.append(conv_outputs(conv, x, mixed_mask(3, CONV_ROWS + 33), g))
     finally:
         torch.set_num_threads(threads)
     for other in results[1:]:
@@ -553,9 +574,9 @@ def test_cuda_conv_uses_causal_conv1d_and_matches_the_torch_path(monkeypatch):
 
 
 @needs_numba
-def test_conv_kernel_reads_a_channel_slice_in_place():
-    """A channel slice of a channels-last projection (the mixers' input) is read without a copy and gives the same
-    values and gradients as the same input made contiguous; the projection's other channels get no gradient."""
+def test_conv_kernel_takes_a_channel_slice():
+    """A channel slice of a channels-last projection (the mixers' input) gives the same values and gradients as the
+    same input made contiguous; the projection's other channels get no gradient."""
     from vidmamba.ssm import MaskedDepthwiseConv1d
 
     torch.manual_seed(0)

@@ -1,13 +1,13 @@
-"""numba CPU kernels: the Mamba-1 selective scan and the masked depthwise conv, each one fused pass per (batch, block
-of channels), forward and backward.
+"""numba CPU kernels: the Mamba-1 selective scan and the masked depthwise conv, each one fused pass per block (the
+scan: a block of channels of one sample; the conv: a block of steps of one sample), forward and backward.
 
-Imported lazily by ``scan_kernel.py`` (numba is optional at run time). Arrays are contiguous (the conv's input only
-along channels). The scan's per-channel sequences u, delta, z, y and their gradients are time-major (b, l, d), or all
-channel-major (b, d, l) with ``cm`` (mamba_ssm's layout, read in place); A_t (n, d) (A transposed) or (1, d) (one
-decay per channel, shared by its n states: the SSD layout, one exp per channel and step); B, C (b, l, g, n) (they give
-the sizes b, l); D, delta_bias (d,) (they give d); mask (b, l) uint8; rev (g,) uint8 (1 = that group's channels scan
-from l-1 down to 0). Absent z / mask are (1, 1, 1) / (1, 1) placeholders with ``has_z`` / ``has_mask`` False, so each
-dtype has one compiled forward and one backward.
+Imported lazily by ``scan_kernel.py`` (numba is optional at run time). Arrays are contiguous. The scan's per-channel
+sequences u, delta, z, y and their gradients are time-major (b, l, d), or all channel-major (b, d, l) with ``cm``
+(mamba_ssm's layout, read in place); A_t (n, d) (A transposed) or (1, d) (one decay per channel, shared by its n
+states: the SSD layout, one exp per channel and step); B, C (b, l, g, n) (they give the sizes b, l); D, delta_bias
+(d,) (they give d); mask (b, l) uint8; rev (g,) uint8 (1 = that group's channels scan from l-1 down to 0). Absent z /
+mask are (1, 1, 1) / (1, 1) placeholders with ``has_z`` / ``has_mask`` False, so each dtype has one compiled forward
+and one backward.
 
 Scan, per step t and channel c (ZOH for A, Euler for B, as mamba_ssm; padded steps are identity steps):
 
@@ -47,6 +47,7 @@ BLOCK = 64          # channels per thread block (measured, b=1 l=16k d=512 n=16:
 TILE = 128          # steps per tile of (b, d, l) inputs, a multiple of the chunk (16k steps, d 512, n 16, one thread,
                     # ours / floor forward and forward+backward: tiles of 64 steps 1.36x / 1.35x, 128 1.11x / 1.32x;
                     # 256, tried as the chunk too, 1.48x / 1.40x)
+CONV_ROWS = 256     # steps per block of the depthwise conv (one block per sample up to 256 steps)
 # error_model="numpy": divisions without Python's zero-division check, whose branch kept them from vectorising.
 # fastmath without reassociation (nor arcp, afn, nsz): multiply-adds may fuse and values are taken as finite, but no
 # sum is reordered. With full fastmath the order depended on where a kernel was compiled (a parallel wrapper's body
@@ -466,87 +467,88 @@ def scan_bwd_parallel(args, nblocks, nthreads):
 
 
 @njit(inline="always", **_JIT)
-def _conv_at(xb, wb, bb, mask, offsets, has_mask, bi, t, acc):
-    """acc[i] = bb[i] + sum_j wb[j, i] xb[t + offsets[j], i]: the pre-activation at step t of one block's channels
-    (xb (l, w), wb (k, w), bb (w,) views of the block)."""
-    length, wd = xb.shape
-    for i in range(wd):
-        acc[i] = bb[i]
-    for j in range(wb.shape[0]):
+def _conv_at(xs, w, bias, mask, offsets, has_mask, bi, t, out):
+    """out[i] = bias[i] + sum_j w[j, i] xs[t + offsets[j], i]: the pre-activation at step t of sample bi
+    (xs (l, c), out (c,))."""
+    length, c = xs.shape
+    for i in range(c):
+        out[i] = bias[i]
+    for j in range(w.shape[0]):
         s = t + offsets[j]
         if 0 <= s < length and (not has_mask or mask[bi, s] != 0):
-            for i in range(wd):
-                acc[i] += wb[j, i] * xb[s, i]
+            for i in range(c):
+                out[i] += w[j, i] * xs[s, i]
+
+
+@njit(inline="always", **_JIT)
+def _conv_rows(blk, length):
+    """Flat block index -> (sample, first step, end step): blocks of ``CONV_ROWS`` steps of one sample."""
+    nr = -(-length // CONV_ROWS)
+    bi, t0 = blk // nr, blk % nr * CONV_ROWS
+    return bi, t0, min(t0 + CONV_ROWS, length)
 
 
 @_kernel()
 def conv_fwd(x, w, bias, mask, offsets, has_mask, silu, y, blk0, blk1):
-    """Forward of the depthwise conv for blocks blk0 .. blk1 - 1 (of b * ceil(c / BLOCK)). x, y (b, l, c); w (k, c);
-    bias (c,); offsets (k,) int64: output t reads input t + offsets[j] with weight w[j].
-    (Each block works on views of its channels, indexed from 0: indexing the full arrays at c0 + i kept LLVM from
-    vectorising, as numba cannot tell that c0 + i is not a negative index.)"""
-    length, c = x.shape[1], x.shape[2]
-    nb = -(-c // BLOCK)
+    """Forward of the depthwise conv for blocks blk0 .. blk1 - 1 (of b * ceil(l / CONV_ROWS)). x, y (b, l, c)
+    contiguous; w (k, c); bias (c,); offsets (k,) int64: output t reads input t + offsets[j] with weight w[j].
+    (Whole rows of contiguous arrays: a block of channels, or a strided x, was read with gathers, 5x slower.)"""
     one = x.dtype.type(1.0)
-    acc = np.empty(BLOCK, x.dtype)
     for blk in range(blk0, blk1):
-        bi, _, c0, wd = _block(blk, c, 1, nb)
-        xb, wb, bb, yb = x[bi, :, c0:c0 + wd], w[:, c0:c0 + wd], bias[c0:c0 + wd], y[bi, :, c0:c0 + wd]
-        for t in range(length):
-            _conv_at(xb, wb, bb, mask, offsets, has_mask, bi, t, acc)
+        bi, t0, t1 = _conv_rows(blk, x.shape[1])
+        for t in range(t0, t1):
+            row = y[bi, t]
+            _conv_at(x[bi], w, bias, mask, offsets, has_mask, bi, t, row)
             if silu:
-                for i in range(wd):
-                    acc[i] = acc[i] / (one + _exp(-acc[i]))
-            for i in range(wd):
-                yb[t, i] = acc[i]
+                for i in range(row.shape[0]):
+                    row[i] = row[i] / (one + _exp(-row[i]))
 
 
 @_kernel()
-def conv_bwd(x, w, bias, mask, offsets, has_mask, silu, dy, dpre, dx, dw_part, dbias_part, blk0, blk1):
-    """Backward of ``conv_fwd`` for blocks blk0 .. blk1 - 1, given dy (b, l, c). With ``silu``, dpre (b, l, c) is
-    scratch for the gradient w.r.t. the pre-activation (recomputed from x); without, pass dy as dpre (only read).
-    Writes dx (b, l, c) and the per-sample partial sums dw_part (b, k, c), dbias_part (b, c); the caller sums them."""
+def conv_bwd(x, w, bias, mask, offsets, has_mask, silu, dy, dx, dw_part, dbias_part, blk0, blk1):
+    """Backward of ``conv_fwd`` for blocks blk0 .. blk1 - 1, given dy (b, l, c). Writes dx (b, l, c) and the
+    per-block partial sums dw_part (nblocks, k, c), dbias_part (nblocks, c); the caller sums them. A block first
+    takes the gradient w.r.t. the pre-activation (SiLU's recomputed from x) at its steps and the k - 1 around them
+    that its input gradient reads."""
     length, c = x.shape[1], x.shape[2]
-    nb = -(-c // BLOCK)
     k = w.shape[0]
     zero, one = x.dtype.type(0.0), x.dtype.type(1.0)
-    acc = np.empty(BLOCK, x.dtype)
-    dw = np.empty((k, BLOCK), x.dtype)
-    db = np.empty(BLOCK, x.dtype)
+    reach_back, reach_on = max(0, offsets.max()), max(0, -offsets.min())
+    dpre = np.empty((CONV_ROWS + reach_back + reach_on, c), x.dtype)
     for blk in range(blk0, blk1):
-        bi, _, c0, wd = _block(blk, c, 1, nb)
-        xb, wb, bb = x[bi, :, c0:c0 + wd], w[:, c0:c0 + wd], bias[c0:c0 + wd]
-        dyb, dpb, dxb = dy[bi, :, c0:c0 + wd], dpre[bi, :, c0:c0 + wd], dx[bi, :, c0:c0 + wd]
-        dw[:, :] = zero
-        db[:] = zero
-        for t in range(length):                     # gradient w.r.t. the pre-activation; weight and bias sums
+        bi, t0, t1 = _conv_rows(blk, length)
+        h0, h1 = max(0, t0 - reach_back), min(length, t1 + reach_on)      # dpre rows h0 .. h1 - 1
+        xs, dys = x[bi], dy[bi]
+        for t in range(h0, h1):
+            row = dpre[t - h0]
             if silu:
-                _conv_at(xb, wb, bb, mask, offsets, has_mask, bi, t, acc)
-                for i in range(wd):
-                    sig = one / (one + _exp(-acc[i]))
-                    acc[i] = sig * (one + acc[i] * (one - sig))
-                for i in range(wd):
-                    dpb[t, i] = dyb[t, i] * acc[i]
-            for i in range(wd):
-                db[i] += dpb[t, i]
+                _conv_at(xs, w, bias, mask, offsets, has_mask, bi, t, row)
+                for i in range(c):
+                    sig = one / (one + _exp(-row[i]))
+                    row[i] = dys[t, i] * (sig * (one + row[i] * (one - sig)))
+            else:
+                for i in range(c):
+                    row[i] = dys[t, i]
+        db, dw = dbias_part[blk], dw_part[blk]
+        db[:] = zero
+        dw[:, :] = zero
+        for t in range(t0, t1):                     # weight and bias sums over the block's steps
+            for i in range(c):
+                db[i] += dpre[t - h0, i]
             for j in range(k):
                 s = t + offsets[j]
                 if 0 <= s < length and (not has_mask or mask[bi, s] != 0):
-                    for i in range(wd):
-                        dw[j, i] += dpb[t, i] * xb[s, i]
-        for s in range(length):                     # input gradient: the transposed conv, zero at pads
-            for i in range(wd):
-                acc[i] = zero
+                    for i in range(c):
+                        dw[j, i] += dpre[t - h0, i] * xs[s, i]
+        for s in range(t0, t1):                     # input gradient: the transposed conv, zero at pads
+            row = dx[bi, s]
+            row[:] = zero
             if not has_mask or mask[bi, s] != 0:
                 for j in range(k):
                     t = s - offsets[j]
                     if 0 <= t < length:
-                        for i in range(wd):
-                            acc[i] += wb[j, i] * dpb[t, i]
-            for i in range(wd):
-                dxb[s, i] = acc[i]
-        dbias_part[bi, c0:c0 + wd] = db[:wd]
-        dw_part[bi, :, c0:c0 + wd] = dw[:, :wd]
+                        for i in range(c):
+                            row[i] += w[j, i] * dpre[t - h0, i]
 
 
 @_kernel(parallel=True)
