@@ -11,6 +11,7 @@ directions of one sample, as Hydra stacks them).
 In one process, the two implementations alternating per repeat; time = median over repeats (ms). Prints JSON.
 
     python benchmarks/conv_ssd.py --threads 2 --out /tmp/conv_ssd.json
+    python benchmarks/conv_ssd.py --threads 2 --ops conv --out /tmp/conv.json      # the conv rows only
 """
 from __future__ import annotations
 
@@ -92,6 +93,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--ops", nargs="+", choices=("conv", "ssd"), default=["conv", "ssd"])
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     from demo import cpu_model, git_commit           # benchmarks/demo.py (this folder is on sys.path)
@@ -100,10 +102,10 @@ def main(argv=None):
     rows, load = [], os.getloadavg()
     for grad in (False, True):
         mode = "forward+backward" if grad else "forward"
-        for name, shape in CONVS.items():
+        for name, shape in CONVS.items() if "conv" in args.ops else ():
             rows.append(dict(op="conv", case=name, shape=shape, mode=mode,
                              **time_pair(conv_case, shape, grad, args.repeats)))
-        for case, shape, modes in SSDS:
+        for case, shape, modes in SSDS if "ssd" in args.ops else ():
             if mode in modes:
                 reps = max(3, args.repeats // (1 if shape[1] < 1000 else 10))
                 rows.append(dict(op="ssd_scan", case=case, shape=shape, mode=mode, loadavg_1min=os.getloadavg()[0],
