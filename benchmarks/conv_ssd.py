@@ -16,7 +16,6 @@ In one process, the two implementations alternating per repeat; time = median ov
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -28,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from vidmamba.ssm import MaskedDepthwiseConv1d, ssd_scan  # noqa: E402
-from vidmamba.utils import atomic_write_text  # noqa: E402
+from vidmamba.utils import print_and_write_json  # noqa: E402
 
 CONVS = {   # name: (batch, channels, length, k, mode, bias, activation)
     "mlvtg-bimamba (demo)": (32, 128, 90, 4, "causal", True, "silu"),
@@ -113,12 +112,10 @@ def main(argv=None):
     for r in rows:
         r["fast_over_kernel"] = round(r["fast_wall_ms"] / r["kernel_wall_ms"], 2)
         r["fast_over_kernel_cpu"] = round(r["fast_cpu_ms"] / r["kernel_cpu_ms"], 2)
-        print(json.dumps(r))
     result = dict(command="python " + " ".join(sys.argv), commit=git_commit(), cpu=cpu_model(), threads=args.threads,
                   loadavg_1_5_15min_start=load, loadavg_1_5_15min_end=os.getloadavg(), torch=torch.__version__,
                   rows=rows)
-    if args.out:
-        atomic_write_text(args.out, json.dumps(result, indent=1))
+    print_and_write_json(result, args.out)
     return result
 
 
