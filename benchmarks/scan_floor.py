@@ -19,10 +19,13 @@ Three implementations of the Mamba-1 scan ``h_t = exp(dt_t A) h_{t-1} + dt_t u_t
 Every (batch, mode) runs in a fresh process with torch's and numba's threads set to ``--threads``; the process calls
 ``keep_freed_memory()`` as the ``vidmamba`` command does (``VIDMAMBA_KEEP_FREED_MEMORY=0`` turns it off: fresh pages
 on every call). The implementations' repeats are interleaved (one warm-up call each, none for the loop); times are
-medians of wall seconds, with process CPU seconds beside them. Ratios: ours / floor (goal <= 1.25) and loop / ours
-(goal >= 10).
+medians of wall seconds, with process CPU seconds beside them. Ratios: ours / floor (goal <= 1.25), loop / ours
+(goal >= 10) and loop / floor (the most loop / ours can be with ours at the floor). ``--rounds K`` runs every
+(batch, mode) process K times, round after round (a busy or noisy machine): the summary is each ratio's median over
+the rounds, ``summary_spread`` its [min, max].
 
     python benchmarks/scan_floor.py --out benchmarks/results_scan_floor.json
+    python benchmarks/scan_floor.py --batches 8 --rounds 3 --out benchmarks/results_scan_floor_b8.json
     python benchmarks/scan_floor.py --length 2048 --batches 1 --repeats 1          # a quick look
 """
 from __future__ import annotations
@@ -269,16 +272,23 @@ def measure(batch, mode, length, repeats, threads):
 
 
 def summarize(rows):
-    """ours / floor and loop / ours per row and layout."""
+    """ours / floor and loop / ours per (mode, batch) and layout, and loop / floor: (summary, spread) = ({name:
+    median over the rows' rounds}, {name: [min, max]})."""
     out = {}
     for row in rows:
         t = {name: v["time_ms"] for name, v in row["impls"].items()}
         key = f"{row['mode']}_b{row['batch']}"
         for layout in ("bld", "bdl"):
-            out[f"{key}_{layout}_ours_over_floor"] = round(t[f"ours_{layout}"] / t["floor"], 2)
+            out.setdefault(f"{key}_{layout}_ours_over_floor", []).append(t[f"ours_{layout}"] / t["floor"])
             if "loop" in t:
-                out[f"{key}_{layout}_loop_over_ours"] = round(t["loop"] / t[f"ours_{layout}"], 1)
-    return out
+                out.setdefault(f"{key}_{layout}_loop_over_ours", []).append(t["loop"] / t[f"ours_{layout}"])
+        if "loop" in t:
+            out.setdefault(f"{key}_loop_over_floor", []).append(t["loop"] / t["floor"])
+
+    def rounded(name, x):
+        return round(x, 2 if name.endswith("ours_over_floor") else 1)
+    return ({k: rounded(k, statistics.median(v)) for k, v in out.items()},
+            {k: [rounded(k, min(v)), rounded(k, max(v))] for k, v in out.items()})
 
 
 def main(argv=None):
@@ -287,9 +297,12 @@ def main(argv=None):
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=1, help="run every (batch, mode) this many times, round after round")
     ap.add_argument("--out", help="write the JSON here too")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.rounds < 1:
+        ap.error(f"--rounds must be at least 1 (got {args.rounds})")
     if args.worker:
         batch, mode = json.loads(args.worker)
         print(json.dumps(measure(batch, mode, args.length, args.repeats, args.threads)))
@@ -301,18 +314,20 @@ def main(argv=None):
         raise SystemExit(f"scan_floor.py: the floor kernels disagree with selective_scan_ref (rel. error {err:.1e})")
     load_start, t0 = os.getloadavg(), time.time()
     rows = []
-    for batch in args.batches:
-        for mode in ("fwd", "fwdbwd"):
-            load = round(os.getloadavg()[0], 2)
-            cmd = [sys.executable, __file__, "--worker", json.dumps([batch, mode]), "--length", str(args.length),
-                   "--repeats", str(args.repeats), "--threads", str(args.threads)]
-            proc = subprocess.run(cmd, capture_output=True, text=True,
-                                  env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)))
-            if proc.returncode:
-                raise SystemExit(f"scan_floor.py: worker {batch} {mode} failed:\n{proc.stderr[-2000:]}")
-            rows.append(dict(batch=batch, mode=mode, length=args.length, loadavg_1min=load,
-                             **json.loads(proc.stdout.strip().splitlines()[-1])))
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    for r in range(args.rounds):
+        for batch in args.batches:
+            for mode in ("fwd", "fwdbwd"):
+                load = round(os.getloadavg()[0], 2)
+                cmd = [sys.executable, __file__, "--worker", json.dumps([batch, mode]), "--length", str(args.length),
+                       "--repeats", str(args.repeats), "--threads", str(args.threads)]
+                proc = subprocess.run(cmd, capture_output=True, text=True,
+                                      env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)))
+                if proc.returncode:
+                    raise SystemExit(f"scan_floor.py: worker {batch} {mode} failed:\n{proc.stderr[-2000:]}")
+                rows.append(dict(round=r, batch=batch, mode=mode, length=args.length, loadavg_1min=load,
+                                 **json.loads(proc.stdout.strip().splitlines()[-1])))
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    summary, spread = summarize(rows)
     result = dict(
         command="python benchmarks/scan_floor.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         commit=git_commit(),
@@ -324,8 +339,10 @@ def main(argv=None):
         floor_max_rel_error_vs_ref=float(f"{err:.2e}"),
         notes="time_ms: median wall ms of `runs` interleaved timed calls after one warm-up (none for the loop); "
               "cpu_ms: process CPU ms (all threads). ours_bld: inputs (b, l, d) memory seen as (b, d, l); "
-              "ours_bdl: (b, d, l) contiguous. floor and loop take time-major inputs prepared before timing.",
-        summary=summarize(rows), rows=rows, wall_s=round(time.time() - t0, 1))
+              "ours_bdl: (b, d, l) contiguous. floor and loop take time-major inputs prepared before timing. "
+              "summary: each ratio's median over the rounds (rows' `round`), summary_spread: its [min, max].",
+        summary=summary, summary_spread=spread,
+        rows=rows, wall_s=round(time.time() - t0, 1))
     from vidmamba.utils import print_and_write_json
 
     print_and_write_json(result, args.out)
