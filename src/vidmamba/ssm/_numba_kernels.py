@@ -45,8 +45,8 @@ from vidmamba.ssm._kernel_cache import use_kernel_cache
 BLOCK = 64          # channels per thread block (measured, b=1 l=16k d=512 n=16: 16 -> 0.18 s, 32 -> 0.12, 64 -> 0.08);
                     # a multiple of 8 (``_sum_block``)
 TILE = 128          # steps per tile of (b, d, l) inputs, a multiple of the chunk (16k steps, d 512, n 16, one thread,
-                    # ours / floor forward and forward+backward: tiles of 64 steps 1.36x / 1.35x, 128 1.11x / 1.32x;
-                    # 256, tried as the chunk too, 1.48x / 1.40x)
+                    # ours / floor forward and forward+backward, tiles then copied element by element: 64 steps
+                    # 1.36x / 1.35x, 128 1.11x / 1.32x; 256, tried as the chunk too, 1.48x / 1.40x)
 CONV_ROWS = 256     # steps per block of the depthwise conv (one block per sample up to 256 steps)
 # error_model="numpy": divisions without Python's zero-division check, whose branch kept them from vectorising.
 # fastmath without reassociation (nor arcp, afn, nsz): multiply-adds may fuse and values are taken as finite, but no
