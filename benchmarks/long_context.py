@@ -9,8 +9,9 @@ weights are scored (no selection on val). Per model (:data:`VARIANTS`, :func:`st
 
 * ``hieramamba``: a short-to-long curriculum (``--curriculum LEN:EPOCHS ...``, default ``128:2``): each stage
   trains that many epochs on windows of LEN clips that keep the truth (128-clip windows with :data:`SHORT`'s batch,
-  longer ones with the config's), each from the last stage's weights, then the rest of ``train.epochs`` on whole
-  videos; scored on whole videos;
+  longer ones with the config's; a window keeps each query's context too where both fit: 640 clips hold context and
+  answer for 85 % of the training queries, 128 for none), each from the last stage's weights, then the rest of
+  ``train.epochs`` on whole videos; scored on whole videos;
 * ``hieramamba-transformer``: every epoch on the 128-clip windows, scored in half-overlapping 128-clip windows
   merged by NMS (a model that reads 128 clips);
 * ``mlvtg-perclip``: MLVTG's heads on each clip alone (no temporal context), trained and scored like the twin;
@@ -412,7 +413,8 @@ def main(argv=None) -> int:
     ap.add_argument("--set", nargs="+", default=[], metavar="SECTION.KEY=VALUE", help="config overrides (YAML values)")
     ap.add_argument("--curriculum", nargs="+", type=_stage_arg, default=[(WINDOW, 2)], metavar="CLIPS:EPOCHS",
                     help="the whole-video models' first stages: EPOCHS epochs on windows of CLIPS clips that keep "
-                    "the truth, in order; the rest of train.epochs on whole videos (default 128:2)")
+                    "the truth (and the query's context where both fit), in order; the rest of train.epochs on whole "
+                    "videos (default 128:2)")
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads")
     ap.add_argument("--runs", type=Path, help="folder for the checkpoints (default: a temporary folder)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
