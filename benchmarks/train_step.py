@@ -16,6 +16,7 @@ same per band of padded video lengths (``BANDS``).
 
     python benchmarks/train_step.py --rounds 3 --out benchmarks/results_train_step.json
     python benchmarks/train_step.py --threads 1 --variants mlvtg mlvtg-transformer
+    python benchmarks/train_step.py --rounds 1 --profile 15 --out /tmp/profile.json  # + torch.profiler's top ops
 """
 from __future__ import annotations
 
@@ -46,9 +47,10 @@ def demo_setup(name, batch_size):
     return config, [train_set.collate([train_set[i] for i in batch]) for batch in sampler.global_batches()]
 
 
-def measure(variant, threads, steps, batch_size):
+def measure(variant, threads, steps, batch_size, profile=0):
     """Seconds per step of one variant in this process: mean, median, CPU (all threads) and each step's
-    (padded video length, seconds)."""
+    (padded video length, seconds). With ``profile`` > 0, one more pass over the batches under ``torch.profiler``:
+    its total self CPU seconds and its ``profile`` ops of most self CPU time ([name, seconds, calls])."""
     import torch
 
     from vidmamba.demo import DEMO_TRAIN
@@ -86,8 +88,19 @@ def measure(variant, threads, steps, batch_size):
                          round(time.process_time() - c0, 5)])
     times = [t for _, t, _ in per_step]
     cpu_step_s = (time.process_time() - cpu0) / steps          # all threads: includes OpenMP threads spinning
-    return dict(step_s=statistics.mean(times), step_s_median=statistics.median(times), cpu_step_s=cpu_step_s,
-                steps=steps, per_step=per_step)
+    result = dict(step_s=statistics.mean(times), step_s_median=statistics.median(times), cpu_step_s=cpu_step_s,
+                  steps=steps, per_step=per_step)
+    if profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            for batch in batches:
+                step(batch)
+        ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+        result["profile_self_cpu_s"] = round(sum(e.self_cpu_time_total for e in ops) / 1e6, 3)
+        result["profile_top_ops"] = [[e.key, round(e.self_cpu_time_total / 1e6, 3), e.count] for e in ops[:profile]]
+    return result
 
 
 def summarize(rows, variants, twin="mlvtg-transformer"):
@@ -121,6 +134,8 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=0, help="timed steps (default 0: one pass over the batches)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="also profile one pass per worker and keep its N ops of most self CPU time")
     ap.add_argument("--out", help="also write the JSON here")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -131,14 +146,14 @@ def main(argv=None):
         from vidmamba.allocator import keep_freed_memory
 
         keep_freed_memory()                         # as the vidmamba command does
-        print(json.dumps(measure(args.worker, args.threads, args.steps, args.batch_size)))
+        print(json.dumps(measure(args.worker, args.threads, args.steps, args.batch_size, args.profile)))
         return
     rows = []
     t_start, load_start = time.time(), os.getloadavg()
     for r in range(args.rounds):
         for v in args.variants:
             cmd = [sys.executable, __file__, "--worker", v, "--threads", str(args.threads), "--steps",
-                   str(args.steps), "--batch-size", str(args.batch_size)]
+                   str(args.steps), "--batch-size", str(args.batch_size), "--profile", str(args.profile)]
             load = round(os.getloadavg()[0], 2)
             proc = subprocess.run(cmd, capture_output=True, text=True)
             row = dict(variant=v, round=r, loadavg_1min=load)
