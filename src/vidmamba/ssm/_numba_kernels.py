@@ -7,7 +7,10 @@ sequences u, delta, z, y and their gradients are time-major (b, l, d), or all ch
 states: the SSD layout, one exp per channel and step); B, C (b, l, g, n) (they give the sizes b, l); D, delta_bias
 (d,) (they give d); mask (b, l) uint8; rev (g,) uint8 (1 = that group's channels scan from l-1 down to 0). Absent z /
 mask are (1, 1, 1) / (1, 1) placeholders with ``has_z`` / ``has_mask`` False, so each dtype has one compiled forward
-and one backward.
+and one backward. The kernels index views of their block from 0, over memory whose rows are contiguous: indexing the
+full arrays at an offset (c0 + i: numba cannot tell that it is not a negative index) or a view with an unknown inner
+stride is compiled to gathers (so the conv kernel was 3.0x / 1.6x the PyTorch path forward / forward+backward instead
+of 5.7x / 4.6x: BENCHMARKS.md, ``benchmarks/conv_ssd.py``).
 
 Scan, per step t and channel c (ZOH for A, Euler for B, as mamba_ssm; padded steps are identity steps):
 
@@ -277,7 +280,7 @@ def scan_fwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
         h = np.zeros((n, BLOCK), u.dtype)
         a_blk = np.empty((A_t.shape[0], BLOCK), u.dtype)
         _copy_state(a_blk, A_t, c0, w, False)
-        D_b, bias_b = D[c0:c0 + w], bias[c0:c0 + w]      # views of the block: see ``conv_fwd``
+        D_b, bias_b = D[c0:c0 + w], bias[c0:c0 + w]      # views of the block (module docstring)
         ins, n_in = (u, delta, z), 3 if has_z else 2
         tiles = np.empty((4, 1, tile if cm else 1, BLOCK), u.dtype)    # cm: u, delta, z, y at the tile's steps,
                                                                         # each indexed as a one-sample (b, l, d) array
@@ -492,7 +495,7 @@ def _conv_rows(blk, length):
 def conv_fwd(x, w, bias, mask, offsets, has_mask, silu, y, blk0, blk1):
     """Forward of the depthwise conv for blocks blk0 .. blk1 - 1 (of b * ceil(l / CONV_ROWS)). x, y (b, l, c)
     contiguous; w (k, c); bias (c,); offsets (k,) int64: output t reads input t + offsets[j] with weight w[j].
-    (Whole rows of contiguous arrays: a block of channels, or a strided x, was read with gathers, 5x slower.)"""
+    Whole rows of all channels (module docstring: a block of channels was read with gathers)."""
     one = x.dtype.type(1.0)
     for blk in range(blk0, blk1):
         bi, t0, t1 = _conv_rows(blk, x.shape[1])

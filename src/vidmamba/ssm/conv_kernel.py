@@ -23,8 +23,8 @@ def depthwise_conv_kernel(x, weight, bias, mask, offsets, silu):
         raise ValueError(f"the conv kernel runs on CPU tensors, got {x.device}")
     ctype = torch.promote_types(x.dtype, torch.float32)
     with torch.autocast(device_type="cpu", enabled=False):
-        xt = x.transpose(1, 2).to(ctype).contiguous()      # (b, l, c); a channel slice of a projection is copied:
-        w = weight[:, 0].t().to(ctype).contiguous()          # read in place, its rows were gathers (2x the copy)
+        xt = x.transpose(1, 2).to(ctype).contiguous()      # (b, l, c); a channel slice of a projection is copied
+        w = weight[:, 0].t().to(ctype).contiguous()          # (the kernel reads contiguous rows: _numba_kernels.py)
         b = x.new_zeros(x.shape[1], dtype=ctype) if bias is None else bias.to(ctype).contiguous()
         y = _KernelConv.apply(xt, w, b, mask, np.asarray(offsets, dtype=np.int64), bool(silu))
     return y.to(x.dtype).transpose(1, 2)
