@@ -9,9 +9,8 @@ weights are scored (no selection on val). Per model (:data:`VARIANTS`, :func:`st
 
 * ``hieramamba``: a short-to-long curriculum (``--curriculum LEN:EPOCHS ...``, default ``128:2``): each stage
   trains that many epochs on windows of LEN clips that keep the truth (128-clip windows with :data:`SHORT`'s batch,
-  longer ones with the config's; a window keeps each query's context too where both fit: 640 clips hold context and
-  answer for 85 % of the training queries, 128 for none), each from the last stage's weights, then the rest of
-  ``train.epochs`` on whole videos; scored on whole videos;
+  longer ones with the config's; a window keeps each query's context too where both fit, which 128 clips never
+  do), each from the last stage's weights, then the rest of ``train.epochs`` on whole videos; scored on whole videos;
 * ``hieramamba-transformer``: every epoch on the 128-clip windows, scored in half-overlapping 128-clip windows
   merged by NMS (a model that reads 128 clips);
 * ``mlvtg-perclip``: MLVTG's heads on each clip alone (no temporal context), trained and scored like the twin;
