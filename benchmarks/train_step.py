@@ -122,7 +122,7 @@ def summarize(rows, variants, twin="mlvtg-transformer"):
             summary[b].update({f"{v}_{unit}": round(x, 4) for v, x in value.items() if x is not None})
             suffix = "_cpu" if col == 2 else ""
             for v in variants:
-                if v != twin and value[v] and value[twin]:
+                if v != twin and value[v] and value.get(twin):
                     summary[b][f"{v}_over_transformer{suffix}"] = round(value[v] / value[twin], 3)
     return summary
 

@@ -155,6 +155,27 @@ def _step_inputs(delta_t, u_t, bias_b, w, softplus, valid, dts, dtus):
 
 
 @njit(inline="always", **_JIT)
+def _state_grad(dh, dyf, ck, bk, h, dtus, terms_c, terms_b, gdtu, i):
+    """Channel i of one state k at one step, walking backwards: returns dh_t = dh + C_t dy_t (dh: the gradient
+    carried from step t + 1, already through its decay) and adds its terms to dC_t (dy h_t), dB_t (dh_t dt u) and
+    the gradient of dt u (dh_t B_t)."""
+    dhv = dh[i] + dyf[i] * ck
+    terms_c[i] = dyf[i] * h[i]
+    terms_b[i] = dhv * dtus[i]
+    gdtu[i] += dhv * bk
+    return dhv
+
+
+@njit(inline="always", **_JIT)
+def _decay_grad(dh_h, decay, a, dts, gdt, dA, i):
+    """Channel i's share of d loss / d(dt A) = dh_h exp(dt A) (dh_h: dh times the state before the decay): into the
+    gradients of dt (gdt) and of A (dA), given the row a of A_t and the step's dts."""
+    q = dh_h * decay
+    gdt[i] += q * a[i]
+    dA[i] += q * dts[i]
+
+
+@njit(inline="always", **_JIT)
 def _span(ci, chunk, length, reverse):
     """Chunk ci (scan steps ci * chunk ..): its number of steps m and its first step t0 (steps t0 .. t0 + m - 1)."""
     s0 = ci * chunk
@@ -363,7 +384,7 @@ def scan_bwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
         dyf = np.empty(BLOCK, u.dtype)
         terms_c = np.empty(BLOCK, u.dtype)                # per-channel terms of dC_t and dB_t, summed by _sum_block
         terms_b = np.empty(BLOCK, u.dtype)
-        hdh = np.empty((na, BLOCK), u.dtype)              # dh_k h_k before the decay (scalar_a: summed over k)
+        hdh = np.empty(BLOCK, u.dtype)                    # scalar_a: sum over k of dh_k h_k before the decay
         dA_acc = np.zeros((na, BLOCK), u.dtype)
         for i in range(w):
             for k in range(n):
@@ -401,9 +422,8 @@ def scan_bwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
                     acc[i] = zero
                     gdtu[i] = zero
                     gdt[i] = zero
-                for ka in range(na):
-                    for i in range(w):
-                        hdh[ka, i] = zero
+                for i in range(w):
+                    hdh[i] = zero
                 if has_z:
                     for k in range(n):
                         ck = C[bi, t, gi, k]
@@ -420,24 +440,24 @@ def scan_bwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
                     dD_b[i] += dyf[i] * u_t[i]
                 for k in range(n):
                     bk, ck = B[bi, t, gi, k], C[bi, t, gi, k]
-                    ka = 0 if scalar_a else k
-                    for i in range(w):
-                        dhv = dh[k, i] + dyf[i] * ck      # dh_t = C_t dy_t + exp(dt_{t+1} A) dh_{t+1}
-                        terms_c[i] = dyf[i] * hs[j + 1, k, i]
-                        terms_b[i] = dhv * dtus[j, i]
-                        gdtu[i] += dhv * bk
-                        hdh[ka, i] += dhv * hs[j, k, i]
-                        dh[k, i] = decay[j, ka, i] * dhv
+                    if scalar_a:                          # one decay for all states: d(dt A) once, after the sum
+                        for i in range(w):
+                            dhv = _state_grad(dh[k], dyf, ck, bk, hs[j + 1, k], dtus[j], terms_c, terms_b, gdtu, i)
+                            hdh[i] += dhv * hs[j, k, i]
+                            dh[k, i] = decay[j, 0, i] * dhv
+                    else:                                 # d loss / d(dt A_k) at once (no second pass over k)
+                        for i in range(w):
+                            dhv = _state_grad(dh[k], dyf, ck, bk, hs[j + 1, k], dtus[j], terms_c, terms_b, gdtu, i)
+                            _decay_grad(dhv * hs[j, k, i], decay[j, k, i], a_blk[k], dts[j], gdt, dA_acc[k], i)
+                            dh[k, i] = decay[j, k, i] * dhv
                     for i in range(w, BLOCK):             # a narrower last block: no terms there
                         terms_c[i] = zero
                         terms_b[i] = zero
                     dC_part[bi, jb, t, gi, k] = _sum_block(terms_c)
                     dB_part[bi, jb, t, gi, k] = _sum_block(terms_b)
-                for ka in range(na):
+                if scalar_a:
                     for i in range(w):
-                        q = hdh[ka, i] * decay[j, ka, i]         # d loss / d(dt A)
-                        gdt[i] += q * a_blk[ka, i]
-                        dA_acc[ka, i] += q * dts[j, i]
+                        _decay_grad(hdh[i], decay[j, 0, i], a_blk[0], dts[j], gdt, dA_acc[0], i)
                 du_t, ddelta_t = sdu[b2, t - o2, c2:c2 + w], sdd[b2, t - o2, c2:c2 + w]
                 delta_t = sd[b2, t - o2, c2:c2 + w]
                 for i in range(w):
