@@ -24,8 +24,7 @@ medians of wall seconds, with process CPU seconds beside them. Ratios: ours / fl
 (batch, mode) process K times, round after round (a busy or noisy machine): the summary is each ratio's median over
 the rounds, ``summary_spread`` its [min, max].
 
-    python benchmarks/scan_floor.py --out benchmarks/results_scan_floor.json
-    python benchmarks/scan_floor.py --batches 8 --rounds 3 --out benchmarks/results_scan_floor_b8.json
+    python benchmarks/scan_floor.py --rounds 3 --out benchmarks/results_scan_floor.json
     python benchmarks/scan_floor.py --length 2048 --batches 1 --repeats 1          # a quick look
 """
 from __future__ import annotations
