@@ -11,7 +11,7 @@ Three implementations of the Mamba-1 scan ``h_t = exp(dt_t A) h_{t-1} + dt_t u_t
             recomputed per chunk of ``CHUNK`` steps from states saved by the forward, the reverse recurrence, the
             gradients of u, dt, A, B, C), on time-major contiguous inputs, into outputs allocated before the clock
             starts, with full ``fastmath`` (reassociation included) and no options (no mask, bias, softplus, D, z,
-            reverse, groups). Same channel block and exp as ours. Checked against ``selective_scan_ref`` first.
+            reverse, groups). Same channel block, exp and vector width as ours. Checked against ``selective_scan_ref`` first.
     loop    ``h = exp(dt*A)*h + dt*u*B; y = h @ C_t`` over time in PyTorch (autograd for the backward), on inputs
             transposed to (l, b, .) before the clock starts. Forward+backward at batch 8 is skipped (its autograd
             graph needs about 16 GiB).
@@ -38,14 +38,17 @@ import subprocess
 import sys
 import time
 
-import numba
-import numpy as np
-import torch
-from numba import njit, prange
+from vidmamba.ssm.scan_kernel import CHUNK, kernel_available
 
-from vidmamba.ssm import selective_scan
-from vidmamba.ssm._numba_kernels import BLOCK, _exp
-from vidmamba.ssm.scan_kernel import CHUNK
+kernel_available()      # numba loaded as the library loads it (its vector width, for ours and the floor alike)
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from numba import njit, prange  # noqa: E402
+
+from vidmamba.ssm import selective_scan  # noqa: E402
+from vidmamba.ssm._numba_kernels import BLOCK, _exp  # noqa: E402
 
 D_MODEL, N_STATE = 512, 16
 _FLOOR_JIT = dict(parallel=True, fastmath=True, error_model="numpy", cache=False)

@@ -8,8 +8,8 @@ itself up (passive OpenMP waits, ``keep_freed_memory``, no OMP_NUM_THREADS of it
 threads (default: all cores, as the demo). A step = forward + loss + backward + gradient clipping + the trainer's
 AdamW step, train mode; the batches are collated beforehand (data loading is not part of a step). Per process: one
 warm-up pass over the batches, then ``--steps`` timed steps (default 0: one pass over all of them, the epoch the
-demo trains five times). Each variant (model, scan impl) runs in its own process; the processes alternate,
-``--rounds`` times, so that load changes hit every model alike.
+demo trains five times). Each variant (model, scan impl, vector width of the CPU kernels: ``worker_env``) runs in
+its own process; the processes alternate, ``--rounds`` times, so that load changes hit every model alike.
 
 Reports per variant the median over rounds of the mean step (wall and CPU seconds), MLVTG / twin of both, and the
 same per band of padded video lengths (``BANDS``).
@@ -30,8 +30,18 @@ import time
 from pathlib import Path
 
 BANDS = ((42, 60), (61, 95), (96, 130), (131, 150))    # padded video lengths (clips) of the demo's batches
-VARIANTS = {"mlvtg": ("mlvtg", "auto"), "mlvtg-fast-scan": ("mlvtg", "fast"),
+VARIANTS = {"mlvtg": ("mlvtg", "auto"), "mlvtg-256-bit": ("mlvtg", "auto"), "mlvtg-fast-scan": ("mlvtg", "fast"),
             "mlvtg-transformer": ("mlvtg-transformer", None)}
+
+
+def worker_env(variant):
+    """A worker's environment: ``mlvtg-256-bit`` keeps LLVM's 256-bit vectors on AVX-512 CPUs (``NUMBA_CPU_FEATURES``
+    = the host's features: ``scan_kernel._prefer_wide_vectors``); the others run as the ``vidmamba`` command does."""
+    if variant != "mlvtg-256-bit":
+        return None
+    from numba.core.codegen import get_host_cpu_features
+
+    return {**os.environ, "NUMBA_CPU_FEATURES": get_host_cpu_features()}
 
 
 def demo_setup(name, batch_size):
@@ -155,7 +165,7 @@ def main(argv=None):
             cmd = [sys.executable, __file__, "--worker", v, "--threads", str(args.threads), "--steps",
                    str(args.steps), "--batch-size", str(args.batch_size), "--profile", str(args.profile)]
             load = round(os.getloadavg()[0], 2)
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=worker_env(v))
             row = dict(variant=v, round=r, loadavg_1min=load)
             if proc.returncode:
                 row["error"] = (proc.stderr.strip().splitlines() or [f"rc {proc.returncode}"])[-1]

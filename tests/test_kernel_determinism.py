@@ -1,5 +1,6 @@
 """Same seed, same thread count -> bit-identical training, whether the numba kernels were just compiled (empty cache)
-or loaded from the cache, alone or beside another run (fresh processes, the demo's MLVTG, a few AdamW steps)."""
+or loaded from the cache, alone or beside another run, with 512- or 256-bit vectors (fresh processes, the demo's
+MLVTG, a few AdamW steps)."""
 import os
 import subprocess
 import sys
@@ -41,8 +42,8 @@ print(h.hexdigest())
 """
 
 
-def start(cache_dir):
-    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "NUMBA_CACHE_DIR": str(cache_dir)}     # as the CLI runs
+def start(cache_dir, **env_vars):
+    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "NUMBA_CACHE_DIR": str(cache_dir), **env_vars}  # as the CLI
     return subprocess.Popen([sys.executable, "-c", TRAIN], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
@@ -55,9 +56,41 @@ def digest(proc):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not kernel_available(), reason="numba not importable")
-def test_training_is_bit_identical_cold_warm_and_busy(tmp_path):
+def test_training_is_bit_identical_cold_warm_busy_and_at_either_vector_width(tmp_path):
     cold = digest(start(tmp_path))                         # empty cache: every kernel compiled in the process
     assert any(tmp_path.rglob("*.nbi"))
     warm = digest(start(tmp_path))                         # every kernel loaded from the cache
     busy = [start(tmp_path), start(tmp_path)]              # two at once on the same cores
     assert [warm] + [digest(p) for p in busy] == [cold] * 3
+    from numba.core.codegen import get_host_cpu_features
+
+    features = get_host_cpu_features()                     # on AVX-512 the kernels have 512-bit vectors; with the
+    if "+avx512f" in features.split(","):                  # host's features as they are, LLVM's 256-bit ones
+        assert digest(start(tmp_path, NUMBA_CPU_FEATURES=features)) == cold
+
+
+# what the kernels' first load sets numba's CPU features to (scan_kernel._prefer_wide_vectors)
+PROBE = """
+from vidmamba.ssm.scan_kernel import kernel_available
+kernel_available()
+import numba
+from numba.core.codegen import get_host_cpu_features
+print(numba.config.CPU_FEATURES == get_host_cpu_features() + ",-prefer-256-bit", "+avx512f" in get_host_cpu_features())
+"""
+
+
+def probe(code=PROBE, **env_vars):
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES")}
+    out = subprocess.run([sys.executable, "-c", code], env={**env, **env_vars}, capture_output=True, text=True,
+                         check=True).stdout.split()
+    return out[0] == "True", out[1] == "True"
+
+
+@pytest.mark.skipif(not kernel_available(), reason="numba not importable")
+def test_wide_vectors_only_on_avx512_and_never_over_the_users_settings():
+    lifted, avx512 = probe()
+    assert lifted == avx512                                             # on AVX-512 hosts, and only there
+    assert probe(NUMBA_CPU_FEATURES="+sse2") == (False, avx512)         # the user's features win
+    assert probe(NUMBA_CPU_NAME="generic") == (False, avx512)
+    assert probe("import numba\n" + PROBE) == (False, avx512)           # numba imported before: left alone
+
