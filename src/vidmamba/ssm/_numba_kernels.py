@@ -422,7 +422,6 @@ def scan_bwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
                     acc[i] = zero
                     gdtu[i] = zero
                     gdt[i] = zero
-                for i in range(w):
                     hdh[i] = zero
                 if has_z:
                     for k in range(n):
