@@ -11,7 +11,8 @@ Three implementations of the Mamba-1 scan ``h_t = exp(dt_t A) h_{t-1} + dt_t u_t
             recomputed per chunk of ``CHUNK`` steps from states saved by the forward, the reverse recurrence, the
             gradients of u, dt, A, B, C), on time-major contiguous inputs, into outputs allocated before the clock
             starts, with full ``fastmath`` (reassociation included) and no options (no mask, bias, softplus, D, z,
-            reverse, groups). Same channel block, exp and vector width as ours. Checked against ``selective_scan_ref`` first.
+            reverse, groups). Same channel block, exp and vector width as ours. Checked against
+            ``selective_scan_ref`` first.
     loop    ``h = exp(dt*A)*h + dt*u*B; y = h @ C_t`` over time in PyTorch (autograd for the backward), on inputs
             transposed to (l, b, .) before the clock starts. Forward+backward at batch 8 is skipped (its autograd
             graph needs about 16 GiB).
