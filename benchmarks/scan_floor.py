@@ -11,8 +11,8 @@ Three implementations of the Mamba-1 scan ``h_t = exp(dt_t A) h_{t-1} + dt_t u_t
             recomputed per chunk of ``CHUNK`` steps from states saved by the forward, the reverse recurrence, the
             gradients of u, dt, A, B, C), on time-major contiguous inputs, into outputs allocated before the clock
             starts, with full ``fastmath`` (reassociation included) and no options (no mask, bias, softplus, D, z,
-            reverse, groups). Same channel block, exp and vector width as ours. Checked against
-            ``selective_scan_ref`` first.
+            reverse, groups). Same channel block, exp, vector width and scratch alignment (``_scratch``) as ours.
+            Checked against ``selective_scan_ref`` first.
     loop    ``h = exp(dt*A)*h + dt*u*B; y = h @ C_t`` over time in PyTorch (autograd for the backward), on inputs
             transposed to (l, b, .) before the clock starts. Forward+backward at batch 8 is skipped (its autograd
             graph needs about 16 GiB).
@@ -49,7 +49,7 @@ import torch  # noqa: E402
 from numba import njit, prange  # noqa: E402
 
 from vidmamba.ssm import selective_scan  # noqa: E402
-from vidmamba.ssm._numba_kernels import BLOCK, _exp  # noqa: E402
+from vidmamba.ssm._numba_kernels import BLOCK, _exp, _scratch  # noqa: E402
 
 D_MODEL, N_STATE = 512, 16
 _FLOOR_JIT = dict(parallel=True, fastmath=True, error_model="numpy", cache=False)
@@ -64,9 +64,11 @@ def floor_fwd(u, dt, A_t, B, C, y, starts, save):
     nbd = d // BLOCK
     for blk in prange(bsz * nbd):
         bi, c0 = blk // nbd, blk % nbd * BLOCK
-        a = np.ascontiguousarray(A_t[:, c0:c0 + BLOCK])
-        h = np.zeros((n, BLOCK), u.dtype)
-        acc = np.empty(BLOCK, u.dtype)
+        a = _scratch((n, BLOCK), u.dtype)
+        a[:] = A_t[:, c0:c0 + BLOCK]
+        h = _scratch((n, BLOCK), u.dtype)
+        h.fill(0)
+        acc = _scratch((BLOCK,), u.dtype)
         for t in range(length):
             if save and t % CHUNK == 0:
                 starts[bi, t // CHUNK, :, c0:c0 + BLOCK] = h
@@ -91,13 +93,16 @@ def floor_bwd(u, dt, A_t, B, C, starts, dy, du, ddt, dA_part, dB_part, dC_part):
     for blk in prange(bsz * nbd):
         bi, jb = blk // nbd, blk % nbd
         c0 = jb * BLOCK
-        a = np.ascontiguousarray(A_t[:, c0:c0 + BLOCK])
-        hs = np.empty((CHUNK + 1, n, BLOCK), u.dtype)      # hs[j]: state before step j of the chunk
-        decay = np.empty((CHUNK, n, BLOCK), u.dtype)
-        dh = np.zeros((n, BLOCK), u.dtype)
-        dA = np.zeros((n, BLOCK), u.dtype)
-        gdtu = np.empty(BLOCK, u.dtype)
-        gdt = np.empty(BLOCK, u.dtype)
+        a = _scratch((n, BLOCK), u.dtype)
+        a[:] = A_t[:, c0:c0 + BLOCK]
+        hs = _scratch((CHUNK + 1, n, BLOCK), u.dtype)     # hs[j]: state before step j of the chunk
+        decay = _scratch((CHUNK, n, BLOCK), u.dtype)
+        dh = _scratch((n, BLOCK), u.dtype)
+        dh.fill(0)
+        dA = _scratch((n, BLOCK), u.dtype)
+        dA.fill(0)
+        gdtu = _scratch((BLOCK,), u.dtype)
+        gdt = _scratch((BLOCK,), u.dtype)
         for ci in range((length + CHUNK - 1) // CHUNK - 1, -1, -1):
             s0 = ci * CHUNK
             m = min(CHUNK, length - s0)

@@ -2,6 +2,7 @@
 import importlib
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -135,6 +136,31 @@ def test_tile_transpose_matches_numpy(dtype):
         assert np.array_equal(out[1:1 + m, 5:5 + w], src.T)
         out[1:1 + m, 5:5 + w] = np.nan
         assert np.isnan(out).all()
+
+
+@needs_numba
+def test_scratch_starts_on_a_cache_line_in_every_thread():
+    """The kernels' scratch arrays (``_scratch``) start on a 64-byte boundary with the shape, dtype and C layout
+    asked for, for sizes that malloc returns at other alignments, from the main thread and from another thread
+    (whose malloc arena gave 32-byte-aligned blocks)."""
+    kernels = kernel_mod._load()
+    shapes = [(64,), (3, 64), (7, 1, 5, 64), (65, 16, 64), (1,), (13, 5)]
+
+    def check(found):
+        for shape in shapes * 4:
+            for dtype in (np.float32, np.float64):
+                a = kernels._scratch(shape, dtype)
+                found.append((a.ctypes.data % 64, a.shape == shape, a.dtype == dtype, a.flags.c_contiguous))
+                plain = np.empty(int(np.prod(shape)) + 1, dtype)          # moves the next block's address
+                del plain
+
+    here, there = [], []
+    check(here)
+    worker = threading.Thread(target=check, args=(there,))
+    worker.start()
+    worker.join()
+    assert len(there) == len(here) == 48
+    assert set(here + there) == {(0, True, True, True)}
 
 
 @needs_numba

@@ -17,7 +17,9 @@ Scan, per step t and channel c (ZOH for A, Euler for B, as mamba_ssm; padded ste
     dt = softplus(delta + bias) * mask ;  h_n = exp(dt A_cn) h_n + dt u B_n ;  y = (sum_n C_n h_n + D u) silu(z) mask
 
 A block is at most ``BLOCK`` channels of one group; its state (n, BLOCK) stays in L1 and the inner loop runs over
-channels (SIMD). The kernels are serial and release the GIL; the ``*_parallel`` wrappers run contiguous ranges of
+channels (SIMD). Blocks of exactly BLOCK channels run a copy of the block's code compiled for that constant width,
+whose channel loops the compiler unrolls (16k steps, d 512, n 16, one thread: forward 0.80-0.86x, backward 0.95x the
+time with the width as a variable; bit-identical; the first compilation takes about twice as long). The kernels are serial and release the GIL; the ``*_parallel`` wrappers run contiguous ranges of
 blocks on numba's threads (``scan_kernel.py`` picks them or its own thread pool).
 A block works through its steps in chunks of ``chunk``. The forward saves the state at the start of every chunk; the
 backward recomputes a chunk's decays and states from it (buffers of (chunk + 1, n, BLOCK)) and walks it backwards.
@@ -47,9 +49,9 @@ from vidmamba.ssm._kernel_cache import use_kernel_cache
 
 BLOCK = 64          # channels per thread block (measured, b=1 l=16k d=512 n=16: 16 -> 0.18 s, 32 -> 0.12, 64 -> 0.08);
                     # a multiple of 8 (``_sum_block``)
-TILE = 128          # steps per tile of (b, d, l) inputs, a multiple of the chunk (16k steps, d 512, n 16, one thread,
-                    # ours / floor forward and forward+backward, tiles then copied element by element: 64 steps
-                    # 1.36x / 1.35x, 128 1.11x / 1.32x; 256, tried as the chunk too, 1.48x / 1.40x)
+TILE = 256          # steps per tile of (b, d, l) inputs, a multiple of the chunk (16k steps, d 512, n 16, one thread,
+                    # batch 8, forward / backward time against 128 steps: 64 steps 1.07 / -, 256 0.92-0.97 /
+                    # 0.89-0.94, 512 0.91 / 1.25: the backward's seven tiles no longer fit in L2)
 CONV_ROWS = 256     # steps per block of the depthwise conv (one block per sample up to 256 steps)
 # error_model="numpy": divisions without Python's zero-division check, whose branch kept them from vectorising.
 # fastmath without reassociation (nor arcp, afn, nsz): multiply-adds may fuse and values are taken as finite, but no
@@ -127,6 +129,20 @@ def _softplus_overload(x):
         p = p * s2 + _F(1.0)
         return max(x, _F(0.0)) + _F(2.0) * s * p
     return softplus32
+
+
+@njit(inline="always", **_JIT)
+def _scratch(shape, dtype):
+    """An uninitialised array of ``shape`` (a tuple) that starts on a 64-byte boundary (a cache line), so that rows
+    of BLOCK channels never straddle two lines. malloc gave one of two threads 32-byte-aligned scratch: its 512-bit
+    loads and stores each touched two lines, and its blocks ran about 1.3x slower (the forward at batch 8 waited for
+    it)."""
+    size = 1
+    for s in shape:
+        size *= s
+    buf = np.empty(size + 16, dtype)                     # 16 elements >= 64 bytes of slack
+    off = (64 - buf.ctypes.data % 64) % 64 // buf.itemsize
+    return buf[off:off + size].reshape(shape)
 
 
 @njit(inline="always", **_JIT)
@@ -284,69 +300,203 @@ def _pairwise(builder, values):
     return values[0]
 
 
+@njit(inline="always", **_JIT)
+def _fwd_block(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_mask, cm, chunk, save, y, last,
+               starts, bi, gi, c0, w):
+    """``scan_fwd`` of one block: sample bi, group gi, channels c0 .. c0 + w - 1."""
+    length, n = B.shape[1], B.shape[3]
+    tile = chunk * max(1, TILE // chunk)
+    scalar_a = A_t.shape[0] == 1                         # one decay per channel for all n states (SSD)
+    zero, one = u.dtype.type(0.0), u.dtype.type(1.0)
+    h = _scratch((n, BLOCK), u.dtype)
+    h.fill(0)
+    a_blk = _scratch((A_t.shape[0], BLOCK), u.dtype)
+    _copy_state(a_blk, A_t, c0, w, False)
+    D_b, bias_b = D[c0:c0 + w], bias[c0:c0 + w]      # views of the block (module docstring)
+    ins, n_in = (u, delta, z), 3 if has_z else 2
+    tiles = _scratch((4, 1, tile if cm else 1, BLOCK), u.dtype)  # cm: u, delta, z, y at the tile's steps,
+                                                                 # each indexed as a one-sample (b, l, d) array
+    dts = _scratch((BLOCK,), u.dtype)
+    dtus = _scratch((BLOCK,), u.dtype)
+    decay = _scratch((BLOCK,), u.dtype)                 # scalar_a: exp(dt A) of each channel, for all its states
+    acc = _scratch((BLOCK,), u.dtype)
+    for wi in range(-(-length // tile)):
+        m, t0 = _span(wi, tile, length, rev[gi])
+        if cm:
+            _tiles(ins, n_in, bi, t0, m, c0, w, tiles, False)
+        # the tile's (b, l, d) sources and where the block starts in them: the tiles, or the time-major arrays
+        su, sd, sz, sy = (tiles[0], tiles[1], tiles[2], tiles[3]) if cm else (u, delta, z, y)
+        b2, o2, c2 = (0, t0, 0) if cm else (bi, 0, c0)
+        for j in range(m):
+            t = t0 + m - 1 - j if rev[gi] else t0 + j
+            s = wi * tile + j
+            if save and s % chunk == 0:
+                _copy_state(h, starts[bi, s // chunk], c0, w, True)
+            valid = not has_mask or mask[bi, t] != 0
+            u_t, y_t = su[b2, t - o2, c2:c2 + w], sy[b2, t - o2, c2:c2 + w]
+            z_t = sz[b2, t - o2, c2:c2 + w] if has_z else u_t
+            _step_inputs(sd[b2, t - o2, c2:c2 + w], u_t, bias_b, w, softplus, valid, dts, dtus)
+            for i in range(w):
+                acc[i] = zero
+                if scalar_a:
+                    decay[i] = _exp(dts[i] * a_blk[0, i])
+            for k in range(n):
+                bk, ck = B[bi, t, gi, k], C[bi, t, gi, k]
+                for i in range(w):
+                    a = decay[i] if scalar_a else _exp(dts[i] * a_blk[k, i])
+                    hv = a * h[k, i] + dtus[i] * bk
+                    h[k, i] = hv
+                    acc[i] += hv * ck
+            for i in range(w):
+                yv = acc[i] + D_b[i] * u_t[i]
+                if has_z:
+                    zv = z_t[i]
+                    yv *= zv / (one + _exp(-zv))
+                y_t[i] = yv if valid else zero
+        if cm:
+            _tiles((y,), 1, bi, t0, m, c0, w, tiles[3:], True)
+    for i in range(w):
+        for k in range(n):
+            last[bi, c0 + i, k] = h[k, i]
+
+
 @_kernel()
 def scan_fwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_mask, cm, chunk, save,
              y, last, starts, blk0, blk1):
     """Forward of blocks blk0 .. blk1 - 1 (of b * g * nbg, nbg = ceil(d / g / BLOCK) blocks per group). Writes
     y (in u's layout), last (b, d, n) = state after the final step, and with ``save`` the state before each chunk of
     ``chunk`` steps (in scan order) to starts (b, nchunks, n, d)."""
-    length, d = B.shape[1], D.shape[0]
-    g, n = B.shape[2], B.shape[3]
+    d, g = D.shape[0], B.shape[2]
     nbg = -(-(d // g) // BLOCK)
-    tile = chunk * max(1, TILE // chunk)
-    scalar_a = A_t.shape[0] == 1                         # one decay per channel for all n states (SSD)
-    zero, one = u.dtype.type(0.0), u.dtype.type(1.0)
     for blk in range(blk0, blk1):
         bi, gi, c0, w = _block(blk, d, g, nbg)
-        h = np.zeros((n, BLOCK), u.dtype)
-        a_blk = np.empty((A_t.shape[0], BLOCK), u.dtype)
-        _copy_state(a_blk, A_t, c0, w, False)
-        D_b, bias_b = D[c0:c0 + w], bias[c0:c0 + w]      # views of the block (module docstring)
-        ins, n_in = (u, delta, z), 3 if has_z else 2
-        tiles = np.empty((4, 1, tile if cm else 1, BLOCK), u.dtype)    # cm: u, delta, z, y at the tile's steps,
-                                                                        # each indexed as a one-sample (b, l, d) array
-        dts = np.empty(BLOCK, u.dtype)
-        dtus = np.empty(BLOCK, u.dtype)
-        decay = np.empty(BLOCK, u.dtype)                 # scalar_a: exp(dt A) of each channel, for all its states
-        acc = np.empty(BLOCK, u.dtype)
-        for wi in range(-(-length // tile)):
-            m, t0 = _span(wi, tile, length, rev[gi])
-            if cm:
-                _tiles(ins, n_in, bi, t0, m, c0, w, tiles, False)
-            # the tile's (b, l, d) sources and where the block starts in them: the tiles, or the time-major arrays
-            su, sd, sz, sy = (tiles[0], tiles[1], tiles[2], tiles[3]) if cm else (u, delta, z, y)
-            b2, o2, c2 = (0, t0, 0) if cm else (bi, 0, c0)
-            for j in range(m):
-                t = t0 + m - 1 - j if rev[gi] else t0 + j
-                s = wi * tile + j
-                if save and s % chunk == 0:
-                    _copy_state(h, starts[bi, s // chunk], c0, w, True)
-                valid = not has_mask or mask[bi, t] != 0
-                u_t, y_t = su[b2, t - o2, c2:c2 + w], sy[b2, t - o2, c2:c2 + w]
-                z_t = sz[b2, t - o2, c2:c2 + w] if has_z else u_t
-                _step_inputs(sd[b2, t - o2, c2:c2 + w], u_t, bias_b, w, softplus, valid, dts, dtus)
-                for i in range(w):
-                    acc[i] = zero
-                    if scalar_a:
-                        decay[i] = _exp(dts[i] * a_blk[0, i])
-                for k in range(n):
-                    bk, ck = B[bi, t, gi, k], C[bi, t, gi, k]
-                    for i in range(w):
-                        a = decay[i] if scalar_a else _exp(dts[i] * a_blk[k, i])
-                        hv = a * h[k, i] + dtus[i] * bk
-                        h[k, i] = hv
-                        acc[i] += hv * ck
-                for i in range(w):
-                    yv = acc[i] + D_b[i] * u_t[i]
-                    if has_z:
-                        zv = z_t[i]
-                        yv *= zv / (one + _exp(-zv))
-                    y_t[i] = yv if valid else zero
-            if cm:
-                _tiles((y,), 1, bi, t0, m, c0, w, tiles[3:], True)
-        for i in range(w):
+        if w == BLOCK:                                   # a constant width: the compiler unrolls the channel loops
+            _fwd_block(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_mask, cm, chunk, save, y,
+                       last, starts, bi, gi, c0, BLOCK)
+        else:
+            _fwd_block(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_mask, cm, chunk, save, y,
+                       last, starts, bi, gi, c0, w)
+
+
+@njit(inline="always", **_JIT)
+def _bwd_block(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_mask, cm, chunk, starts, dy, dlast,
+               du, ddelta, dz, dB_part, dC_part, dA_part, dD_part, dbias_part, bi, gi, c0, w):
+    """``scan_bwd`` of one block: sample bi, group gi, channels c0 .. c0 + w - 1."""
+    length, d = B.shape[1], D.shape[0]
+    g, n = B.shape[2], B.shape[3]
+    nchunks = starts.shape[1]
+    per_tile = max(1, TILE // chunk)                      # chunks per tile
+    na = A_t.shape[0]
+    scalar_a = na == 1                                    # one decay per channel for all n states (SSD)
+    zero, one = u.dtype.type(0.0), u.dtype.type(1.0)
+    jb = (c0 - gi * (d // g)) // BLOCK
+    a_blk = _scratch((na, BLOCK), u.dtype)
+    _copy_state(a_blk, A_t, c0, w, False)
+    D_b, bias_b, dD_b, dbias_b = D[c0:c0 + w], bias[c0:c0 + w], dD_part[bi, c0:c0 + w], dbias_part[bi, c0:c0 + w]
+    ins, n_in = (u, delta, dy, z), 4 if has_z else 3
+    outs, n_out = (du, ddelta, dz), 3 if has_z else 2
+    tiles = _scratch((7, 1, chunk * per_tile if cm else 1, BLOCK), u.dtype)   # cm: u, delta, dy, z; du, ddelta, dz
+    hs = _scratch((chunk + 1, n, BLOCK), u.dtype)       # hs[j]: state before step j of the chunk
+    decay = _scratch((chunk, na, BLOCK), u.dtype)
+    dts = _scratch((chunk, BLOCK), u.dtype)
+    dtus = _scratch((chunk, BLOCK), u.dtype)
+    valids = np.empty(chunk, np.bool_)
+    dh = _scratch((n, BLOCK), u.dtype)                  # gradient w.r.t. the state, carried backwards
+    gdtu = _scratch((BLOCK,), u.dtype)
+    gdt = _scratch((BLOCK,), u.dtype)
+    acc = _scratch((BLOCK,), u.dtype)
+    dyf = _scratch((BLOCK,), u.dtype)
+    terms_c = _scratch((BLOCK,), u.dtype)               # per-channel terms of dC_t and dB_t, summed by _sum_block
+    terms_b = _scratch((BLOCK,), u.dtype)
+    hdh = _scratch((BLOCK,), u.dtype)                   # scalar_a: sum over k of dh_k h_k before the decay
+    dA_acc = _scratch((na, BLOCK), u.dtype)
+    dA_acc.fill(0)
+    for i in range(w):
+        for k in range(n):
+            dh[k, i] = dlast[bi, c0 + i, k]
+    for ci in range(nchunks - 1, -1, -1):
+        m, t0 = _span(ci, chunk, length, rev[gi])
+        mw, tw0 = _span(ci // per_tile, chunk * per_tile, length, rev[gi])       # the tile holding the chunk
+        if cm and (ci == nchunks - 1 or ci % per_tile == per_tile - 1):       # its last chunk: the tile's first
+            _tiles(ins, n_in, bi, tw0, mw, c0, w, tiles, False)
+        su, sd, sdy, sz = (tiles[0], tiles[1], tiles[2], tiles[3]) if cm else (u, delta, dy, z)  # see scan_fwd
+        sdu, sdd, sdz = (tiles[4], tiles[5], tiles[6]) if cm else (du, ddelta, dz)
+        b2, o2, c2 = (0, tw0, 0) if cm else (bi, 0, c0)
+        _copy_state(hs[0], starts[bi, ci], c0, w, False)
+        for j in range(m):                            # recompute decays and states of the chunk
+            t = t0 + m - 1 - j if rev[gi] else t0 + j
+            valids[j] = not has_mask or mask[bi, t] != 0
+            _step_inputs(sd[b2, t - o2, c2:c2 + w], su[b2, t - o2, c2:c2 + w], bias_b, w, softplus, valids[j],
+                         dts[j], dtus[j])
             for k in range(n):
-                last[bi, c0 + i, k] = h[k, i]
+                bk = B[bi, t, gi, k]
+                ka = 0 if scalar_a else k
+                for i in range(w):
+                    if k == ka:                       # decays of state k, or (scalar_a) the channel's, at k = 0
+                        a = _exp(dts[j, i] * a_blk[ka, i])
+                        decay[j, ka, i] = a
+                    else:
+                        a = decay[j, 0, i]
+                    hs[j + 1, k, i] = a * hs[j, k, i] + dtus[j, i] * bk
+        for j in range(m - 1, -1, -1):
+            t = t0 + m - 1 - j if rev[gi] else t0 + j
+            valid = valids[j]
+            dy_t, u_t = sdy[b2, t - o2, c2:c2 + w], su[b2, t - o2, c2:c2 + w]
+            for i in range(w):                        # output gate and skip term: dyf = d loss / d(C.h + D u)
+                dyf[i] = dy_t[i] if valid else zero
+                acc[i] = zero
+                gdtu[i] = zero
+                gdt[i] = zero
+                hdh[i] = zero
+            if has_z:
+                for k in range(n):
+                    ck = C[bi, t, gi, k]
+                    for i in range(w):
+                        acc[i] += ck * hs[j + 1, k, i]
+                z_t, dz_t = sz[b2, t - o2, c2:c2 + w], sdz[b2, t - o2, c2:c2 + w]
+                for i in range(w):
+                    zv = z_t[i]
+                    sig = one / (one + _exp(-zv))
+                    yfull = acc[i] + D_b[i] * u_t[i]
+                    dz_t[i] = dyf[i] * yfull * sig * (one + zv * (one - sig))
+                    dyf[i] *= zv * sig
+            for i in range(w):
+                dD_b[i] += dyf[i] * u_t[i]
+            for k in range(n):
+                bk, ck = B[bi, t, gi, k], C[bi, t, gi, k]
+                if scalar_a:                          # one decay for all states: d(dt A) once, after the sum
+                    for i in range(w):
+                        dhv = _state_grad(dh[k], dyf, ck, bk, hs[j + 1, k], dtus[j], terms_c, terms_b, gdtu, i)
+                        hdh[i] += dhv * hs[j, k, i]
+                        dh[k, i] = decay[j, 0, i] * dhv
+                else:                                 # d loss / d(dt A_k) at once (no second pass over k)
+                    for i in range(w):
+                        dhv = _state_grad(dh[k], dyf, ck, bk, hs[j + 1, k], dtus[j], terms_c, terms_b, gdtu, i)
+                        _decay_grad(dhv * hs[j, k, i], decay[j, k, i], a_blk[k], dts[j], gdt, dA_acc[k], i)
+                        dh[k, i] = decay[j, k, i] * dhv
+                for i in range(w, BLOCK):             # a narrower last block: no terms there
+                    terms_c[i] = zero
+                    terms_b[i] = zero
+                dC_part[bi, jb, t, gi, k] = _sum_block(terms_c)
+                dB_part[bi, jb, t, gi, k] = _sum_block(terms_b)
+            if scalar_a:
+                for i in range(w):
+                    _decay_grad(hdh[i], decay[j, 0, i], a_blk[0], dts[j], gdt, dA_acc[0], i)
+            du_t, ddelta_t = sdu[b2, t - o2, c2:c2 + w], sdd[b2, t - o2, c2:c2 + w]
+            delta_t = sd[b2, t - o2, c2:c2 + w]
+            for i in range(w):
+                du_t[i] = dyf[i] * D_b[i] + gdtu[i] * dts[j, i]
+                gd = (gdt[i] + gdtu[i] * u_t[i]) if valid else zero
+                if softplus:
+                    x = delta_t[i] + bias_b[i]
+                    gd = gd / (one + _exp(-x)) if x <= 20.0 else gd
+                ddelta_t[i] = gd
+                dbias_b[i] += gd
+        if cm and ci % per_tile == 0:                 # the tile's last chunk done
+            _tiles(outs, n_out, bi, tw0, mw, c0, w, tiles[4:], True)
+    for i in range(w):
+        for ka in range(na):
+            dA_part[bi, ka, c0 + i] = dA_acc[ka, i]
 
 
 @_kernel()
@@ -355,123 +505,16 @@ def scan_bwd(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_ma
     """Backward of ``scan_fwd`` for blocks blk0 .. blk1 - 1, given dy (in u's layout) and dlast (b, d, n). Writes du,
     ddelta, dz (in u's layout) and the per-block partial sums dB_part, dC_part (b, nbg, l, g, n) (nbg = blocks per
     group), dA_part (b, n, d), dD_part and dbias_part (b, d); the caller sums the partials."""
-    length, d = B.shape[1], D.shape[0]
-    g, n = B.shape[2], B.shape[3]
+    d, g = D.shape[0], B.shape[2]
     nbg = -(-(d // g) // BLOCK)
-    nchunks = starts.shape[1]
-    per_tile = max(1, TILE // chunk)                      # chunks per tile
-    na = A_t.shape[0]
-    scalar_a = na == 1                                    # one decay per channel for all n states (SSD)
-    zero, one = u.dtype.type(0.0), u.dtype.type(1.0)
     for blk in range(blk0, blk1):
         bi, gi, c0, w = _block(blk, d, g, nbg)
-        jb = (c0 - gi * (d // g)) // BLOCK
-        a_blk = np.empty((na, BLOCK), u.dtype)
-        _copy_state(a_blk, A_t, c0, w, False)
-        D_b, bias_b, dD_b, dbias_b = D[c0:c0 + w], bias[c0:c0 + w], dD_part[bi, c0:c0 + w], dbias_part[bi, c0:c0 + w]
-        ins, n_in = (u, delta, dy, z), 4 if has_z else 3
-        outs, n_out = (du, ddelta, dz), 3 if has_z else 2
-        tiles = np.empty((7, 1, chunk * per_tile if cm else 1, BLOCK), u.dtype)   # cm: u, delta, dy, z; du, ddelta, dz
-        hs = np.empty((chunk + 1, n, BLOCK), u.dtype)     # hs[j]: state before step j of the chunk
-        decay = np.empty((chunk, na, BLOCK), u.dtype)
-        dts = np.empty((chunk, BLOCK), u.dtype)
-        dtus = np.empty((chunk, BLOCK), u.dtype)
-        valids = np.empty(chunk, np.bool_)
-        dh = np.empty((n, BLOCK), u.dtype)                # gradient w.r.t. the state, carried backwards
-        gdtu = np.empty(BLOCK, u.dtype)
-        gdt = np.empty(BLOCK, u.dtype)
-        acc = np.empty(BLOCK, u.dtype)
-        dyf = np.empty(BLOCK, u.dtype)
-        terms_c = np.empty(BLOCK, u.dtype)                # per-channel terms of dC_t and dB_t, summed by _sum_block
-        terms_b = np.empty(BLOCK, u.dtype)
-        hdh = np.empty(BLOCK, u.dtype)                    # scalar_a: sum over k of dh_k h_k before the decay
-        dA_acc = np.zeros((na, BLOCK), u.dtype)
-        for i in range(w):
-            for k in range(n):
-                dh[k, i] = dlast[bi, c0 + i, k]
-        for ci in range(nchunks - 1, -1, -1):
-            m, t0 = _span(ci, chunk, length, rev[gi])
-            mw, tw0 = _span(ci // per_tile, chunk * per_tile, length, rev[gi])       # the tile holding the chunk
-            if cm and (ci == nchunks - 1 or ci % per_tile == per_tile - 1):       # its last chunk: the tile's first
-                _tiles(ins, n_in, bi, tw0, mw, c0, w, tiles, False)
-            su, sd, sdy, sz = (tiles[0], tiles[1], tiles[2], tiles[3]) if cm else (u, delta, dy, z)  # see scan_fwd
-            sdu, sdd, sdz = (tiles[4], tiles[5], tiles[6]) if cm else (du, ddelta, dz)
-            b2, o2, c2 = (0, tw0, 0) if cm else (bi, 0, c0)
-            _copy_state(hs[0], starts[bi, ci], c0, w, False)
-            for j in range(m):                            # recompute decays and states of the chunk
-                t = t0 + m - 1 - j if rev[gi] else t0 + j
-                valids[j] = not has_mask or mask[bi, t] != 0
-                _step_inputs(sd[b2, t - o2, c2:c2 + w], su[b2, t - o2, c2:c2 + w], bias_b, w, softplus, valids[j],
-                             dts[j], dtus[j])
-                for k in range(n):
-                    bk = B[bi, t, gi, k]
-                    ka = 0 if scalar_a else k
-                    for i in range(w):
-                        if k == ka:                       # decays of state k, or (scalar_a) the channel's, at k = 0
-                            a = _exp(dts[j, i] * a_blk[ka, i])
-                            decay[j, ka, i] = a
-                        else:
-                            a = decay[j, 0, i]
-                        hs[j + 1, k, i] = a * hs[j, k, i] + dtus[j, i] * bk
-            for j in range(m - 1, -1, -1):
-                t = t0 + m - 1 - j if rev[gi] else t0 + j
-                valid = valids[j]
-                dy_t, u_t = sdy[b2, t - o2, c2:c2 + w], su[b2, t - o2, c2:c2 + w]
-                for i in range(w):                        # output gate and skip term: dyf = d loss / d(C.h + D u)
-                    dyf[i] = dy_t[i] if valid else zero
-                    acc[i] = zero
-                    gdtu[i] = zero
-                    gdt[i] = zero
-                    hdh[i] = zero
-                if has_z:
-                    for k in range(n):
-                        ck = C[bi, t, gi, k]
-                        for i in range(w):
-                            acc[i] += ck * hs[j + 1, k, i]
-                    z_t, dz_t = sz[b2, t - o2, c2:c2 + w], sdz[b2, t - o2, c2:c2 + w]
-                    for i in range(w):
-                        zv = z_t[i]
-                        sig = one / (one + _exp(-zv))
-                        yfull = acc[i] + D_b[i] * u_t[i]
-                        dz_t[i] = dyf[i] * yfull * sig * (one + zv * (one - sig))
-                        dyf[i] *= zv * sig
-                for i in range(w):
-                    dD_b[i] += dyf[i] * u_t[i]
-                for k in range(n):
-                    bk, ck = B[bi, t, gi, k], C[bi, t, gi, k]
-                    if scalar_a:                          # one decay for all states: d(dt A) once, after the sum
-                        for i in range(w):
-                            dhv = _state_grad(dh[k], dyf, ck, bk, hs[j + 1, k], dtus[j], terms_c, terms_b, gdtu, i)
-                            hdh[i] += dhv * hs[j, k, i]
-                            dh[k, i] = decay[j, 0, i] * dhv
-                    else:                                 # d loss / d(dt A_k) at once (no second pass over k)
-                        for i in range(w):
-                            dhv = _state_grad(dh[k], dyf, ck, bk, hs[j + 1, k], dtus[j], terms_c, terms_b, gdtu, i)
-                            _decay_grad(dhv * hs[j, k, i], decay[j, k, i], a_blk[k], dts[j], gdt, dA_acc[k], i)
-                            dh[k, i] = decay[j, k, i] * dhv
-                    for i in range(w, BLOCK):             # a narrower last block: no terms there
-                        terms_c[i] = zero
-                        terms_b[i] = zero
-                    dC_part[bi, jb, t, gi, k] = _sum_block(terms_c)
-                    dB_part[bi, jb, t, gi, k] = _sum_block(terms_b)
-                if scalar_a:
-                    for i in range(w):
-                        _decay_grad(hdh[i], decay[j, 0, i], a_blk[0], dts[j], gdt, dA_acc[0], i)
-                du_t, ddelta_t = sdu[b2, t - o2, c2:c2 + w], sdd[b2, t - o2, c2:c2 + w]
-                delta_t = sd[b2, t - o2, c2:c2 + w]
-                for i in range(w):
-                    du_t[i] = dyf[i] * D_b[i] + gdtu[i] * dts[j, i]
-                    gd = (gdt[i] + gdtu[i] * u_t[i]) if valid else zero
-                    if softplus:
-                        x = delta_t[i] + bias_b[i]
-                        gd = gd / (one + _exp(-x)) if x <= 20.0 else gd
-                    ddelta_t[i] = gd
-                    dbias_b[i] += gd
-            if cm and ci % per_tile == 0:                 # the tile's last chunk done
-                _tiles(outs, n_out, bi, tw0, mw, c0, w, tiles[4:], True)
-        for i in range(w):
-            for ka in range(na):
-                dA_part[bi, ka, c0 + i] = dA_acc[ka, i]
+        if w == BLOCK:                                   # a constant width (see scan_fwd)
+            _bwd_block(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_mask, cm, chunk, starts, dy,
+                       dlast, du, ddelta, dz, dB_part, dC_part, dA_part, dD_part, dbias_part, bi, gi, c0, BLOCK)
+        else:
+            _bwd_block(u, delta, A_t, B, C, D, z, bias, mask, rev, softplus, has_z, has_mask, cm, chunk, starts, dy,
+                       dlast, du, ddelta, dz, dB_part, dC_part, dA_part, dD_part, dbias_part, bi, gi, c0, w)
 
 
 @_kernel(parallel=True)
@@ -536,7 +579,7 @@ def conv_bwd(x, w, bias, mask, offsets, has_mask, silu, dy, dx, dw_part, dbias_p
     k = w.shape[0]
     zero, one = x.dtype.type(0.0), x.dtype.type(1.0)
     reach_back, reach_on = max(0, offsets.max()), max(0, -offsets.min())
-    dpre = np.empty((CONV_ROWS + reach_back + reach_on, c), x.dtype)
+    dpre = _scratch((CONV_ROWS + reach_back + reach_on, c), x.dtype)
     for blk in range(blk0, blk1):
         bi, t0, t1 = _conv_rows(blk, length)
         h0, h1 = max(0, t0 - reach_back), min(length, t1 + reach_on)      # dpre rows h0 .. h1 - 1
