@@ -19,8 +19,9 @@ Scan, per step t and channel c (ZOH for A, Euler for B, as mamba_ssm; padded ste
 A block is at most ``BLOCK`` channels of one group; its state (n, BLOCK) stays in L1 and the inner loop runs over
 channels (SIMD). Blocks of exactly BLOCK channels run a copy of the block's code compiled for that constant width,
 whose channel loops the compiler unrolls (16k steps, d 512, n 16, one thread: forward 0.80-0.86x, backward 0.95x the
-time with the width as a variable; bit-identical; the first compilation takes about twice as long). The kernels are serial and release the GIL; the ``*_parallel`` wrappers run contiguous ranges of
-blocks on numba's threads (``scan_kernel.py`` picks them or its own thread pool).
+time with the width as a variable; bit-identical; compiling the kernels takes about 3x as long: BENCHMARKS.md).
+Scratch arrays start on cache lines (``_scratch``). The kernels are serial and release the GIL; the ``*_parallel``
+wrappers run contiguous ranges of blocks on numba's threads (``scan_kernel.py`` picks them or its own thread pool).
 A block works through its steps in chunks of ``chunk``. The forward saves the state at the start of every chunk; the
 backward recomputes a chunk's decays and states from it (buffers of (chunk + 1, n, BLOCK)) and walks it backwards.
 Channel-major sequences are read and written through tiles of ``TILE`` steps (a whole number of chunks) by BLOCK
