@@ -19,7 +19,7 @@ Scan, per step t and channel c (ZOH for A, Euler for B, as mamba_ssm; padded ste
 A block is at most ``BLOCK`` channels of one group; its state (n, BLOCK) stays in L1 and the inner loop runs over
 channels (SIMD). Blocks of exactly BLOCK channels run a copy of the block's code compiled for that constant width,
 whose channel loops the compiler unrolls (16k steps, d 512, n 16, one thread: forward 0.80-0.86x, backward 0.95x the
-time with the width as a variable; bit-identical; compiling the kernels takes about 3x as long: BENCHMARKS.md).
+time with the width as a variable; bit-identical; the first compilation takes longer: BENCHMARKS.md).
 Scratch arrays start on cache lines (``_scratch``). The kernels are serial and release the GIL; the ``*_parallel``
 wrappers run contiguous ranges of blocks on numba's threads (``scan_kernel.py`` picks them or its own thread pool).
 A block works through its steps in chunks of ``chunk``. The forward saves the state at the start of every chunk; the
@@ -52,7 +52,7 @@ BLOCK = 64          # channels per thread block (measured, b=1 l=16k d=512 n=16:
                     # a multiple of 8 (``_sum_block``)
 TILE = 256          # steps per tile of (b, d, l) inputs, a multiple of the chunk (16k steps, d 512, n 16, one thread,
                     # batch 8, forward / backward time against 128 steps: 64 steps 1.07 / -, 256 0.92-0.97 /
-                    # 0.89-0.94, 512 0.91 / 1.25: the backward's seven tiles no longer fit in L2)
+                    # 0.89-0.94, 512 0.91 / 1.25, when the backward's seven tiles take 0.9 MiB)
 CONV_ROWS = 256     # steps per block of the depthwise conv (one block per sample up to 256 steps)
 # error_model="numpy": divisions without Python's zero-division check, whose branch kept them from vectorising.
 # fastmath without reassociation (nor arcp, afn, nsz): multiply-adds may fuse and values are taken as finite, but no
