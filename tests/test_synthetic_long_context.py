@@ -217,3 +217,20 @@ def test_self_check_catches_a_window_with_context_and_candidate():
         check_video(p, {"queries": [{**q, "y": [70, 72]}], "events": events})  # Y 8 clips before a copy
     with pytest.raises(AssertionError, match="occurs"):
         check_video(p, {"queries": [q], "events": events + [((0, 0), 120, 122, None)]})  # a distractor is an X
+
+
+def test_hard_negatives_share_one_word_with_a_key_pair_and_can_be_left_out():
+    from vidmamba.data.synthetic_long_context import LC_PARAMS, _distractors
+
+    keys = [(0, 0), (1, 1)]
+    p = {**LC_PARAMS, "num_verbs": 6, "num_objects": 6, "event_coverage": (0.001, 0.001)}
+    key_clips = np.arange(2000) < 100  # the key events cover more than event_coverage: no random distractors
+    pairs = [(v, o) for v, o, *_ in _distractors(p, key_clips.copy(), keys, np.random.default_rng(0))]
+    assert len(pairs) == 4 and not set(pairs) & set(keys)
+    # in order: per key pair one sharing its verb, then one sharing its object
+    assert [pairs[0][0], pairs[1][1], pairs[2][0], pairs[3][1]] == [0, 0, 1, 1]
+    assert pairs[0][1] != 0 and pairs[1][0] != 0 and pairs[2][1] != 1 and pairs[3][0] != 1
+    p["hard_negatives"] = False
+    assert _distractors(p, key_clips.copy(), keys, np.random.default_rng(0)) == []
+    with pytest.raises(ValueError, match="hard_negatives"):
+        generate_long_context_benchmark("/nonexistent", hard_negatives="no")

@@ -14,8 +14,8 @@ accuracy is 1/K per query (the *windowed ceiling*). The context-to-answer distan
 the preceding copy) is ``gap * W + max_event_clips`` clips: val videos sweep ``gaps`` (``val_videos_per_gap``
 videos each), training videos ``train_gaps``; a video is long enough to hold all its queries, context and answer
 together. Several queries per video (distinct X and Y pairs, kinds in turn), distractor events of other pairs (one
-hard negative sharing the verb and one sharing the object per key pair, then random pairs up to
-``event_coverage``).
+hard negative sharing the verb and one sharing the object per key pair unless ``hard_negatives`` is false, then
+random pairs up to ``event_coverage``).
 
 Counterfactual split ``val_cf``: the same val videos with every query's context edited and all else fixed by the
 seed (background, noise and every other event are drawn from their own random streams): anchored queries get Y moved
@@ -84,9 +84,10 @@ LC_PARAMS: dict = dict(
     stretch=(1.2, 1.5),  # video length / the longest span its queries need
     position_bins=20,
     ceiling_draws=200,
+    hard_negatives=True,  # per key pair, one distractor sharing its verb and one sharing its object
 )
 _OWN = ("window", "min_copies", "max_copies", "kinds", "gaps", "val_videos_per_gap", "train_gaps", "stretch",
-        "position_bins", "ceiling_draws")
+        "position_bins", "ceiling_draws", "hard_negatives")
 _TRIES = 30  # placements of one query before the video is lengthened
 
 
@@ -103,6 +104,8 @@ def _resolve(params: dict) -> dict:
         raise ValueError("window must be >= 1 and gaps / train_gaps lists of integers >= 1")
     if not own["gaps"] or not own["train_gaps"] or own["val_videos_per_gap"] < 1:
         raise ValueError("gaps and train_gaps must be non-empty and val_videos_per_gap >= 1")
+    if not isinstance(own["hard_negatives"], bool):
+        raise ValueError(f"hard_negatives must be true or false, got {own['hard_negatives']!r}")
     if not own["kinds"] or set(own["kinds"]) - set(KINDS):
         raise ValueError(f"kinds must be a non-empty subset of {list(KINDS)}, got {own['kinds']!r}")
     if not 3 <= own["min_copies"] <= own["max_copies"] or own["max_copies"] < 4:
@@ -314,13 +317,14 @@ def _key_pairs(p: dict, rng: np.random.Generator) -> list[tuple[int, int]]:
 
 
 def _distractors(p: dict, occ: np.ndarray, keys: list, rng: np.random.Generator) -> list[tuple[int, int, int, int]]:
-    """Events of pairs other than ``keys``: a hard negative sharing the verb and one sharing the object per key pair,
-    then random pairs until ``event_coverage`` of the video is covered (or no room is left); placed uniformly in
-    the free clips."""
+    """Events of pairs other than ``keys``: a hard negative sharing the verb and one sharing the object per key pair
+    (unless ``hard_negatives`` is false), then random pairs until ``event_coverage`` of the video is covered (or no
+    room is left); placed uniformly in the free clips."""
     nv, no, T = p["num_verbs"], p["num_objects"], len(occ)
     others = [(v, o) for v in range(nv) for o in range(no) if (v, o) not in set(keys)]
     wanted = []
-    for v, o in keys:  # one hard negative sharing the verb, one sharing the object
+    sharing = keys if p["hard_negatives"] else []
+    for v, o in sharing:  # one hard negative sharing the verb, one sharing the object
         for shared in ([c for c in others if c[0] == v], [c for c in others if c[1] == o]):
             if shared:
                 wanted.append(shared[int(rng.integers(len(shared)))])

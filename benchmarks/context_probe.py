@@ -1,0 +1,184 @@
+"""Can a mixer learn to pick the right copy of X by context, and in how many steps? Clean tokens, no detection.
+
+The long-context benchmark (``benchmarks/long_context.py``) asks a grounding model to find an event X in noisy
+features and to pick one of its copies by context. This probe keeps only the second part: every clip is a clean
+token (background, or an event of ``--event`` clips of one of ``--types`` kinds), copies of X and the context Y at
+least ``--sep`` clips apart (starts on multiples of it), and a per-clip score head trained with cross-entropy over positions (the answer's clips
+share the target). Two tasks:
+
+* ``fixed``: always "the first X after Y", X and Y the same two tokens in every sequence;
+* ``query``: as the benchmark, every sequence has its own X and Y (drawn from ``--types`` event kinds, two more
+  kinds as distractors) and its own kind: "the first X after Y", "the last X before Y", "the second / third X". The
+  query (kind, X, Y embeddings, summed) enters every clip by an adaLN-style fusion, ``LayerNorm(v) * (1 + s) + b``
+  with ``(s, b) = Linear(q)``, as HieraMamba's early fusion does, and the mixer sees the fused clips.
+
+Mixers (width 32, d_state 16): ``mamba1`` (two causal Mamba-1 mixers, pre-norm residual), ``hydra`` (one Hydra
+mixer, head width 16), ``amp`` (HieraMamba's backbone at the long-context config's width, its level-0 features:
+one Anchor-MambaPooling block, official init). AdamW lr 1e-3, weight decay 0.05, gradient clip 1, batch 8, one
+thread. Scored every ``--eval-every`` steps on 128 fresh sequences (a hit: the top-scoring clip lies in the answer);
+``steps_to_90``: the first evaluation at which every kind scores >= 90 %.
+
+    python benchmarks/context_probe.py --task fixed --mixers mamba1 hydra amp --clips 1024 4096 --steps 600
+    python benchmarks/context_probe.py --task query --mixers hydra amp --clips 1024 --steps 4000 --out /tmp/q.json
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from vidmamba.models.hieramamba import HieraMambaBackbone  # noqa: E402
+from vidmamba.ssm.hydra import Hydra  # noqa: E402
+from vidmamba.ssm.layers import RMSNorm  # noqa: E402
+from vidmamba.ssm.mamba1 import Mamba1  # noqa: E402
+from vidmamba.utils import print_and_write_json  # noqa: E402
+
+WIDTH = 32
+KINDS = ("first_after", "last_before", "second", "third")
+EVAL_SEQUENCES = 128
+
+
+def sample(rng: np.random.Generator, task: str, clips: int, sep: int, event: int, types: int):
+    """One sequence: (tokens (clips,) int64, answer start, query (kind, x, y)); token 0 is background, y = 0 for
+    the ordinal kinds (they name no context). K = 4..6 copies of X, one Y with a copy on each side, two distractor
+    events; every event starts on a multiple of ``sep``."""
+    kind, x, y = 0, 1, 2
+    if task == "query":
+        kind = int(rng.integers(len(KINDS)))
+        x, y = (int(t) for t in rng.choice(np.arange(1, types + 1), 2, replace=False))
+    others = [t for t in range(1, types + 1) if t not in (x, y)]
+    slots = np.arange(0, clips - event, sep)
+    while True:
+        copies = int(rng.integers(4, 7))
+        starts = np.sort(rng.choice(slots, size=copies + 3, replace=False))
+        roles = rng.permutation(["x"] * copies + ["y", "d", "d"])
+        xs = [int(s) for s, r in zip(starts, roles) if r == "x"]
+        ys = int(starts[list(roles).index("y")])
+        if min(xs) < ys < max(xs):
+            break
+    tokens = np.zeros(clips, np.int64)
+    for s, r in zip(starts, roles):
+        tokens[s:s + event] = x if r == "x" else y if r == "y" else others[int(rng.integers(len(others)))]
+    answer = (min(s for s in xs if s > ys), max(s for s in xs if s < ys), xs[1], xs[2])[kind]
+    return tokens, answer, (kind, x, y if KINDS[kind] in ("first_after", "last_before") else 0)
+
+
+class ProbeNet(nn.Module):
+    """tokens (b, l), query (b, 3) -> per-clip scores (b, l)."""
+
+    def __init__(self, mixer: str, types: int, clips: int, task: str):
+        super().__init__()
+        self.task = task
+        self.embed = nn.Embedding(types + 1, WIDTH)
+        self.query_kind, self.query_x, self.query_y = (nn.Embedding(n, WIDTH) for n in (len(KINDS), types + 1,
+                                                                                        types + 1))
+        self.film = nn.Linear(WIDTH, 2 * WIDTH)
+        self.mixer = mixer
+        if mixer == "amp":
+            self.backbone = HieraMambaBackbone(in_dim=WIDTH, embd_dim=WIDTH, num_blocks=1, max_seq_len=clips,
+                                               use_abs_pe=False, d_state=16, headdim=16, stride=1)
+        else:
+            count = 2 if mixer == "mamba1" else 1
+            self.layers = nn.ModuleList(Mamba1(WIDTH, d_state=16) if mixer == "mamba1" else
+                                        Hydra(WIDTH, d_state=16, headdim=16) for _ in range(count))
+            self.norms = nn.ModuleList(RMSNorm(WIDTH) for _ in range(count))
+        self.score = nn.Linear(WIDTH, 1)
+
+    def forward(self, tokens: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        x = self.embed(tokens) + 0.1 * torch.randn(*tokens.shape, WIDTH)
+        if self.task == "query":
+            q = self.query_kind(query[:, 0]) + self.query_x(query[:, 1]) + self.query_y(query[:, 2])
+            scale, shift = self.film(q).unsqueeze(1).chunk(2, -1)
+            x = F.layer_norm(x, (WIDTH,)) * (1 + scale) + shift
+        mask = torch.ones(tokens.shape, dtype=torch.bool)
+        if self.mixer == "amp":
+            x = self.backbone.encode(x, mask).feats[0]
+        else:
+            for layer, norm in zip(self.layers, self.norms):
+                x = x + layer(norm(x), mask)
+        return self.score(x).squeeze(-1)
+
+
+def run(mixer: str, task: str, clips: int, seed: int, args) -> dict:
+    """Train one probe; its learning curve and the step at which every kind first reaches 90 %."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    net = ProbeNet(mixer, args.types, clips, task)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.05)
+
+    def batch(n):
+        seqs = [sample(rng, task, clips, args.sep, args.event, args.types) for _ in range(n)]
+        return tuple(torch.tensor(np.array(col)) for col in zip(*seqs))
+
+    def evaluate() -> list[float]:
+        net.eval()
+        tokens, answer, query = batch(EVAL_SEQUENCES)
+        with torch.no_grad():
+            top = net(tokens, query).argmax(1)
+        net.train()
+        hit = ((top >= answer) & (top < answer + args.event)).float()
+        kinds = range(len(KINDS)) if task == "query" else [0]
+        return [round(100 * float(hit[query[:, 0] == k].mean()), 1) for k in kinds]
+
+    curve, steps_to_90, started = [], None, time.process_time()
+    for step in range(1, args.steps + 1):
+        tokens, answer, query = batch(args.batch)
+        logits = net(tokens, query)
+        target = torch.zeros_like(logits)
+        for i, s in enumerate(answer.tolist()):
+            target[i, s:s + args.event] = 1 / args.event
+        loss = -(target * logits.log_softmax(1)).sum(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        if step % args.eval_every == 0:
+            acc = evaluate()
+            curve.append({"step": step, "loss": round(loss.item(), 3), "acc": acc})
+            if steps_to_90 is None and min(acc) >= 90:
+                steps_to_90 = step
+    return {"mixer": mixer, "task": task, "clips": clips, "seed": seed, "kinds": list(KINDS) if task == "query"
+            else ["first_after"], "final_acc": curve[-1]["acc"], "steps_to_90": steps_to_90,
+            "cpu_s": round(time.process_time() - started, 1), "curve": curve}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--task", choices=("fixed", "query"), default="query")
+    ap.add_argument("--mixers", nargs="+", choices=("mamba1", "hydra", "amp"), default=["hydra", "amp"])
+    ap.add_argument("--clips", nargs="+", type=int, default=[1024], help="sequence lengths")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--eval-every", type=int, default=100)
+    ap.add_argument("--sep", type=int, default=64, help="event starts lie on multiples of this many clips")
+    ap.add_argument("--event", type=int, default=4, help="clips per event")
+    ap.add_argument("--types", type=int, default=8, help="event kinds (X, Y and distractors are drawn from them)")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    if min(len(range(0, n - args.event, args.sep)) for n in args.clips) < 9:
+        ap.error("every --clips needs room for 9 event starts (6 copies of X, Y, 2 distractors) every --sep clips")
+    torch.set_num_threads(1)
+    loadavg_start = os.getloadavg()
+    rows = [run(m, args.task, n, s, args) for n in args.clips for m in args.mixers for s in args.seeds]
+    print_and_write_json({
+        "benchmark": "context_probe", "command": "python benchmarks/context_probe.py " + " ".join(sys.argv[1:]),
+        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": 1, "torch": torch.__version__,
+                    "loadavg_start": loadavg_start, "loadavg_end": os.getloadavg()},
+        "rows": rows}, args.out)
+
+
+if __name__ == "__main__":
+    main()
