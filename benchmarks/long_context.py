@@ -193,6 +193,11 @@ def run_model(name: str, config: dict, runs: Path, seed: int, ceiling: dict,
             "total_s": round(time.perf_counter() - started, 1), "eval_window": window, "loadavg": os.getloadavg()}
 
 
+def with_generator(config: dict, synthetic: dict) -> dict:
+    """``config`` with ``data.synthetic`` replaced (the generator settings a results file records)."""
+    return {**config, "data": {**config["data"], "synthetic": synthetic}}
+
+
 def benchmark_root(config: dict) -> Path:
     """The folder of the config's benchmark (generated when not cached)."""
     return Path(NLQ.data_options(dict(config["data"]))["annotations"]).parent
@@ -425,14 +430,16 @@ def main(argv=None) -> int:
         return 0
     torch.set_num_threads(args.threads)
     config = apply_overrides(load_config(CONFIG), args.set)
-    root = benchmark_root(config)
-    ceiling = json.loads((root / "ceiling.json").read_text())
     try:                          # a bad --merge file or --curriculum: one line, before any training
         result = merge(args.merge) if args.merge else None
         for name in args.models:
             stages(name, config, args.curriculum)
     except (OSError, ValueError) as err:
         raise SystemExit(f"long_context.py: {err}")
+    if result is not None:        # merged runs are scored against the data they ran on, not this call's config
+        config = with_generator(config, result["synthetic"])
+    root = benchmark_root(config)
+    ceiling = json.loads((root / "ceiling.json").read_text())
     if args.merge:
         result["ceiling_file"] = ceiling
         finish(result, args.out)

@@ -95,3 +95,16 @@ def test_merge_keeps_each_runs_setting_and_refuses_other_data(tmp_path):
     assert [r["overrides"] for r in again["runs"]] == [["train.epochs=16"], [], ["x=1"]]
     with pytest.raises(ValueError, match="data_sizes"):
         lc.merge([a, part("d.json", [], {"val_queries": 8}, 0)])
+
+
+def test_a_merge_is_scored_against_the_data_its_runs_used(tmp_path, monkeypatch):
+    """The ceiling of a merge comes from the runs' recorded generator settings, not from the config's defaults."""
+    seen = []
+    monkeypatch.setattr(lc, "benchmark_root", lambda config: seen.append(config["data"]["synthetic"]) or tmp_path)
+    monkeypatch.setattr(lc, "finish", lambda result, out: None)
+    (tmp_path / "ceiling.json").write_text("{}")
+    run = {"synthetic": {"generator": "long_context", "obs_noise": 0.0}, "data_sizes": {}, "rows": [],
+           "baselines": [], "command": "c", "machine": {}}
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    assert lc.main(["--merge", str(tmp_path / "run.json"), "--out", str(tmp_path / "m.json")]) == 0
+    assert seen == [run["synthetic"]]
