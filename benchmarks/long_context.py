@@ -430,16 +430,16 @@ def main(argv=None) -> int:
         return 0
     torch.set_num_threads(args.threads)
     config = apply_overrides(load_config(CONFIG), args.set)
-    try:                          # a bad --merge file or --curriculum: one line, before any training
+    try:                          # a bad --merge file, generator setting or --curriculum: one line, before training
         result = merge(args.merge) if args.merge else None
+        if result is not None:    # merged runs are scored against the data they ran on, not this call's config
+            config = with_generator(config, result["synthetic"])
+        root = benchmark_root(config)
+        ceiling = json.loads((root / "ceiling.json").read_text())
         for name in args.models:
             stages(name, config, args.curriculum)
-    except (OSError, ValueError) as err:
+    except (OSError, TypeError, ValueError) as err:
         raise SystemExit(f"long_context.py: {err}")
-    if result is not None:        # merged runs are scored against the data they ran on, not this call's config
-        config = with_generator(config, result["synthetic"])
-    root = benchmark_root(config)
-    ceiling = json.loads((root / "ceiling.json").read_text())
     if args.merge:
         result["ceiling_file"] = ceiling
         finish(result, args.out)

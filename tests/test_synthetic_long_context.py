@@ -204,6 +204,11 @@ def test_bad_parameters_are_one_clear_error():
         generate_long_context_benchmark("/nonexistent", gap=3)
     with pytest.raises(ValueError, match="kinds"):
         generate_long_context_benchmark("/nonexistent", kinds=["fifth"])
+    from vidmamba.errors import ConfigError  # through a config: the error the CLI prints as one line
+    with pytest.raises(ConfigError, match=r"data\.synthetic: hard_negatives must be true or false"):
+        ensure_synthetic_snag({"generator": "long_context", "hard_negatives": "maybe"})
+    with pytest.raises(ConfigError, match=r"data\.synthetic: unknown .*'gap'"):
+        ensure_synthetic_snag({"generator": "long_context", "gap": 3})
 
 
 def test_self_check_catches_a_window_with_context_and_candidate():

@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError
 from .cache import build_atomically, meta_matches, params_cache_dir, read_meta
 from .synthetic import (CLIP_LEN, DEFAULT_PARAMS, _background_latent, _paint_event, _resolve_params, _sample_len,
                         _saliency, _World, save_npz_deterministic)
@@ -546,5 +547,9 @@ def ensure_synthetic_snag(params: dict) -> Path:
     if generator == "long":
         return ensure_long_benchmark(**params)
     if generator == "long_context":
+        try:
+            _resolve(params)
+        except (TypeError, ValueError) as err:  # a config's mistake: one line naming the section
+            raise ConfigError(f"data.synthetic: {err}") from None
         return ensure_long_context_benchmark(**params)
-    raise ValueError(f"data.synthetic.generator: expected 'long' or 'long_context', got {generator!r}")
+    raise ConfigError(f"data.synthetic.generator: expected 'long' or 'long_context', got {generator!r}")
