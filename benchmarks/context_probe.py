@@ -3,8 +3,8 @@
 The long-context benchmark (``benchmarks/long_context.py``) asks a grounding model to find an event X in noisy
 features and to pick one of its copies by context. This probe keeps only the second part: every clip is a clean
 token (background, or an event of ``--event`` clips of one of ``--types`` kinds), copies of X and the context Y at
-least ``--sep`` clips apart (starts on multiples of it), and a per-clip score head trained with cross-entropy over positions (the answer's clips
-share the target). Two tasks:
+least ``--sep`` clips apart (starts on multiples of it), and a per-clip score head trained with cross-entropy over
+positions (the answer's clips share the target). Two tasks:
 
 * ``fixed``: always "the first X after Y", X and Y the same two tokens in every sequence;
 * ``query``: as the benchmark, every sequence has its own X and Y (drawn from ``--types`` event kinds, two more
@@ -83,7 +83,7 @@ class ProbeNet(nn.Module):
         self.embed = nn.Embedding(types + 1, WIDTH)
         self.query_kind, self.query_x, self.query_y = (nn.Embedding(n, WIDTH) for n in (len(KINDS), types + 1,
                                                                                         types + 1))
-        self.film = nn.Linear(WIDTH, 2 * WIDTH)
+        self.film = nn.Linear(WIDTH, 2 * WIDTH)  # built for both tasks: the mixer's initial weights follow them
         self.mixer = mixer
         if mixer == "amp":
             self.backbone = HieraMambaBackbone(in_dim=WIDTH, embd_dim=WIDTH, num_blocks=1, max_seq_len=clips,

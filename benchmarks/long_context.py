@@ -438,7 +438,7 @@ def main(argv=None) -> int:
         ceiling = json.loads((root / "ceiling.json").read_text())
         for name in args.models:
             stages(name, config, args.curriculum)
-    except (OSError, TypeError, ValueError) as err:
+    except (OSError, ValueError) as err:
         raise SystemExit(f"long_context.py: {err}")
     if args.merge:
         result["ceiling_file"] = ceiling

@@ -209,6 +209,8 @@ def test_bad_parameters_are_one_clear_error():
         ensure_synthetic_snag({"generator": "long_context", "hard_negatives": "maybe"})
     with pytest.raises(ConfigError, match=r"data\.synthetic: unknown .*'gap'"):
         ensure_synthetic_snag({"generator": "long_context", "gap": 3})
+    with pytest.raises(ConfigError, match=r"data\.synthetic: unknown long synthetic .*'num_videos'"):
+        ensure_synthetic_snag({"num_videos": 3})                    # the default generator, "long"
 
 
 def test_self_check_catches_a_window_with_context_and_candidate():

@@ -53,7 +53,7 @@ from ..errors import ConfigError
 from .cache import build_atomically, meta_matches, params_cache_dir, read_meta
 from .synthetic import (CLIP_LEN, DEFAULT_PARAMS, _background_latent, _paint_event, _resolve_params, _sample_len,
                         _saliency, _World, save_npz_deterministic)
-from .synthetic_long import SNAG_GRID, ensure_long_benchmark
+from .synthetic_long import SNAG_GRID, _resolve as _resolve_long, ensure_long_benchmark
 
 __all__ = ["LC_GENERATOR_VERSION", "LC_PARAMS", "KINDS", "SNAG_GRID", "generate_long_context_benchmark",
            "ensure_long_context_benchmark", "ensure_synthetic_snag", "window_conflicts", "read_meta"]
@@ -541,15 +541,16 @@ def ensure_long_context_benchmark(cache_dir=None, **params) -> Path:
 def ensure_synthetic_snag(params: dict) -> Path:
     """The cached SnAG-format synthetic benchmark of a config's ``data.synthetic``: ``generator`` "long" (default,
     :func:`vidmamba.data.synthetic_long.ensure_long_benchmark`) or "long_context" (this module), the other keys its
-    parameters."""
+    parameters. A bad parameter is a :class:`~vidmamba.errors.ConfigError` naming ``data.synthetic``."""
     params = dict(params)
     generator = params.pop("generator", "long")
-    if generator == "long":
-        return ensure_long_benchmark(**params)
-    if generator == "long_context":
-        try:
-            _resolve(params)
-        except (TypeError, ValueError) as err:  # a config's mistake: one line naming the section
-            raise ConfigError(f"data.synthetic: {err}") from None
-        return ensure_long_context_benchmark(**params)
-    raise ConfigError(f"data.synthetic.generator: expected 'long' or 'long_context', got {generator!r}")
+    generators = {"long": (_resolve_long, ensure_long_benchmark),
+                  "long_context": (_resolve, ensure_long_context_benchmark)}
+    if generator not in generators:
+        raise ConfigError(f"data.synthetic.generator: expected 'long' or 'long_context', got {generator!r}")
+    resolve, ensure = generators[generator]
+    try:
+        resolve(params)
+    except (TypeError, ValueError) as err:  # a config's mistake: one line naming the section
+        raise ConfigError(f"data.synthetic: {err}") from None
+    return ensure(**params)
