@@ -4,7 +4,9 @@ The long-context benchmark (``benchmarks/long_context.py``) asks a grounding mod
 features and to pick one of its copies by context. This probe keeps only the second part: every clip is a clean
 token (background, or an event of ``--event`` clips of one of ``--types`` kinds), copies of X and the context Y at
 least ``--sep`` clips apart (starts on multiples of it), and a per-clip score head trained with cross-entropy over
-positions (the answer's clips share the target). Two tasks:
+positions (the answer's clips share the target; ``--loss focal``: HieraMamba's classification loss instead, a sigmoid
+focal loss per clip with the model's defaults, answer clips positive, summed and divided by the positives). Two
+tasks:
 
 * ``fixed``: always "the first X after Y", X and Y the same two tokens in every sequence;
 * ``query``: as the benchmark, every sequence has its own X and Y (drawn from ``--types`` event kinds, two more
@@ -38,7 +40,8 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from vidmamba.models.hieramamba import HieraMambaBackbone  # noqa: E402
+from vidmamba.models.hieramamba import HieraMambaBackbone, HieraMambaConfig  # noqa: E402
+from vidmamba.nn.losses import sigmoid_focal_loss  # noqa: E402
 from vidmamba.ssm.hydra import Hydra  # noqa: E402
 from vidmamba.ssm.layers import RMSNorm  # noqa: E402
 from vidmamba.ssm.mamba1 import Mamba1  # noqa: E402
@@ -137,8 +140,13 @@ def run(mixer: str, task: str, clips: int, seed: int, args) -> dict:
         logits = net(tokens, query)
         target = torch.zeros_like(logits)
         for i, s in enumerate(answer.tolist()):
-            target[i, s:s + args.event] = 1 / args.event
-        loss = -(target * logits.log_softmax(1)).sum(1).mean()
+            target[i, s:s + args.event] = 1
+        if args.loss == "focal":
+            cfg = HieraMambaConfig()
+            loss = sigmoid_focal_loss(logits, target, cfg.focal_alpha, cfg.focal_gamma, cfg.label_smoothing,
+                                      reduction="sum") / target.sum()
+        else:
+            loss = -(target / args.event * logits.log_softmax(1)).sum(1).mean()
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -148,9 +156,9 @@ def run(mixer: str, task: str, clips: int, seed: int, args) -> dict:
             curve.append({"step": step, "loss": round(loss.item(), 3), "acc": acc})
             if steps_to_90 is None and min(acc) >= 90:
                 steps_to_90 = step
-    return {"mixer": mixer, "task": task, "clips": clips, "seed": seed, "kinds": list(KINDS) if task == "query"
-            else ["first_after"], "final_acc": curve[-1]["acc"], "steps_to_90": steps_to_90,
-            "cpu_s": round(time.process_time() - started, 1), "curve": curve}
+    return {"mixer": mixer, "task": task, "loss": args.loss, "clips": clips, "seed": seed,
+            "kinds": list(KINDS) if task == "query" else ["first_after"], "final_acc": curve[-1]["acc"],
+            "steps_to_90": steps_to_90, "cpu_s": round(time.process_time() - started, 1), "curve": curve}
 
 
 def main(argv=None) -> None:
@@ -165,6 +173,8 @@ def main(argv=None) -> None:
     ap.add_argument("--sep", type=int, default=64, help="event starts lie on multiples of this many clips")
     ap.add_argument("--event", type=int, default=4, help="clips per event")
     ap.add_argument("--types", type=int, default=8, help="event kinds (X, Y and distractors are drawn from them)")
+    ap.add_argument("--loss", choices=("softmax", "focal"), default="softmax",
+                    help="softmax: cross-entropy over positions; focal: HieraMamba's per-clip sigmoid focal loss")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     if min(len(range(0, n - args.event, args.sep)) for n in args.clips) < 9:

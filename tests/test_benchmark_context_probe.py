@@ -5,6 +5,7 @@ import importlib.util
 import pathlib
 
 import numpy as np
+import pytest
 
 _PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "context_probe.py"
 _spec = importlib.util.spec_from_file_location("bench_context_probe", _PATH)
@@ -38,8 +39,10 @@ def test_answers_follow_the_query_read_from_the_tokens():
     assert query == (0, 1, 2) and answer == min(s for s in _runs(tokens, 1) if s > _runs(tokens, 2)[0])
 
 
-def test_a_short_run_reports_its_curve():
-    args = argparse.Namespace(types=8, sep=64, event=4, batch=2, steps=4, eval_every=2)
+@pytest.mark.parametrize("loss", ["softmax", "focal"])
+def test_a_short_run_reports_its_curve(loss):
+    args = argparse.Namespace(types=8, sep=64, event=4, batch=2, steps=4, eval_every=2, loss=loss)
     row = cp.run("hydra", "query", 640, 0, args)
+    assert row["loss"] == loss and all(np.isfinite(p["loss"]) for p in row["curve"])
     assert [p["step"] for p in row["curve"]] == [2, 4] and len(row["final_acc"]) == 4
     assert all(0 <= a <= 100 for a in row["final_acc"]) and row["steps_to_90"] in (None, 2, 4)
