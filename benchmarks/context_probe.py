@@ -134,6 +134,7 @@ def run(mixer: str, task: str, clips: int, seed: int, args) -> dict:
         kinds = range(len(KINDS)) if task == "query" else [0]
         return [round(100 * float(hit[query[:, 0] == k].mean()), 1) for k in kinds]
 
+    focal = HieraMambaConfig()  # --loss focal: the model's loss settings
     curve, steps_to_90, started = [], None, time.process_time()
     for step in range(1, args.steps + 1):
         tokens, answer, query = batch(args.batch)
@@ -142,8 +143,7 @@ def run(mixer: str, task: str, clips: int, seed: int, args) -> dict:
         for i, s in enumerate(answer.tolist()):
             target[i, s:s + args.event] = 1
         if args.loss == "focal":
-            cfg = HieraMambaConfig()
-            loss = sigmoid_focal_loss(logits, target, cfg.focal_alpha, cfg.focal_gamma, cfg.label_smoothing,
+            loss = sigmoid_focal_loss(logits, target, focal.focal_alpha, focal.focal_gamma, focal.label_smoothing,
                                       reduction="sum") / target.sum()
         else:
             loss = -(target / args.event * logits.log_softmax(1)).sum(1).mean()
