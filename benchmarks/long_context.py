@@ -20,14 +20,19 @@ Scores: R1@0.5 (percent) on val per gap and per query kind; for the whole-video 
 split ``val_cf`` (the same videos with each query's context edited so that another copy of X is the answer; a
 windowed model's windows without the edit answer as before) and the flip rate = the fraction of queries answered
 right on both the original and the counterfactual video (a model that ignores the context cannot do both: only the
-context differs); ``any_copy``: the top-1 hits some copy of X (finding X, without the context). Baselines without training, on the same files: ``random`` (a span of an event's
-length at a uniform place), ``position-only`` (the training answers' most frequent place in the video, ignoring the
-query) and ``text-only`` (the same per query kind, read from the query text).
+context differs); ``any_copy``: the top-1 hits some copy of X (finding X, without the context); ``stay``: the
+counterfactual top-1 lies where the original's did (the answer did not move with the context); ``misled``: on the
+queries whose position rule (ceiling.json) misses the answer, how often the top-1 takes the rule's pick instead (a
+model that answers a place) and how often the answer. Baselines without training, on the same files: ``random`` (a
+span of an event's length at a uniform place), ``position-only`` (the training answers' most frequent place in the
+video, ignoring the query) and ``text-only`` (the same per query kind, read from the query text).
 
     python benchmarks/long_context.py                                  # every model, seed 0
     python benchmarks/long_context.py --models hieramamba --seeds 0 1 2 --out /tmp/h.json
     python benchmarks/long_context.py --merge /tmp/h.json /tmp/t.json  # one results file + the figure
     python benchmarks/long_context.py --render benchmarks/results_long_context.json
+    python benchmarks/long_context.py --rescore /tmp/h.json --runs RUNS --out /tmp/h2.json  # scored again from
+                                                                       # the predictions saved under RUNS
 """
 from __future__ import annotations
 
@@ -137,10 +142,14 @@ def truths(ceiling: dict) -> dict[str, dict[str, list]]:
             "any": {f"qid{q['qid']}": [sec(c) for c in q["candidates"]] for q in qs}}
 
 
-def score(ceiling: dict, val: dict[str, bool], cf: dict[str, bool] | None, any_copy: dict[str, bool]) -> dict:
+def score(ceiling: dict, val: dict[str, bool], cf: dict[str, bool] | None, any_copy: dict[str, bool],
+          stay: dict[str, bool] | None = None, on_position: dict[str, bool] | None = None) -> dict:
     """Percent of queries: R1@0.5 overall, per gap, per kind and per gap x kind; R1@0.5 on the counterfactual
     split and the flip rate (None without ``cf``); ``any_copy``: the top-1 hits some copy of X (localisation
-    without the context)."""
+    without the context); ``stay``: the counterfactual top-1 hits the original top-1 (the answer did not move);
+    ``misled``: over the queries whose position rule (ceiling.json ``position_best``) misses the answer, the top-1
+    on a copy the rule ranks first (``follows``; ``chance`` for a uniform pick among the copies) or on the answer
+    (``right``)."""
     def pct(sel, fn):
         if fn is None or not sel:
             return None
@@ -151,7 +160,14 @@ def score(ceiling: dict, val: dict[str, bool], cf: dict[str, bool] | None, any_c
     flip = (lambda q: val[f"qid{q['qid']}"] and cf[f"qid{q['cf_qid']}"]) if cf else None  # noqa: E731
     on_cf = (lambda q: cf[f"qid{q['cf_qid']}"]) if cf else None  # noqa: E731
     copy = lambda q: any_copy[f"qid{q['qid']}"]  # noqa: E731
-    out = {"R1@0.5": pct(qs, orig), "cf_R1@0.5": pct(qs, on_cf), "flip": pct(qs, flip), "any_copy": pct(qs, copy)}
+    stays = (lambda q: stay[f"qid{q['cf_qid']}"]) if stay else None  # noqa: E731
+    out = {"R1@0.5": pct(qs, orig), "cf_R1@0.5": pct(qs, on_cf), "flip": pct(qs, flip), "any_copy": pct(qs, copy),
+           "stay": pct(qs, stays), "misled": None}
+    if on_position is not None:
+        wrong = [q for q in qs if q["answer"] not in q["position_best"]]
+        out["misled"] = {"queries": len(wrong), "follows": pct(wrong, lambda q: on_position[f"qid{q['qid']}"]),
+                         "right": pct(wrong, orig),
+                         "chance": pct(wrong, lambda q: len(q["position_best"]) / len(q["candidates"]))}
     gaps = sorted({q["gap"] for q in qs})
     kinds = sorted({q["kind"] for q in qs})
     out["by_gap"] = {str(g): {"R1@0.5": pct([q for q in qs if q["gap"] == g], orig),
@@ -162,6 +178,31 @@ def score(ceiling: dict, val: dict[str, bool], cf: dict[str, bool] | None, any_c
     out["by_gap_kind"] = {f"{g}/{k}": pct([q for q in qs if q["gap"] == g and q["kind"] == k], orig)
                           for g in gaps for k in kinds}
     return out
+
+
+def scored_predictions(ceiling: dict, preds: dict[str, list[dict]]) -> dict:
+    """:func:`score` of a model's prediction rows (``{"val": rows, "val_cf": rows}``, val_cf absent for a windowed
+    model); ``misled`` needs ceiling.json's ``position_best``."""
+    truth = truths(ceiling)
+    val, any_copy = hits(preds["val"], truth["val"]), hits(preds["val"], truth["any"])
+    cf = stay = on_position = None
+    if "val_cf" in preds:
+        cf = hits(preds["val_cf"], truth["val_cf"])
+        top1 = {r["qid"]: (r["pred_relevant_windows"] or [[0.0, 0.0]])[0][:2] for r in preds["val"]}
+        stay = hits(preds["val_cf"], {f"qid{q['cf_qid']}": [top1[f"qid{q['qid']}"]] for q in ceiling["queries"]})
+    if all("position_best" in q for q in ceiling["queries"]):
+        sec = lambda w: [CLIP_LEN * w[0], CLIP_LEN * w[1]]  # noqa: E731
+        on_position = hits(preds["val"], {f"qid{q['qid']}": [sec(q["candidates"][i]) for i in q["position_best"]]
+                                          for q in ceiling["queries"]})
+    return score(ceiling, val, cf, any_copy, stay, on_position)
+
+
+def read_predictions(eval_dir: Path, windowed: bool) -> dict[str, list[dict]]:
+    """The prediction rows an evaluation wrote into ``eval_dir`` (``<split>_preds.jsonl``; val, and val_cf unless
+    ``windowed``)."""
+    splits = ("val",) if windowed else ("val", "val_cf")
+    return {s: [json.loads(line) for line in (eval_dir / f"{s}_preds.jsonl").read_text().splitlines()]
+            for s in splits}
 
 
 def run_model(name: str, config: dict, runs: Path, seed: int, ceiling: dict,
@@ -182,12 +223,9 @@ def run_model(name: str, config: dict, runs: Path, seed: int, ceiling: dict,
     splits = ("val",) if window else ("val", "val_cf")
     preds = {split: NLQ.evaluate(init, init.parent / "eval", split=split, data={"eval_window": window})[1]
              for split in splits}
-    truth = truths(ceiling)
-    val, any_copy = hits(preds["val"], truth["val"]), hits(preds["val"], truth["any"])
-    cf = hits(preds["val_cf"], truth["val_cf"]) if "val_cf" in preds else None
     model, _ = NLQ.load_trained(init)
     return {"model": name, "seed": seed, "params": sum(p.numel() for p in model.parameters()),
-            "scores": score(ceiling, val, cf, any_copy), "final_train_loss": summary["train"]["loss"],
+            "scores": scored_predictions(ceiling, preds), "final_train_loss": summary["train"]["loss"],
             "steps": steps, "curriculum": [] if window else curriculum, "train_s": round(train_s, 1),
             "eval_s": round(time.perf_counter() - started_eval, 1),
             "total_s": round(time.perf_counter() - started, 1), "eval_window": window, "loadavg": os.getloadavg()}
@@ -261,10 +299,12 @@ def _mean_scores(scores: list[dict]):
 
 # ---------------------------------------------------------------------------------------------------- summarising
 def summarise(rows: list[dict], ceiling: dict) -> dict:
-    """Per model: R1@0.5 and flip rate overall and per gap, mean and sample std over seeds (percent); the ceilings."""
+    """Per model: R1@0.5 and flip rate overall and per gap, stay and misled, mean and sample std over seeds
+    (percent); the ceilings."""
     out = {"ceiling": {"windowed": round(100 * ceiling["overall"]["windowed"], 2),
                        "position": round(100 * ceiling["overall"]["position"], 2),
-                       "by_gap": {g: {"windowed": round(100 * c["windowed"], 2), "position": round(100 * c["position"], 2),
+                       "by_gap": {g: {"windowed": round(100 * c["windowed"], 2),
+                                      "position": round(100 * c["position"], 2),
                                       "position_mc": round(100 * c["position_mc"], 2)}
                                   for g, c in ceiling["by_gap"].items()}},
            "models": {}}
@@ -280,7 +320,8 @@ def summarise(rows: list[dict], ceiling: dict) -> dict:
         out["models"][name] = {
             "seeds": [r["seed"] for r in rs], "R1@0.5": ms(lambda s: s["R1@0.5"]),
             "cf_R1@0.5": ms(lambda s: s["cf_R1@0.5"]), "flip": ms(lambda s: s["flip"]),
-            "any_copy": ms(lambda s: s["any_copy"]),
+            "any_copy": ms(lambda s: s["any_copy"]), "stay": ms(lambda s: s.get("stay")),
+            "misled": {k: ms(lambda s: (s.get("misled") or {}).get(k)) for k in ("follows", "right", "chance")},
             "by_gap": {g: {k: ms(lambda s: s["by_gap"][g][k]) for k in ("R1@0.5", "flip", "any_copy")}
                        for g in rs[0]["scores"]["by_gap"]},
             "by_kind": {k: ms(lambda s: s["by_kind"][k]["R1@0.5"]) for k in rs[0]["scores"]["by_kind"]}}
@@ -309,24 +350,32 @@ def goals(summary: dict) -> dict:
 
 
 def render(result: dict) -> str:
-    """Markdown table: R1@0.5 per gap (mean ± std over seeds), overall, counterfactual, flip rate."""
+    """Markdown table: R1@0.5 per gap (mean ± std over seeds), overall, counterfactual, flip rate, top-1 on some
+    copy, the answer staying on the counterfactual, and where the position rule misleads: the top-1 on its pick /
+    right (a uniform pick's chance of the first)."""
     s = result["summary"]
     gaps = list(s["ceiling"]["by_gap"])
     head = ("| model | seeds | " + " | ".join(f"gap {g}W" for g in gaps)
-            + " | all | counterfactual | flip rate | top-1 on some copy of X |")
-    lines = [head, "|---|---:|" + "---:|" * (len(gaps) + 4)]
+            + " | all | counterfactual | flip rate | top-1 on some copy of X | stays on the counterfactual "
+              "| position misleads: follows / right (chance) |")
+    lines = [head, "|---|---:|" + "---:|" * (len(gaps) + 6)]
     for name, g in s["models"].items():
         one = len(g["seeds"]) == 1  # no spread to show
         fmt = lambda v: "-" if v is None else f"{v[0]:.1f}" if one else f"{v[0]:.1f} ± {v[1]:.1f}"  # noqa: E731
+        misled = g.get("misled") or {}
+        led = ("-" if misled.get("follows") is None else
+               f"{misled['follows'][0]:.1f} / {misled['right'][0]:.1f} ({misled['chance'][0]:.1f})")
         lines.append(f"| {name} | {len(g['seeds'])} | " + " | ".join(fmt(g["by_gap"][k]["R1@0.5"]) for k in gaps)
-                     + f" | {fmt(g['R1@0.5'])} | {fmt(g['cf_R1@0.5'])} | {fmt(g['flip'])} | {fmt(g['any_copy'])} |")
+                     + f" | {fmt(g['R1@0.5'])} | {fmt(g['cf_R1@0.5'])} | {fmt(g['flip'])} | {fmt(g['any_copy'])} "
+                       f"| {fmt(g.get('stay'))} | {led} |")
     for r in result["baselines"]:
         sc = r["scores"]
         lines.append(f"| {r['model']} | - | " + " | ".join(f"{sc['by_gap'][k]['R1@0.5']:.1f}" for k in gaps)
-                     + f" | {sc['R1@0.5']:.1f} | {sc['cf_R1@0.5']:.1f} | {sc['flip']:.1f} | {sc['any_copy']:.1f} |")
+                     + f" | {sc['R1@0.5']:.1f} | {sc['cf_R1@0.5']:.1f} | {sc['flip']:.1f} | {sc['any_copy']:.1f} "
+                       "| - | - |")
     for key, label in (("windowed", "windowed ceiling E[1/K]"), ("position", "position-aware ceiling")):
         lines.append(f"| {label} | - | " + " | ".join(f"{s['ceiling']['by_gap'][k][key]:.1f}" for k in gaps)
-                     + f" | {s['ceiling'][key]:.1f} | - | - | - |")
+                     + f" | {s['ceiling'][key]:.1f} | - | - | - | - | - |")
     lines += ["", "Goals: " + json.dumps(result.get("goals", {}))]
     return "\n".join(lines)
 
@@ -376,29 +425,47 @@ def finish(result: dict, out: Path, quiet: bool = False) -> None:
         print(render(result))
 
 
+def read_results(path: Path) -> dict:
+    """A results file of this script (ValueError naming the file when it is not one)."""
+    part = json.loads(path.read_text())
+    missing = [k for k in ("synthetic", "data_sizes", "rows", "baselines") if k not in part]
+    if missing:
+        raise ValueError(f"{path}: not a results file of this script (no {missing[0]!r})")
+    return part
+
+
 def merge(files: list[Path]) -> dict:
     """One result from several runs of this script on the same benchmark data (generator settings and split
     sizes): all model rows, the first's baselines; ``runs`` keeps each run's command, machine, config and overrides
     (a run's overrides may set what a later config file holds)."""
-    parts = []
-    for f in files:
-        part = json.loads(f.read_text())
-        missing = [k for k in ("synthetic", "data_sizes", "rows", "baselines") if k not in part]
-        if missing:
-            raise ValueError(f"{f}: not a results file of this script (no {missing[0]!r})")
-        parts.append(part)
+    parts = [read_results(f) for f in files]
     for key in ("synthetic", "data_sizes"):
         if any(p[key] != parts[0][key] for p in parts):
             raise ValueError(f"cannot merge results of different benchmark data: {key!r} differs")
     result = {k: v for k, v in parts[0].items() if k not in ("rows", "summary", "goals", "runs", "command",
-                                                              "machine", "config", "overrides")}
+                                                              "machine", "config", "overrides", "rescore_command")}
     result["runs"] = []
     for p in parts:
         setting = {k: p[k] for k in ("config", "overrides") if k in p}           # a merged file's runs hold theirs
-        runs = p["runs"] if "runs" in p else [{"command": p["command"], "machine": p["machine"]}]
+        runs = p["runs"] if "runs" in p else [{k: p[k] for k in ("command", "machine", "rescore_command") if k in p}]
         result["runs"] += [{**setting, **r} for r in runs]
     result["rows"] = [r for p in parts for r in p["rows"]]
     return result
+
+
+def rescore(result: dict, ceiling: dict, sizes: dict, runs: Path | None) -> None:
+    """Replace the scores of ``result``'s rows by :func:`scored_predictions` of the predictions their last stage
+    saved under ``runs`` (``<model>-s<seed>-stage<i>/eval``), scored against ``ceiling`` of the same data."""
+    if runs is None:
+        raise ValueError("--rescore needs --runs: the folder the results file's runs wrote")
+    if result["data_sizes"] != sizes:
+        raise ValueError("--rescore: the results file's benchmark data differ from this generator's (data_sizes)")
+    for row in result["rows"]:
+        stage_dirs = sorted(runs.glob(f"{row['model']}-s{row['seed']}-stage*/eval"),
+                            key=lambda d: int(d.parent.name.rsplit("stage", 1)[1]))
+        if not stage_dirs:
+            raise ValueError(f"--rescore: no {row['model']}-s{row['seed']}-stage*/eval under {runs}")
+        row["scores"] = scored_predictions(ceiling, read_predictions(stage_dirs[-1], row["eval_window"] is not None))
 
 
 def _stage_arg(text: str) -> tuple[int, int]:
@@ -424,6 +491,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--merge", nargs="+", type=Path, metavar="RESULTS_JSON", help="merge results files into --out")
     ap.add_argument("--render", type=Path, metavar="RESULTS_JSON", help="print the table of a results file")
+    ap.add_argument("--rescore", type=Path, metavar="RESULTS_JSON",
+                    help="score a results file's runs again from the predictions they saved under --runs into --out")
     args = ap.parse_args(argv)
     if args.render:
         print(render(json.loads(args.render.read_text())))
@@ -431,16 +500,22 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     config = apply_overrides(load_config(CONFIG), args.set)
     try:                          # a bad --merge file, generator setting or --curriculum: one line, before training
-        result = merge(args.merge) if args.merge else None
-        if result is not None:    # merged runs are scored against the data they ran on, not this call's config
+        result = (merge(args.merge) if args.merge else read_results(args.rescore) if args.rescore
+                  else None)
+        if result is not None:    # earlier runs are scored against the data they ran on, not this call's config
             config = with_generator(config, result["synthetic"])
         root = benchmark_root(config)
         ceiling = json.loads((root / "ceiling.json").read_text())
         for name in args.models:
             stages(name, config, args.curriculum)
+        if args.rescore:
+            rescore(result, ceiling, json.loads((root / "meta.json").read_text())["sizes"], args.runs)
     except (OSError, ValueError) as err:
         raise SystemExit(f"long_context.py: {err}")
-    if args.merge:
+    if result is not None:
+        if args.rescore:
+            result["rescore_command"] = "python benchmarks/long_context.py " + " ".join(
+                argv if argv is not None else sys.argv[1:])
         result["ceiling_file"] = ceiling
         finish(result, args.out)
         return 0

@@ -16,13 +16,15 @@ _spec.loader.exec_module(lc)
 
 
 def _ceiling():
-    """Two queries, each with three copies of X (clips); the answers and their counterfactuals by hand."""
+    """Two queries, each with three copies of X (clips); the answers, their counterfactuals and the position
+    rule's picks by hand (the rule is right on the first query, wrong on the second)."""
     q = dict(kind="second", gap=1, T=900, K=3, windowed=1 / 3, position=0.0, context=[0, 4], y=None, cf_y=None,
              cf_deleted=0)
     return {"queries": [{**q, "qid": 0, "cf_qid": 10, "candidates": [[0, 4], [300, 306], [600, 603]], "answer": 1,
-                         "cf_answer": 2},
+                         "cf_answer": 2, "position_best": [1]},
                         {**q, "qid": 1, "cf_qid": 11, "kind": "third", "gap": 4,
-                         "candidates": [[10, 14], [200, 204], [500, 510]], "answer": 1, "cf_answer": 2}]}
+                         "candidates": [[10, 14], [200, 204], [500, 510]], "answer": 1, "cf_answer": 2,
+                         "position_best": [0, 2]}]}
 
 
 def test_hits_and_flip_rate_by_hand():
@@ -39,6 +41,47 @@ def test_hits_and_flip_rate_by_hand():
     assert (s["R1@0.5"], s["cf_R1@0.5"], s["flip"], s["any_copy"]) == (50.0, 100.0, 50.0, 100.0)
     assert s["by_gap"]["4"] == {"R1@0.5": 0.0, "flip": 0.0, "any_copy": 100.0}
     assert lc.score(c, val, None, any_copy)["flip"] is None  # windowed models: no counterfactual pass
+
+
+def test_stay_and_misled_by_hand(tmp_path):
+    """From saved prediction files: query 0 answered right, then at the same place on the counterfactual (stays,
+    wrong there); query 1 (its position rule picks copies 0 or 2) answered at copy 0 (follows the rule), then at
+    its counterfactual answer (moved)."""
+    c = _ceiling()
+    lines = {"val": [{"qid": "qid0", "pred_relevant_windows": [[600.0, 612.0, 0.9]]},
+                     {"qid": "qid1", "pred_relevant_windows": [[20.0, 28.0, 0.8]]}],
+             "val_cf": [{"qid": "qid10", "pred_relevant_windows": [[602.0, 612.0, 0.7]]},   # IoU 10/12 with qid0's
+                        {"qid": "qid11", "pred_relevant_windows": [[1000.0, 1020.0, 0.9]]}]}
+    for split, rows in lines.items():
+        (tmp_path / f"{split}_preds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    s = lc.scored_predictions(c, lc.read_predictions(tmp_path, windowed=False))
+    assert (s["R1@0.5"], s["cf_R1@0.5"], s["flip"], s["stay"]) == (50.0, 50.0, 0.0, 50.0)
+    # the rule misses query 1's answer: the top-1 took its pick; a uniform pick would take one of its 2 of 3 copies
+    assert s["misled"] == {"queries": 1, "follows": 100.0, "right": 0.0, "chance": 66.67}
+    windowed = lc.scored_predictions(c, lc.read_predictions(tmp_path, windowed=True))
+    assert windowed["stay"] is None and windowed["misled"]["follows"] == 100.0
+    old = {"queries": [{k: v for k, v in q.items() if k != "position_best"} for q in c["queries"]]}
+    assert lc.scored_predictions(old, lc.read_predictions(tmp_path, windowed=False))["misled"] is None
+
+
+def test_rescore_reads_each_rows_last_stage(tmp_path):
+    c = _ceiling()
+    for stage, top in ((0, 20.0), (1, 600.0), (10, 1200.0)):  # stage 10 is the last (sorted as a number)
+        d = tmp_path / "runs" / f"hieramamba-s2-stage{stage}" / "eval"
+        d.mkdir(parents=True)
+        for split, qids in (("val", ("qid0", "qid1")), ("val_cf", ("qid10", "qid11"))):
+            (d / f"{split}_preds.jsonl").write_text("".join(
+                json.dumps({"qid": q, "pred_relevant_windows": [[top, top + 12.0, 1.0]]}) + "\n" for q in qids))
+    result = {"data_sizes": {"val_queries": 2}, "rows": [{"model": "hieramamba", "seed": 2, "eval_window": None,
+                                                          "scores": {}}]}
+    lc.rescore(result, c, {"val_queries": 2}, tmp_path / "runs")
+    assert (result["rows"][0]["scores"]["R1@0.5"], result["rows"][0]["scores"]["cf_R1@0.5"]) == (0.0, 50.0)
+    with pytest.raises(ValueError, match="data_sizes"):
+        lc.rescore(result, c, {"val_queries": 3}, tmp_path / "runs")
+    with pytest.raises(ValueError, match="no hieramamba-s2-stage"):
+        lc.rescore(result, c, {"val_queries": 2}, tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match="--runs"):
+        lc.rescore(result, c, {"val_queries": 2}, None)
 
 
 def test_curriculum_stages():

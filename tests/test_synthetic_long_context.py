@@ -7,7 +7,8 @@ import pytest
 
 from vidmamba.data.lighthouse import MomentDataset
 from vidmamba.data.snag import SnagDataset
-from vidmamba.data.synthetic_long_context import (ensure_synthetic_snag, generate_long_context_benchmark, read_meta,
+from vidmamba.data.synthetic_long_context import (KINDS, _resolve, ensure_synthetic_snag,
+                                                  generate_long_context_benchmark, position_rules, read_meta,
                                                   window_conflicts)
 
 from tiny_data import tree_digest
@@ -33,7 +34,7 @@ def _holds(a, s, e):
     return a < e and s < a + W
 
 
-def test_no_window_holds_the_context_with_a_candidate_brute_force(ceiling):
+def _assert_no_window_holds_two_key_events(ceiling):
     for q in ceiling["queries"]:
         events = q["candidates"] + [q["context"]] + ([q["cf_y"]] if q["cf_y"] else [])
         for a in range(q["T"] - W + 1):  # every window of the video
@@ -41,6 +42,10 @@ def test_no_window_holds_the_context_with_a_candidate_brute_force(ceiling):
             if q["cf_y"]:  # Y and its counterfactual slot never exist together
                 held = [i for i in held if i != len(events) - 1] if len(events) - 2 in held else held
             assert len(set(tuple(events[i]) for i in held)) <= 1, (q["qid"], a, held)
+
+
+def test_no_window_holds_the_context_with_a_candidate_brute_force(ceiling):
+    _assert_no_window_holds_two_key_events(ceiling)
     # the interval rule of the generator's self-check agrees with the brute force: by hand, then at random
     assert window_conflicts([[0, 4], [3 + W - 1, 30]], W) == [(0, 1)]  # clips 3 and 18 fit in one window
     assert window_conflicts([[0, 4], [3 + W, 30]], W) == []
@@ -93,7 +98,7 @@ def test_annotations_name_what_the_answer_depends_on(bench, ceiling):
                 assert a["context"] == sec([before[0][0], before[-1][1]])
     for line in (bench / "train.jsonl").read_text().splitlines():
         r = json.loads(line)
-        (s, e), (cs, ce) = r["relevant_windows"][0], ann[f"qid{r['qid']}"]["context"]
+        (s, _), (cs, ce) = r["relevant_windows"][0], ann[f"qid{r['qid']}"]["context"]
         distance = 2.0 * (r["gap"] * W + E)  # seconds, start to start, from Y or from the copy before the answer
         if r["kind"] == "first_after":
             assert s - cs == distance
@@ -140,6 +145,8 @@ def test_position_ceiling_against_a_brute_force_rule(ceiling):
         scores = [rule[min(int(s * bins // q["T"]), bins - 1)] for s, _ in q["candidates"]]
         best = [i for i, v in enumerate(scores) if v == max(scores)]
         assert q["position"] == pytest.approx(1 / len(best) if q["answer"] in best else 0.0)
+        assert q["position_best"] == best
+    assert set(ceiling["train_position_mc"]) == {"1"} and set(ceiling["train_position_mc"]["1"]) == set(KINDS)
 
 
 def test_position_ceiling_without_position_is_the_windowed_one(tmp_path):
@@ -153,6 +160,34 @@ def test_position_ceiling_without_position_is_the_windowed_one(tmp_path):
     e_all, e_third = np.mean([1 / k for k in range(3, 7)]), np.mean([1 / k for k in range(4, 7)])
     for kind, want in (("first_after", e_all), ("last_before", e_all), ("second", e_all), ("third", e_third)):
         assert c["by_gap"]["1"]["kinds"][kind]["position_mc"] == pytest.approx(want, abs=0.025)
+        assert c["train_position_mc"]["1"][kind] == pytest.approx(want, abs=0.025)  # the training law's
+
+
+def test_pad_puts_each_query_at_any_place_of_a_longer_video(tmp_path):
+    """pad 4: each query's key events lie in a quarter of the video, at offsets that cover it; no window holds two
+    of them (brute force)."""
+    root = generate_long_context_benchmark(tmp_path / "b", **{**SMALL, "pad": 4})
+    c = json.loads((root / "ceiling.json").read_text())
+    starts = []
+    for q in c["queries"]:
+        events = q["candidates"] + [e for e in (q["y"], q["cf_y"]) if e]
+        first, last = min(s for s, _ in events), max(e for _, e in events)
+        assert last - first <= q["T"] / 4
+        starts.append(first / q["T"])
+    assert min(starts) < 0.25 and max(starts) > 0.5
+    _assert_no_window_holds_two_key_events(c)
+
+
+def test_pad_hides_which_copy_a_place_is():
+    """The best position rule's accuracy (Monte Carlo over the placement law) falls from well above E[1/K]
+    with every query spread over the video to near it with pad 4 (E[1/K] is 0.23 here)."""
+    def rule_accuracy(pad):
+        p = _resolve({**SMALL, "pad": pad, "ceiling_draws": 200})
+        rules = position_rules(p, [1, 4])
+        return np.mean([rules[g][k]["mc"] for g in (1, 4) for k in KINDS])
+
+    spread, padded = rule_accuracy(1), rule_accuracy(4)
+    assert spread > 0.38 and padded < 0.32
 
 
 def test_counterfactual_changes_only_the_edited_events(bench, ceiling):
@@ -188,7 +223,8 @@ def test_counterfactual_changes_only_the_edited_events(bench, ceiling):
 
 def test_deterministic_by_seed_and_cached(bench, tmp_path, monkeypatch):
     assert tree_digest(generate_long_context_benchmark(tmp_path / "again", **SMALL)) == tree_digest(bench)
-    assert tree_digest(generate_long_context_benchmark(tmp_path / "other", **{**SMALL, "seed": 4})) != tree_digest(bench)
+    other = generate_long_context_benchmark(tmp_path / "other", **{**SMALL, "seed": 4})
+    assert tree_digest(other) != tree_digest(bench)
     monkeypatch.setenv("VIDMAMBA_CACHE", str(tmp_path / "cache"))
     root = ensure_synthetic_snag({"generator": "long_context", **SMALL})
     assert read_meta(root)["params"]["window"] == W and tree_digest(root) == tree_digest(bench)
@@ -204,6 +240,9 @@ def test_bad_parameters_are_one_clear_error():
         generate_long_context_benchmark("/nonexistent", gap=3)
     with pytest.raises(ValueError, match="kinds"):
         generate_long_context_benchmark("/nonexistent", kinds=["fifth"])
+    for pad in (0.5, "2", True):
+        with pytest.raises(ValueError, match="pad must be a number >= 1"):
+            generate_long_context_benchmark("/nonexistent", pad=pad)
     from vidmamba.errors import ConfigError  # through a config: the error the CLI prints as one line
     with pytest.raises(ConfigError, match=r"data\.synthetic: hard_negatives must be true or false"):
         ensure_synthetic_snag({"generator": "long_context", "hard_negatives": "maybe"})

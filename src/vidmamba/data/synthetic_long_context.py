@@ -13,9 +13,10 @@ apart, so no W-clip window holds two of them: the X windows are exchangeable to 
 accuracy is 1/K per query (the *windowed ceiling*). The context-to-answer distance (start to start, from Y or from
 the preceding copy) is ``gap * W + max_event_clips`` clips: val videos sweep ``gaps`` (``val_videos_per_gap``
 videos each), training videos ``train_gaps``; a video is long enough to hold all its queries, context and answer
-together. Several queries per video (distinct X and Y pairs, kinds in turn), distractor events of other pairs (one
-hard negative sharing the verb and one sharing the object per key pair unless ``hard_negatives`` is false, then
-random pairs up to ``event_coverage``).
+together. Several queries per video (distinct X and Y pairs, kinds in turn; each query's events in a span of its
+own at a uniform offset in a video ``pad`` spans long, so that with ``pad`` > 1 an event's place in the video tells
+little about which copy it is), distractor events of other pairs (one hard negative sharing the verb and one
+sharing the object per key pair unless ``hard_negatives`` is false, then random pairs up to ``event_coverage``).
 
 Counterfactual split ``val_cf``: the same val videos with every query's context edited and all else fixed by the
 seed (background, noise and every other event are drawn from their own random streams): anchored queries get Y moved
@@ -33,8 +34,10 @@ Layout (read by both :mod:`vidmamba.data.snag` and :mod:`vidmamba.data.lighthous
                                      relevant_clip_ids, saliency_scores from 3 noisy annotators)
     <root>/video/<vid>.npz       key "features": (T, video_dim) float32, one row per 2-s clip
     <root>/text/qid<qid>.npz     key "last_hidden_state": (L, text_dim) float32, one row per word
-    <root>/ceiling.json          per val query: kind, gap, K, the windowed ceiling 1/K, the position-aware ceiling,
-                                 candidates, answer and its counterfactual; means per gap and kind
+    <root>/ceiling.json          per val query: kind, gap, K, the windowed ceiling 1/K, the position-aware ceiling
+                                 and the candidates its rule ranks first (position_best), candidates, answer and its
+                                 counterfactual; means per gap and kind; the position rule's accuracy on the
+                                 training law (train_position_mc, per training gap and kind)
 
 The position-aware ceiling is the accuracy of the best rule that scores each candidate by its relative position in
 the video (t / T, ``position_bins`` bins) per kind and gap, fitted and scored by Monte Carlo over this generator's
@@ -58,7 +61,8 @@ from .synthetic_long import SNAG_GRID, _resolve as _resolve_long, ensure_long_be
 __all__ = ["LC_GENERATOR_VERSION", "LC_PARAMS", "KINDS", "SNAG_GRID", "generate_long_context_benchmark",
            "ensure_long_context_benchmark", "ensure_synthetic_snag", "window_conflicts", "read_meta"]
 
-LC_GENERATOR_VERSION = 2  # 2: the SnAG annotations' context (training windows keep it)
+LC_GENERATOR_VERSION = 3  # 2: the SnAG annotations' context (training windows keep it); 3: pad, ceiling.json's
+                          # position_best and train_position_mc
 GENERATOR = "vidmamba.data.synthetic_long_context"
 KINDS = ("first_after", "last_before", "second", "third")
 TEMPLATES = {"first_after": "the first time {x} after {y}", "last_before": "the last time {x} before {y}",
@@ -82,12 +86,13 @@ LC_PARAMS: dict = dict(
     gaps=[1, 4, 16, 64],
     val_videos_per_gap=3,
     train_gaps=[1, 2, 4],
-    stretch=(1.2, 1.5),  # video length / the longest span its queries need
+    stretch=(1.2, 1.5),  # a query's span / the longest span its events need
+    pad=1.0,  # video length / a query's span: each query's events lie in a span of their own at a uniform offset
     position_bins=20,
     ceiling_draws=200,
     hard_negatives=True,  # per key pair, one distractor sharing its verb and one sharing its object
 )
-_OWN = ("window", "min_copies", "max_copies", "kinds", "gaps", "val_videos_per_gap", "train_gaps", "stretch",
+_OWN = ("window", "min_copies", "max_copies", "kinds", "gaps", "val_videos_per_gap", "train_gaps", "stretch", "pad",
         "position_bins", "ceiling_draws", "hard_negatives")
 _TRIES = 30  # placements of one query before the video is lengthened
 
@@ -115,6 +120,9 @@ def _resolve(params: dict) -> dict:
         raise ValueError("queries_per_video too large: each query needs two pairs of its own (X, Y)")
     if not 1.0 <= own["stretch"][0] <= own["stretch"][1]:
         raise ValueError("stretch must be [lo, hi] with 1 <= lo <= hi")
+    if not (isinstance(own["pad"], (int, float)) and not isinstance(own["pad"], bool) and own["pad"] >= 1):
+        raise ValueError(f"pad must be a number >= 1, got {own['pad']!r}")
+    own["pad"] = float(own["pad"])
     return {**p, **own}
 
 
@@ -228,25 +236,36 @@ def _place_query(p: dict, kind: str, gap: int, occ: np.ndarray, rng: np.random.G
 
 
 def _place_video(p: dict, gap: int, rng: np.random.Generator) -> tuple[int, list[dict]]:
-    """(T, queries): the key events of ``queries_per_video`` queries (kinds in turn) in a video long enough for all
-    of them; lengthened by 15% and re-drawn while one does not fit. Each query: :func:`_place_query` + ``kind``."""
+    """(T, queries): the key events of ``queries_per_video`` queries (kinds in turn), each query's in a span of its
+    own (``stretch`` x what it needs) at a uniform offset in a video ``pad`` spans long (``pad`` 1: every query spans
+    the video); both lengthened by 15% and re-drawn while one does not fit. Each query: :func:`_place_query` +
+    ``kind``."""
     need = (p["max_copies"] + 2) * _sep(p) + _distance(p, gap) + p["max_event_clips"]
-    T = int(math.ceil(need * rng.uniform(*p["stretch"])))
+    span = int(math.ceil(need * rng.uniform(*p["stretch"])))
     while True:
+        T = int(math.ceil(span * p["pad"]))
         occ = np.zeros(T, dtype=bool)
         queries = []
         for j in range(p["queries_per_video"]):
             kind = p["kinds"][j % len(p["kinds"])]
             for _ in range(_TRIES):
-                q = _place_query(p, kind, gap, occ, rng)
+                lo = int(rng.integers(T - span + 1)) if T > span else 0
+                q = _place_query(p, kind, gap, occ[lo:lo + span], rng)  # a view: placed events mark occ
                 if q is not None:
-                    queries.append({"kind": kind, **q})
+                    queries.append({"kind": kind, **_shifted(q, lo)})
                     break
             else:
                 break
         if len(queries) == p["queries_per_video"]:
             return T, queries
-        T = int(math.ceil(T * 1.15))
+        span = int(math.ceil(span * 1.15))
+
+
+def _shifted(q: dict, lo: int) -> dict:
+    """Query ``q`` of :func:`_place_query` with its clip positions moved ``lo`` clips later."""
+    move = lambda r: None if r is None else [r[0] + lo, r[1] + lo]  # noqa: E731
+    return {**q, "x": [move(r) for r in q["x"]], "context": move(q["context"]), "y": move(q["y"]),
+            "ghost": move(q["ghost"])}
 
 
 def window_conflicts(events: list[list[int]], window: int) -> list[tuple[int, int]]:
@@ -266,10 +285,15 @@ def _bins(p: dict, starts, T: int) -> np.ndarray:
     return np.minimum((np.asarray(starts) / T * p["position_bins"]).astype(int), p["position_bins"] - 1)
 
 
+def _rule_best(rule: np.ndarray, bins: np.ndarray) -> np.ndarray:
+    """Indices of the candidates (their position ``bins``) that ``rule[bin]`` scores highest (ties: all)."""
+    score = rule[bins]
+    return np.flatnonzero(score == score.max())
+
+
 def _rule_hit(rule: np.ndarray, bins: np.ndarray, answer: int) -> float:
     """Accuracy of scoring candidates by ``rule[bin]`` on one query: 1 / #ties when the answer is among the best."""
-    score = rule[bins]
-    best = np.flatnonzero(score == score.max())
+    best = _rule_best(rule, bins)
     return 1.0 / len(best) if answer in best else 0.0
 
 
@@ -283,11 +307,11 @@ def _monte_carlo(p: dict, gap: int, stream: int) -> list[tuple[str, np.ndarray, 
     return out
 
 
-def position_rules(p: dict) -> dict:
-    """Per gap and kind: the position rule (``position_bins`` values: P(a candidate in that bin is the answer),
-    fitted on one Monte Carlo set) and its accuracy on an independent one (``mc``)."""
+def position_rules(p: dict, gaps: list[int]) -> dict:
+    """Per gap of ``gaps`` and kind: the position rule (``position_bins`` values: P(a candidate in that bin is the
+    answer), fitted on one Monte Carlo set) and its accuracy on an independent one (``mc``)."""
     out = {}
-    for gap in p["gaps"]:
+    for gap in gaps:
         fit, score = _monte_carlo(p, gap, 0), _monte_carlo(p, gap, 1)
         out[gap] = {}
         for kind in p["kinds"]:
@@ -467,10 +491,11 @@ def check_video(p: dict, v: dict) -> None:
 
 def _ceiling(p: dict, rows: list[dict]) -> dict:
     """ceiling.json: the per-query rows with their position-aware hit, and the means per gap and kind."""
-    rules = position_rules(p)
+    rules, train_rules = position_rules(p, p["gaps"]), position_rules(p, p["train_gaps"])
     for r in rows:
-        rule = np.asarray(rules[r["gap"]][r["kind"]]["rule"])
-        r["position"] = _rule_hit(rule, _bins(p, [s for s, _ in r["candidates"]], r["T"]), r["answer"])
+        rule, bins = np.asarray(rules[r["gap"]][r["kind"]]["rule"]), _bins(p, [s for s, _ in r["candidates"]], r["T"])
+        r["position"] = _rule_hit(rule, bins, r["answer"])
+        r["position_best"] = _rule_best(rule, bins).tolist()
 
     def means(sel):
         return {"queries": len(sel), "windowed": float(np.mean([r["windowed"] for r in sel])),
@@ -483,6 +508,7 @@ def _ceiling(p: dict, rows: list[dict]) -> dict:
     return {"window": p["window"], "sep": _sep(p), "fraction": "all values are fractions of queries (0..1)",
             "overall": means(rows), "by_gap": by_gap,
             "position_rules": {str(g): {k: rules[g][k]["rule"] for k in p["kinds"]} for g in p["gaps"]},
+            "train_position_mc": {str(g): {k: train_rules[g][k]["mc"] for k in p["kinds"]} for g in p["train_gaps"]},
             "queries": rows}
 
 
