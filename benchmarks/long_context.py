@@ -465,7 +465,8 @@ def rescore(result: dict, ceiling: dict, sizes: dict, runs: Path | None) -> None
                             key=lambda d: int(d.parent.name.rsplit("stage", 1)[1]))
         if not stage_dirs:
             raise ValueError(f"--rescore: no {row['model']}-s{row['seed']}-stage*/eval under {runs}")
-        row["scores"] = scored_predictions(ceiling, read_predictions(stage_dirs[-1], row["eval_window"] is not None))
+        windowed = row.get("eval_window") is not None
+        row["scores"] = scored_predictions(ceiling, read_predictions(stage_dirs[-1], windowed))
 
 
 def _stage_arg(text: str) -> tuple[int, int]:
@@ -489,9 +490,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads")
     ap.add_argument("--runs", type=Path, help="folder for the checkpoints (default: a temporary folder)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--merge", nargs="+", type=Path, metavar="RESULTS_JSON", help="merge results files into --out")
-    ap.add_argument("--render", type=Path, metavar="RESULTS_JSON", help="print the table of a results file")
-    ap.add_argument("--rescore", type=Path, metavar="RESULTS_JSON",
+    done = ap.add_mutually_exclusive_group()  # instead of training: results files already made
+    done.add_argument("--merge", nargs="+", type=Path, metavar="RESULTS_JSON", help="merge results files into --out")
+    done.add_argument("--render", type=Path, metavar="RESULTS_JSON", help="print the table of a results file")
+    done.add_argument("--rescore", type=Path, metavar="RESULTS_JSON",
                     help="score a results file's runs again from the predictions they saved under --runs into --out")
     args = ap.parse_args(argv)
     if args.render:
