@@ -1,4 +1,5 @@
-"""Can a mixer learn to pick the right copy of X by context, and in how many steps? Clean tokens, no detection.
+"""Can a mixer learn to pick the right copy of X by context, and in how many steps? Clean tokens or the benchmark's
+features, no detection.
 
 The long-context benchmark (``benchmarks/long_context.py``) asks a grounding model to find an event X in noisy
 features and to pick one of its copies by context. This probe keeps only the second part: every clip is a clean
@@ -14,6 +15,11 @@ tasks:
   query (kind, X, Y embeddings, summed) enters every clip by an adaLN-style fusion, ``LayerNorm(v) * (1 + s) + b``
   with ``(s, b) = Linear(q)``, as HieraMamba's early fusion does, and the mixer sees the fused clips.
 
+Inputs: ``tokens`` (a learned vector per kind, plus noise of std 0.1) or ``features``: the long-context benchmark's
+video features (``configs/hieramamba_long_context.yaml``'s ``data.synthetic`` world; each kind is one of its
+(verb, object) pairs, painted over its AR(1) background and rendered by its MLP with its observation noise), read
+through a linear layer; the query stays a learned vector per kind.
+
 Mixers (width 32, d_state 16): ``mamba1`` (two causal Mamba-1 mixers, pre-norm residual), ``hydra`` (one Hydra
 mixer, head width 16), ``amp`` (HieraMamba's backbone at the long-context config's width, its level-0 features:
 one Anchor-MambaPooling block, official init). AdamW lr 1e-3, weight decay 0.05, gradient clip 1, batch 8, one
@@ -22,6 +28,7 @@ thread. Scored every ``--eval-every`` steps on 128 fresh sequences (a hit: the t
 
     python benchmarks/context_probe.py --task fixed --mixers mamba1 hydra amp --clips 1024 4096 --steps 600
     python benchmarks/context_probe.py --task query --mixers hydra amp --clips 1024 --steps 4000 --out /tmp/q.json
+    python benchmarks/context_probe.py --task query --mixers amp --inputs features --steps 2000 --out /tmp/f.json
 """
 from __future__ import annotations
 
@@ -40,6 +47,9 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from vidmamba.config import load_config  # noqa: E402
+from vidmamba.data.synthetic import _World, _background_latent, _paint_event  # noqa: E402
+from vidmamba.data.synthetic_long_context import _resolve as _resolve_long_context  # noqa: E402
 from vidmamba.models.hieramamba import HieraMambaBackbone, HieraMambaConfig  # noqa: E402
 from vidmamba.nn.losses import sigmoid_focal_loss  # noqa: E402
 from vidmamba.ssm.hydra import Hydra  # noqa: E402
@@ -77,13 +87,39 @@ def sample(rng: np.random.Generator, task: str, clips: int, sep: int, event: int
     return tokens, answer, (kind, x, y if KINDS[kind] in ("first_after", "last_before") else 0)
 
 
-class ProbeNet(nn.Module):
-    """tokens (b, l), query (b, 3) -> per-clip scores (b, l)."""
+class RenderedEvents:
+    """Token sequences as the long-context benchmark's video features: kind t (1..types) is one of the world's
+    (verb, object) pairs (a seeded draw); ``obs_noise``: the world's observation noise in place of the config's;
+    ``(tokens (clips,), rng) -> (clips, video_dim)`` float32."""
 
-    def __init__(self, mixer: str, types: int, clips: int, task: str):
+    def __init__(self, types: int, obs_noise: float | None = None):
+        synthetic = load_config(REPO / "configs" / "hieramamba_long_context.yaml")["data"]["synthetic"]
+        if obs_noise is not None:
+            synthetic["obs_noise"] = obs_noise
+        p = _resolve_long_context({k: v for k, v in synthetic.items() if k != "generator"})
+        pairs = [(v, o) for v in range(p["num_verbs"]) for o in range(p["num_objects"])]
+        if types > len(pairs):
+            raise ValueError(f"--types {types}: the benchmark's world has {len(pairs)} (verb, object) pairs")
+        self.world, self.dim = _World(p), p["video_dim"]
+        self.pairs = [pairs[i] for i in np.random.default_rng(p["seed"]).permutation(len(pairs))[:types]]
+
+    def __call__(self, tokens: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        latent = _background_latent(self.world, len(tokens), rng)
+        both = np.zeros(len(tokens), dtype=bool)
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], tokens, [0]])))  # where the token changes
+        for s, e in zip(edges[:-1], edges[1:]):
+            if tokens[s]:
+                _paint_event(self.world, latent, both, *self.pairs[tokens[s] - 1], int(s), int(e), rng)
+        return self.world.render([latent], [rng.standard_normal((len(tokens), self.dim))])[0]
+
+
+class ProbeNet(nn.Module):
+    """tokens (b, l) int64 or features (b, l, video_dim), query (b, 3) -> per-clip scores (b, l)."""
+
+    def __init__(self, mixer: str, types: int, clips: int, task: str, video_dim: int | None = None):
         super().__init__()
         self.task = task
-        self.embed = nn.Embedding(types + 1, WIDTH)
+        self.embed = nn.Embedding(types + 1, WIDTH) if video_dim is None else nn.Linear(video_dim, WIDTH)
         self.query_kind, self.query_x, self.query_y = (nn.Embedding(n, WIDTH) for n in (len(KINDS), types + 1,
                                                                                         types + 1))
         self.film = nn.Linear(WIDTH, 2 * WIDTH)  # built for both tasks: the mixer's initial weights follow them
@@ -98,13 +134,14 @@ class ProbeNet(nn.Module):
             self.norms = nn.ModuleList(RMSNorm(WIDTH) for _ in range(count))
         self.score = nn.Linear(WIDTH, 1)
 
-    def forward(self, tokens: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        x = self.embed(tokens) + 0.1 * torch.randn(*tokens.shape, WIDTH)
+    def forward(self, inputs: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        x = self.embed(inputs) if inputs.is_floating_point() else self.embed(inputs) + 0.1 * torch.randn(
+            *inputs.shape, WIDTH)
         if self.task == "query":
             q = self.query_kind(query[:, 0]) + self.query_x(query[:, 1]) + self.query_y(query[:, 2])
             scale, shift = self.film(q).unsqueeze(1).chunk(2, -1)
             x = F.layer_norm(x, (WIDTH,)) * (1 + scale) + shift
-        mask = torch.ones(tokens.shape, dtype=torch.bool)
+        mask = torch.ones(x.shape[:2], dtype=torch.bool)
         if self.mixer == "amp":
             x = self.backbone.encode(x, mask).feats[0]
         else:
@@ -117,18 +154,21 @@ def run(mixer: str, task: str, clips: int, seed: int, args) -> dict:
     """Train one probe; its learning curve and the step at which every kind first reaches 90 %."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net = ProbeNet(mixer, args.types, clips, task)
+    render = RenderedEvents(args.types, args.obs_noise) if args.inputs == "features" else None
+    net = ProbeNet(mixer, args.types, clips, task, render.dim if render else None)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.05)
 
     def batch(n):
         seqs = [sample(rng, task, clips, args.sep, args.event, args.types) for _ in range(n)]
+        if render:
+            seqs = [(render(tokens, rng), *rest) for tokens, *rest in seqs]
         return tuple(torch.tensor(np.array(col)) for col in zip(*seqs))
 
     def evaluate() -> list[float]:
         net.eval()
-        tokens, answer, query = batch(EVAL_SEQUENCES)
+        inputs, answer, query = batch(EVAL_SEQUENCES)
         with torch.no_grad():
-            top = net(tokens, query).argmax(1)
+            top = net(inputs, query).argmax(1)
         net.train()
         hit = ((top >= answer) & (top < answer + args.event)).float()
         kinds = range(len(KINDS)) if task == "query" else [0]
@@ -137,8 +177,8 @@ def run(mixer: str, task: str, clips: int, seed: int, args) -> dict:
     focal = HieraMambaConfig()  # --loss focal: the model's loss settings
     curve, steps_to_90, started = [], None, time.process_time()
     for step in range(1, args.steps + 1):
-        tokens, answer, query = batch(args.batch)
-        logits = net(tokens, query)
+        inputs, answer, query = batch(args.batch)
+        logits = net(inputs, query)
         target = torch.zeros_like(logits)
         for i, s in enumerate(answer.tolist()):
             target[i, s:s + args.event] = 1
@@ -156,7 +196,8 @@ def run(mixer: str, task: str, clips: int, seed: int, args) -> dict:
             curve.append({"step": step, "loss": round(loss.item(), 3), "acc": acc})
             if steps_to_90 is None and min(acc) >= 90:
                 steps_to_90 = step
-    return {"mixer": mixer, "task": task, "loss": args.loss, "clips": clips, "seed": seed,
+    return {"mixer": mixer, "task": task, "loss": args.loss, "inputs": args.inputs,
+            "obs_noise": render.world.p["obs_noise"] if render else None, "clips": clips, "seed": seed,
             "kinds": list(KINDS) if task == "query" else ["first_after"], "final_acc": curve[-1]["acc"],
             "steps_to_90": steps_to_90, "cpu_s": round(time.process_time() - started, 1), "curve": curve}
 
@@ -175,10 +216,19 @@ def main(argv=None) -> None:
     ap.add_argument("--types", type=int, default=8, help="event kinds (X, Y and distractors are drawn from them)")
     ap.add_argument("--loss", choices=("softmax", "focal"), default="softmax",
                     help="softmax: cross-entropy over positions; focal: HieraMamba's per-clip sigmoid focal loss")
+    ap.add_argument("--inputs", choices=("tokens", "features"), default="tokens",
+                    help="tokens: a learned vector per event kind; features: the long-context benchmark's rendered "
+                    "video features")
+    ap.add_argument("--obs-noise", type=float, help="--inputs features: the observation noise (default: the config's)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     if min(len(range(0, n - args.event, args.sep)) for n in args.clips) < 9:
         ap.error("every --clips needs room for 9 event starts (6 copies of X, Y, 2 distractors) every --sep clips")
+    if args.inputs == "features":
+        try:
+            RenderedEvents(args.types, args.obs_noise)
+        except ValueError as err:
+            ap.error(str(err))
     torch.set_num_threads(1)
     loadavg_start = os.getloadavg()
     rows = [run(m, args.task, n, s, args) for n in args.clips for m in args.mixers for s in args.seeds]

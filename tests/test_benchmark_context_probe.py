@@ -39,10 +39,31 @@ def test_answers_follow_the_query_read_from_the_tokens():
     assert query == (0, 1, 2) and answer == min(s for s in _runs(tokens, 1) if s > _runs(tokens, 2)[0])
 
 
-@pytest.mark.parametrize("loss", ["softmax", "focal"])
-def test_a_short_run_reports_its_curve(loss):
-    args = argparse.Namespace(types=8, sep=64, event=4, batch=2, steps=4, eval_every=2, loss=loss)
+def test_rendered_features_keep_each_event_kind_apart():
+    """Two sequences rendered independently (each its own scene and background): each event kind's mean feature
+    minus the background's is nearest (cosine) to the same kind's in the other sequence, among all 8 kinds."""
+    render = cp.RenderedEvents(8)
+    rng = np.random.default_rng(1)
+    means = []
+    for _ in range(2):
+        tokens = np.zeros(8192, dtype=np.int64)
+        for i, start in enumerate(range(0, 8192 - 4, 32)):  # every kind 32 times, 4 clips each
+            tokens[start:start + 4] = 1 + i % 8
+        features = render(tokens, rng)
+        assert features.shape == (8192, render.dim) and features.dtype == np.float32
+        m = np.stack([features[tokens == t].mean(0) for t in range(1, 9)]) - features[tokens == 0].mean(0)
+        means.append(m / np.linalg.norm(m, axis=1, keepdims=True))
+    similar = means[0] @ means[1].T
+    assert (np.argmax(similar, axis=1) == np.arange(8)).all()
+    assert (np.sort(similar, axis=1)[:, -1] - np.sort(similar, axis=1)[:, -2]).min() > 0.05  # by a margin
+    assert len(set(render.pairs)) == 8
+
+
+@pytest.mark.parametrize("loss, inputs", [("softmax", "tokens"), ("focal", "tokens"), ("softmax", "features")])
+def test_a_short_run_reports_its_curve(loss, inputs):
+    args = argparse.Namespace(types=8, sep=64, event=4, batch=2, steps=4, eval_every=2, loss=loss, inputs=inputs,
+                              obs_noise=None)
     row = cp.run("hydra", "query", 640, 0, args)
-    assert row["loss"] == loss and all(np.isfinite(p["loss"]) for p in row["curve"])
+    assert (row["loss"], row["inputs"]) == (loss, inputs) and all(np.isfinite(p["loss"]) for p in row["curve"])
     assert [p["step"] for p in row["curve"]] == [2, 4] and len(row["final_acc"]) == 4
     assert all(0 <= a <= 100 for a in row["final_acc"]) and row["steps_to_90"] in (None, 2, 4)
