@@ -135,8 +135,9 @@ class ProbeNet(nn.Module):
         self.score = nn.Linear(WIDTH, 1)
 
     def forward(self, inputs: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        x = self.embed(inputs) if inputs.is_floating_point() else self.embed(inputs) + 0.1 * torch.randn(
-            *inputs.shape, WIDTH)
+        x = self.embed(inputs)
+        if not inputs.is_floating_point():  # tokens: a learned vector per kind, plus noise
+            x = x + 0.1 * torch.randn(*inputs.shape, WIDTH)
         if self.task == "query":
             q = self.query_kind(query[:, 0]) + self.query_x(query[:, 1]) + self.query_y(query[:, 2])
             scale, shift = self.film(q).unsqueeze(1).chunk(2, -1)

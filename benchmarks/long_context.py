@@ -134,12 +134,16 @@ def hits(rows: list[dict], truth: dict[str, list]) -> dict[str, bool]:
 
 
 def truths(ceiling: dict) -> dict[str, dict[str, list]]:
-    """Per split ("val", "val_cf", "any": every copy of X) the windows (seconds) a query's top-1 must hit."""
+    """Per split ("val", "val_cf", "any": every copy of X, "position": the copies the position rule ranks first,
+    when ceiling.json names them) the windows (seconds) a query's top-1 must hit."""
     sec = lambda w: [CLIP_LEN * w[0], CLIP_LEN * w[1]]  # noqa: E731
     qs = ceiling["queries"]
-    return {"val": {f"qid{q['qid']}": [sec(q["candidates"][q["answer"]])] for q in qs},
-            "val_cf": {f"qid{q['cf_qid']}": [sec(q["candidates"][q["cf_answer"]])] for q in qs},
-            "any": {f"qid{q['qid']}": [sec(c) for c in q["candidates"]] for q in qs}}
+    out = {"val": {f"qid{q['qid']}": [sec(q["candidates"][q["answer"]])] for q in qs},
+           "val_cf": {f"qid{q['cf_qid']}": [sec(q["candidates"][q["cf_answer"]])] for q in qs},
+           "any": {f"qid{q['qid']}": [sec(c) for c in q["candidates"]] for q in qs}}
+    if all("position_best" in q for q in qs):
+        out["position"] = {f"qid{q['qid']}": [sec(q["candidates"][i]) for i in q["position_best"]] for q in qs}
+    return out
 
 
 def score(ceiling: dict, val: dict[str, bool], cf: dict[str, bool] | None, any_copy: dict[str, bool],
@@ -190,10 +194,8 @@ def scored_predictions(ceiling: dict, preds: dict[str, list[dict]]) -> dict:
         cf = hits(preds["val_cf"], truth["val_cf"])
         top1 = {r["qid"]: (r["pred_relevant_windows"] or [[0.0, 0.0]])[0][:2] for r in preds["val"]}
         stay = hits(preds["val_cf"], {f"qid{q['cf_qid']}": [top1[f"qid{q['qid']}"]] for q in ceiling["queries"]})
-    if all("position_best" in q for q in ceiling["queries"]):
-        sec = lambda w: [CLIP_LEN * w[0], CLIP_LEN * w[1]]  # noqa: E731
-        on_position = hits(preds["val"], {f"qid{q['qid']}": [sec(q["candidates"][i]) for i in q["position_best"]]
-                                          for q in ceiling["queries"]})
+    if "position" in truth:
+        on_position = hits(preds["val"], truth["position"])
     return score(ceiling, val, cf, any_copy, stay, on_position)
 
 

@@ -491,7 +491,7 @@ def check_video(p: dict, v: dict) -> None:
 
 def _ceiling(p: dict, rows: list[dict]) -> dict:
     """ceiling.json: the per-query rows with their position-aware hit, and the means per gap and kind."""
-    rules, train_rules = position_rules(p, p["gaps"]), position_rules(p, p["train_gaps"])
+    rules = position_rules(p, sorted(set(p["gaps"]) | set(p["train_gaps"])))  # a gap's rule: the same in both
     for r in rows:
         rule, bins = np.asarray(rules[r["gap"]][r["kind"]]["rule"]), _bins(p, [s for s, _ in r["candidates"]], r["T"])
         r["position"] = _rule_hit(rule, bins, r["answer"])
@@ -508,7 +508,7 @@ def _ceiling(p: dict, rows: list[dict]) -> dict:
     return {"window": p["window"], "sep": _sep(p), "fraction": "all values are fractions of queries (0..1)",
             "overall": means(rows), "by_gap": by_gap,
             "position_rules": {str(g): {k: rules[g][k]["rule"] for k in p["kinds"]} for g in p["gaps"]},
-            "train_position_mc": {str(g): {k: train_rules[g][k]["mc"] for k in p["kinds"]} for g in p["train_gaps"]},
+            "train_position_mc": {str(g): {k: rules[g][k]["mc"] for k in p["kinds"]} for g in p["train_gaps"]},
             "queries": rows}
 
 
