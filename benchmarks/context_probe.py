@@ -18,7 +18,13 @@ tasks:
 Inputs: ``tokens`` (a learned vector per kind, plus noise of std 0.1) or ``features``: the long-context benchmark's
 video features (``configs/hieramamba_long_context.yaml``'s ``data.synthetic`` world; each kind is one of its
 (verb, object) pairs, painted over its AR(1) background and rendered by its MLP with its observation noise), read
-through a linear layer; the query stays a learned vector per kind.
+through a linear layer. Query (``--query``): ``learned`` (the vectors and adaLN fusion above) or ``text``: the
+benchmark's sentence for it ("the first time <X> after <Y>", X and Y as the world words them), encoded by the
+world's frozen text encoder, read by HieraMamba's query path (its ``identity`` text encoder and cross-attention
+fusion, before the mixer and again after it).
+
+Training data: fresh sequences every step, or (``--train-pool N``) N sequences drawn once and visited every epoch
+in a fresh order, as a benchmark's finite training set is; the curve then also scores the first 128 of them.
 
 Mixers (width 32, d_state 16): ``mamba1`` (two causal Mamba-1 mixers, pre-norm residual), ``hydra`` (one Hydra
 mixer, head width 16), ``amp`` (HieraMamba's backbone at the long-context config's width, its level-0 features:
@@ -29,6 +35,7 @@ thread. Scored every ``--eval-every`` steps on 128 fresh sequences (a hit: the t
     python benchmarks/context_probe.py --task fixed --mixers mamba1 hydra amp --clips 1024 4096 --steps 600
     python benchmarks/context_probe.py --task query --mixers hydra amp --clips 1024 --steps 4000 --out /tmp/q.json
     python benchmarks/context_probe.py --task query --mixers amp --inputs features --steps 2000 --out /tmp/f.json
+    python benchmarks/context_probe.py --task query --mixers amp --inputs features --train-pool 768 --steps 2000
 """
 from __future__ import annotations
 
@@ -49,8 +56,10 @@ sys.path.insert(0, str(REPO / "src"))
 
 from vidmamba.config import load_config  # noqa: E402
 from vidmamba.data.synthetic import _World, _background_latent, _paint_event  # noqa: E402
+from vidmamba.data.synthetic_long_context import _add_words, _query_text  # noqa: E402
 from vidmamba.data.synthetic_long_context import _resolve as _resolve_long_context  # noqa: E402
 from vidmamba.models.hieramamba import HieraMambaBackbone, HieraMambaConfig  # noqa: E402
+from vidmamba.models.hieramamba_blocks import IdentityTextEncoder, XAttnFusion  # noqa: E402
 from vidmamba.nn.losses import sigmoid_focal_loss  # noqa: E402
 from vidmamba.ssm.hydra import Hydra  # noqa: E402
 from vidmamba.ssm.layers import RMSNorm  # noqa: E402
@@ -87,10 +96,10 @@ def sample(rng: np.random.Generator, task: str, clips: int, sep: int, event: int
     return tokens, answer, (kind, x, y if KINDS[kind] in ("first_after", "last_before") else 0)
 
 
-class RenderedEvents:
-    """Token sequences as the long-context benchmark's video features: kind t (1..types) is one of the world's
-    (verb, object) pairs (a seeded draw); ``obs_noise``: the world's observation noise in place of the config's;
-    ``(tokens (clips,), rng) -> (clips, video_dim)`` float32."""
+class BenchmarkWorld:
+    """The long-context benchmark's world: kind t (1..types) is one of its (verb, object) pairs (a seeded draw);
+    ``obs_noise``: its observation noise in place of the config's. Call it on tokens for video features,
+    ``(tokens (clips,), rng) -> (clips, video_dim)`` float32; :meth:`query_text` for a query's text features."""
 
     def __init__(self, types: int, obs_noise: float | None = None):
         synthetic = load_config(REPO / "configs" / "hieramamba_long_context.yaml")["data"]["synthetic"]
@@ -100,7 +109,8 @@ class RenderedEvents:
         pairs = [(v, o) for v in range(p["num_verbs"]) for o in range(p["num_objects"])]
         if types > len(pairs):
             raise ValueError(f"--types {types}: the benchmark's world has {len(pairs)} (verb, object) pairs")
-        self.world, self.dim = _World(p), p["video_dim"]
+        self.world, self.dim, self.text_dim = _World(p), p["video_dim"], p["text_dim"]
+        _add_words(self.world, p)
         self.pairs = [pairs[i] for i in np.random.default_rng(p["seed"]).permutation(len(pairs))[:types]]
 
     def __call__(self, tokens: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -112,11 +122,21 @@ class RenderedEvents:
                 _paint_event(self.world, latent, both, *self.pairs[tokens[s] - 1], int(s), int(e), rng)
         return self.world.render([latent], [rng.standard_normal((len(tokens), self.dim))])[0]
 
+    def query_text(self, query: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
+        """(kind, x, y) (y = 0: an ordinal) as the benchmark writes and encodes it: (words, text_dim) float32."""
+        kind, x, y = query
+        _, words = _query_text(self.world, KINDS[kind], self.pairs[x - 1], self.pairs[y - 1] if y else None, rng)
+        return self.world.encode_query(words, rng)
+
 
 class ProbeNet(nn.Module):
-    """tokens (b, l) int64 or features (b, l, video_dim), query (b, 3) -> per-clip scores (b, l)."""
+    """tokens (b, l) int64 or features (b, l, video_dim), query (b, 3) [, text (b, lt, text_dim), text mask (b, lt)]
+    -> per-clip scores (b, l). With ``text_dim`` the query enters by its text through HieraMamba's query path (its
+    ``identity`` text encoder, its cross-attention fusion before the mixer and again, same weights, after it) instead
+    of the learned vectors and adaLN fusion."""
 
-    def __init__(self, mixer: str, types: int, clips: int, task: str, video_dim: int | None = None):
+    def __init__(self, mixer: str, types: int, clips: int, task: str, video_dim: int | None = None,
+                 text_dim: int | None = None):
         super().__init__()
         self.task = task
         self.embed = nn.Embedding(types + 1, WIDTH) if video_dim is None else nn.Linear(video_dim, WIDTH)
@@ -133,43 +153,78 @@ class ProbeNet(nn.Module):
                                         Hydra(WIDTH, d_state=16, headdim=16) for _ in range(count))
             self.norms = nn.ModuleList(RMSNorm(WIDTH) for _ in range(count))
         self.score = nn.Linear(WIDTH, 1)
+        if text_dim is not None:  # the long-context config's widths: text_embd_dim 32, 4 heads, 2 fusion layers
+            self.text_net = IdentityTextEncoder(text_dim, WIDTH, 4)
+            self.fusion = XAttnFusion(WIDTH, WIDTH, 2, 4, "adaln")
 
-    def forward(self, inputs: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs: torch.Tensor, query: torch.Tensor, text: torch.Tensor | None = None,
+                text_mask: torch.Tensor | None = None) -> torch.Tensor:
         x = self.embed(inputs)
         if not inputs.is_floating_point():  # tokens: a learned vector per kind, plus noise
             x = x + 0.1 * torch.randn(*inputs.shape, WIDTH)
-        if self.task == "query":
+        mask = torch.ones(x.shape[:2], dtype=torch.bool)
+        if text is not None:
+            text, text_mask = self.text_net(text, text_mask)
+            x = self.fusion(x, mask, text, text_mask)
+        elif self.task == "query":
             q = self.query_kind(query[:, 0]) + self.query_x(query[:, 1]) + self.query_y(query[:, 2])
             scale, shift = self.film(q).unsqueeze(1).chunk(2, -1)
             x = F.layer_norm(x, (WIDTH,)) * (1 + scale) + shift
-        mask = torch.ones(x.shape[:2], dtype=torch.bool)
         if self.mixer == "amp":
             x = self.backbone.encode(x, mask).feats[0]
         else:
             for layer, norm in zip(self.layers, self.norms):
                 x = x + layer(norm(x), mask)
+        if text is not None:
+            x = self.fusion(x, mask, text, text_mask)
         return self.score(x).squeeze(-1)
+
+
+def pool_batches(rng: np.random.Generator, size: int, batch: int):
+    """Indices (batch,) into a training pool of ``size`` sequences: every epoch visits each once, in a fresh order
+    (a batch may span two epochs)."""
+    order: list[int] = []
+    while True:
+        while len(order) < batch:
+            order.extend(rng.permutation(size).tolist())
+        yield torch.tensor(order[:batch])
+        del order[:batch]
 
 
 def run(mixer: str, task: str, clips: int, seed: int, args) -> dict:
     """Train one probe; its learning curve and the step at which every kind first reaches 90 %."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    render = RenderedEvents(args.types, args.obs_noise) if args.inputs == "features" else None
-    net = ProbeNet(mixer, args.types, clips, task, render.dim if render else None)
+    world = BenchmarkWorld(args.types, args.obs_noise) if args.inputs == "features" or args.query == "text" else None
+    render = world if args.inputs == "features" else None
+    net = ProbeNet(mixer, args.types, clips, task, render.dim if render else None,
+                   world.text_dim if args.query == "text" else None)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.05)
 
     def batch(n):
         seqs = [sample(rng, task, clips, args.sep, args.event, args.types) for _ in range(n)]
         if render:
             seqs = [(render(tokens, rng), *rest) for tokens, *rest in seqs]
-        return tuple(torch.tensor(np.array(col)) for col in zip(*seqs))
+        cols = tuple(torch.tensor(np.array(col)) for col in zip(*seqs))
+        if args.query == "text":  # + text (n, lt, text_dim) zero-padded, text mask (n, lt)
+            texts = [torch.from_numpy(world.query_text(q, rng)) for _, _, q in seqs]
+            cols += (nn.utils.rnn.pad_sequence(texts, batch_first=True),
+                     nn.utils.rnn.pad_sequence([torch.ones(len(t), dtype=torch.bool) for t in texts], batch_first=True))
+        return cols
 
-    def evaluate() -> list[float]:
+    pool = batch(args.train_pool) if args.train_pool else None  # --train-pool: a finite training set
+    visits = pool_batches(rng, args.train_pool, args.batch) if pool else None
+
+    def training_batch():
+        if pool is None:
+            return batch(args.batch)
+        take = next(visits)
+        return tuple(col[take] for col in pool)
+
+    def evaluate(inputs, answer, query, *text) -> list[float]:
         net.eval()
-        inputs, answer, query = batch(EVAL_SEQUENCES)
         with torch.no_grad():
-            top = net(inputs, query).argmax(1)
+            top = net(inputs, query, *text).argmax(1)
         net.train()
         hit = ((top >= answer) & (top < answer + args.event)).float()
         kinds = range(len(KINDS)) if task == "query" else [0]
@@ -178,8 +233,8 @@ def run(mixer: str, task: str, clips: int, seed: int, args) -> dict:
     focal = HieraMambaConfig()  # --loss focal: the model's loss settings
     curve, steps_to_90, started = [], None, time.process_time()
     for step in range(1, args.steps + 1):
-        inputs, answer, query = batch(args.batch)
-        logits = net(inputs, query)
+        inputs, answer, query, *text = training_batch()
+        logits = net(inputs, query, *text)
         target = torch.zeros_like(logits)
         for i, s in enumerate(answer.tolist()):
             target[i, s:s + args.event] = 1
@@ -193,12 +248,16 @@ def run(mixer: str, task: str, clips: int, seed: int, args) -> dict:
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         if step % args.eval_every == 0:
-            acc = evaluate()
+            acc = evaluate(*batch(EVAL_SEQUENCES))
             curve.append({"step": step, "loss": round(loss.item(), 3), "acc": acc})
+            if pool is not None:  # the same score on the first sequences of the training set
+                curve[-1]["train_acc"] = evaluate(*(col[:EVAL_SEQUENCES] for col in pool))
             if steps_to_90 is None and min(acc) >= 90:
                 steps_to_90 = step
     return {"mixer": mixer, "task": task, "loss": args.loss, "inputs": args.inputs,
-            "obs_noise": render.world.p["obs_noise"] if render else None, "clips": clips, "seed": seed,
+            "obs_noise": render.world.p["obs_noise"] if render else None, "query": args.query,
+            "train_pool": args.train_pool,
+            "clips": clips, "seed": seed,
             "kinds": list(KINDS) if task == "query" else ["first_after"], "final_acc": curve[-1]["acc"],
             "steps_to_90": steps_to_90, "cpu_s": round(time.process_time() - started, 1), "curve": curve}
 
@@ -221,13 +280,22 @@ def main(argv=None) -> None:
                     help="tokens: a learned vector per event kind; features: the long-context benchmark's rendered "
                     "video features")
     ap.add_argument("--obs-noise", type=float, help="--inputs features: the observation noise (default: the config's)")
+    ap.add_argument("--query", choices=("learned", "text"), default="learned",
+                    help="--task query: learned: a vector per kind, X and Y, fused by adaLN; text: the benchmark's "
+                    "query text and HieraMamba's query path (text encoder, cross-attention fusion)")
+    ap.add_argument("--train-pool", type=int, help="train on this many sequences, drawn once and visited every "
+                    "epoch in a fresh order (default: fresh sequences every step); the curve adds their score")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     if min(len(range(0, n - args.event, args.sep)) for n in args.clips) < 9:
         ap.error("every --clips needs room for 9 event starts (6 copies of X, Y, 2 distractors) every --sep clips")
-    if args.inputs == "features":
+    if args.train_pool is not None and args.train_pool < args.batch:
+        ap.error(f"--train-pool must hold at least one batch ({args.batch} sequences), got {args.train_pool}")
+    if args.query == "text" and args.task != "query":
+        ap.error("--query text needs --task query")
+    if args.inputs == "features" or args.query == "text":
         try:
-            RenderedEvents(args.types, args.obs_noise)
+            BenchmarkWorld(args.types, args.obs_noise)
         except ValueError as err:
             ap.error(str(err))
     torch.set_num_threads(1)

@@ -6,6 +6,7 @@ import pathlib
 
 import numpy as np
 import pytest
+import torch
 
 _PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "context_probe.py"
 _spec = importlib.util.spec_from_file_location("bench_context_probe", _PATH)
@@ -42,7 +43,7 @@ def test_answers_follow_the_query_read_from_the_tokens():
 def test_rendered_features_keep_each_event_kind_apart():
     """Two sequences rendered independently (each its own scene and background): each event kind's mean feature
     minus the background's is nearest (cosine) to the same kind's in the other sequence, among all 8 kinds."""
-    render = cp.RenderedEvents(8)
+    render = cp.BenchmarkWorld(8)
     rng = np.random.default_rng(1)
     means = []
     for _ in range(2):
@@ -59,11 +60,32 @@ def test_rendered_features_keep_each_event_kind_apart():
     assert len(set(render.pairs)) == 8
 
 
-@pytest.mark.parametrize("loss, inputs", [("softmax", "tokens"), ("focal", "tokens"), ("softmax", "features")])
-def test_a_short_run_reports_its_curve(loss, inputs):
+@pytest.mark.parametrize("loss, inputs, query", [("softmax", "tokens", "learned"), ("focal", "tokens", "learned"),
+                                                 ("softmax", "features", "learned"), ("softmax", "tokens", "text")])
+def test_a_short_run_reports_its_curve(loss, inputs, query):
     args = argparse.Namespace(types=8, sep=64, event=4, batch=2, steps=4, eval_every=2, loss=loss, inputs=inputs,
-                              obs_noise=None)
+                              obs_noise=None, query=query, train_pool=None)
     row = cp.run("hydra", "query", 640, 0, args)
-    assert (row["loss"], row["inputs"]) == (loss, inputs) and all(np.isfinite(p["loss"]) for p in row["curve"])
+    assert (row["loss"], row["inputs"], row["query"]) == (loss, inputs, query)
+    assert all(np.isfinite(p["loss"]) for p in row["curve"])
     assert [p["step"] for p in row["curve"]] == [2, 4] and len(row["final_acc"]) == 4
     assert all(0 <= a <= 100 for a in row["final_acc"]) and row["steps_to_90"] in (None, 2, 4)
+
+
+def test_a_training_pool_is_visited_once_per_epoch_and_scored():
+    batches = cp.pool_batches(np.random.default_rng(0), 6, 4)
+    seen = torch.cat([next(batches) for _ in range(6)]).tolist()  # four epochs of six sequences
+    assert all(sorted(seen[e * 6:(e + 1) * 6]) == list(range(6)) for e in range(4))
+    assert seen[:6] != seen[6:12]  # a fresh order each epoch
+    args = argparse.Namespace(types=8, sep=64, event=4, batch=2, steps=4, eval_every=2, loss="softmax",
+                              inputs="tokens", obs_noise=None, query="learned", train_pool=8)
+    row = cp.run("hydra", "query", 640, 0, args)
+    assert row["train_pool"] == 8 and all(len(p["train_acc"]) == 4 for p in row["curve"])
+
+
+def test_a_query_text_is_the_benchmarks_sentence_encoded_word_by_word():
+    world, rng = cp.BenchmarkWorld(8), np.random.default_rng(0)
+    anchored, ordinal = world.query_text((0, 1, 2), rng), world.query_text((2, 3, 0), rng)
+    assert anchored.shape[1] == ordinal.shape[1] == world.text_dim
+    # "the first time <x phrase> after <y phrase>": two event phrases (>= 4 words each) and 4 words of the template
+    assert anchored.shape[0] >= 12 and 7 <= ordinal.shape[0] < anchored.shape[0]
