@@ -20,8 +20,8 @@ video features (``configs/hieramamba_long_context.yaml``'s ``data.synthetic`` wo
 (verb, object) pairs, painted over its AR(1) background and rendered by its MLP with its observation noise), read
 through a linear layer. Query (``--query``): ``learned`` (the vectors and adaLN fusion above) or ``text``: the
 benchmark's sentence for it ("the first time <X> after <Y>", X and Y as the world words them), encoded by the
-world's frozen text encoder, read by HieraMamba's query path (its ``identity`` text encoder and cross-attention
-fusion, before the mixer and again after it).
+world's frozen text encoder, read by HieraMamba's query path (its text encoder, ``--text-encoder``: ``identity`` as
+the long-context config or ``transformer``; its cross-attention fusion, before the mixer and again after it).
 
 Training data: fresh sequences every step, or (``--train-pool N``) N sequences drawn once and visited every epoch
 in a fresh order, as a benchmark's finite training set is; the curve then also scores the first 128 of them.
@@ -59,7 +59,7 @@ from vidmamba.data.synthetic import _World, _background_latent, _paint_event  # 
 from vidmamba.data.synthetic_long_context import _add_words, _query_text  # noqa: E402
 from vidmamba.data.synthetic_long_context import _resolve as _resolve_long_context  # noqa: E402
 from vidmamba.models.hieramamba import HieraMambaBackbone, HieraMambaConfig  # noqa: E402
-from vidmamba.models.hieramamba_blocks import IdentityTextEncoder, XAttnFusion  # noqa: E402
+from vidmamba.models.hieramamba_blocks import IdentityTextEncoder, TransformerTextEncoder, XAttnFusion  # noqa: E402
 from vidmamba.nn.losses import sigmoid_focal_loss  # noqa: E402
 from vidmamba.ssm.hydra import Hydra  # noqa: E402
 from vidmamba.ssm.layers import RMSNorm  # noqa: E402
@@ -136,7 +136,7 @@ class ProbeNet(nn.Module):
     of the learned vectors and adaLN fusion."""
 
     def __init__(self, mixer: str, types: int, clips: int, task: str, video_dim: int | None = None,
-                 text_dim: int | None = None):
+                 text_dim: int | None = None, text_encoder: str = "identity"):
         super().__init__()
         self.task = task
         self.embed = nn.Embedding(types + 1, WIDTH) if video_dim is None else nn.Linear(video_dim, WIDTH)
@@ -154,7 +154,10 @@ class ProbeNet(nn.Module):
             self.norms = nn.ModuleList(RMSNorm(WIDTH) for _ in range(count))
         self.score = nn.Linear(WIDTH, 1)
         if text_dim is not None:  # the long-context config's widths: text_embd_dim 32, 4 heads, 2 fusion layers
-            self.text_net = IdentityTextEncoder(text_dim, WIDTH, 4)
+            cfg = HieraMambaConfig()  # the model's text encoder settings (text_encoder "transformer": TACoS's)
+            self.text_net = (IdentityTextEncoder(text_dim, WIDTH, cfg.text_heads) if text_encoder == "identity" else
+                             TransformerTextEncoder(text_dim, WIDTH, cfg.text_layers, cfg.text_heads,
+                                                    cfg.max_text_len, cfg.text_dropout))
             self.fusion = XAttnFusion(WIDTH, WIDTH, 2, 4, "adaln")
 
     def forward(self, inputs: torch.Tensor, query: torch.Tensor, text: torch.Tensor | None = None,
@@ -198,7 +201,7 @@ def run(mixer: str, task: str, clips: int, seed: int, args) -> dict:
     world = BenchmarkWorld(args.types, args.obs_noise) if args.inputs == "features" or args.query == "text" else None
     render = world if args.inputs == "features" else None
     net = ProbeNet(mixer, args.types, clips, task, render.dim if render else None,
-                   world.text_dim if args.query == "text" else None)
+                   world.text_dim if args.query == "text" else None, args.text_encoder)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.05)
 
     def batch(n):
@@ -256,6 +259,7 @@ def run(mixer: str, task: str, clips: int, seed: int, args) -> dict:
                 steps_to_90 = step
     return {"mixer": mixer, "task": task, "loss": args.loss, "inputs": args.inputs,
             "obs_noise": render.world.p["obs_noise"] if render else None, "query": args.query,
+            "text_encoder": args.text_encoder if args.query == "text" else None,
             "train_pool": args.train_pool,
             "clips": clips, "seed": seed,
             "kinds": list(KINDS) if task == "query" else ["first_after"], "final_acc": curve[-1]["acc"],
@@ -283,6 +287,10 @@ def main(argv=None) -> None:
     ap.add_argument("--query", choices=("learned", "text"), default="learned",
                     help="--task query: learned: a vector per kind, X and Y, fused by adaLN; text: the benchmark's "
                     "query text and HieraMamba's query path (text encoder, cross-attention fusion)")
+    ap.add_argument("--text-encoder", choices=("identity", "transformer"), default="identity",
+                    help="--query text: HieraMamba's text encoder; identity: the long-context config's (Ego4D, MAD: "
+                    "a 1x1 projection, no mixing across words); transformer: TACoS's (positions, 5 self-attention "
+                    "layers)")
     ap.add_argument("--train-pool", type=int, help="train on this many sequences, drawn once and visited every "
                     "epoch in a fresh order (default: fresh sequences every step); the curve adds their score")
     ap.add_argument("--out", type=Path)

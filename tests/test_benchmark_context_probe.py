@@ -60,13 +60,14 @@ def test_rendered_features_keep_each_event_kind_apart():
     assert len(set(render.pairs)) == 8
 
 
-@pytest.mark.parametrize("loss, inputs, query", [("softmax", "tokens", "learned"), ("focal", "tokens", "learned"),
-                                                 ("softmax", "features", "learned"), ("softmax", "tokens", "text")])
-def test_a_short_run_reports_its_curve(loss, inputs, query):
+@pytest.mark.parametrize("loss, inputs, query, text_encoder", [
+    ("softmax", "tokens", "learned", None), ("focal", "tokens", "learned", None), ("softmax", "features", "learned", None),
+    ("softmax", "tokens", "text", "identity"), ("softmax", "tokens", "text", "transformer")])
+def test_a_short_run_reports_its_curve(loss, inputs, query, text_encoder):
     args = argparse.Namespace(types=8, sep=64, event=4, batch=2, steps=4, eval_every=2, loss=loss, inputs=inputs,
-                              obs_noise=None, query=query, train_pool=None)
+                              obs_noise=None, query=query, text_encoder=text_encoder or "identity", train_pool=None)
     row = cp.run("hydra", "query", 640, 0, args)
-    assert (row["loss"], row["inputs"], row["query"]) == (loss, inputs, query)
+    assert (row["loss"], row["inputs"], row["query"], row["text_encoder"]) == (loss, inputs, query, text_encoder)
     assert all(np.isfinite(p["loss"]) for p in row["curve"])
     assert [p["step"] for p in row["curve"]] == [2, 4] and len(row["final_acc"]) == 4
     assert all(0 <= a <= 100 for a in row["final_acc"]) and row["steps_to_90"] in (None, 2, 4)
@@ -78,7 +79,8 @@ def test_a_training_pool_is_visited_once_per_epoch_and_scored():
     assert all(sorted(seen[e * 6:(e + 1) * 6]) == list(range(6)) for e in range(4))
     assert seen[:6] != seen[6:12]  # a fresh order each epoch
     args = argparse.Namespace(types=8, sep=64, event=4, batch=2, steps=4, eval_every=2, loss="softmax",
-                              inputs="tokens", obs_noise=None, query="learned", train_pool=8)
+                              inputs="tokens", obs_noise=None, query="learned", text_encoder="identity",
+                              train_pool=8)
     row = cp.run("hydra", "query", 640, 0, args)
     assert row["train_pool"] == 8 and all(len(p["train_acc"]) == 4 for p in row["curve"])
 
