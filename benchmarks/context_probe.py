@@ -58,8 +58,8 @@ from vidmamba.config import load_config  # noqa: E402
 from vidmamba.data.synthetic import _World, _background_latent, _paint_event  # noqa: E402
 from vidmamba.data.synthetic_long_context import _add_words, _query_text  # noqa: E402
 from vidmamba.data.synthetic_long_context import _resolve as _resolve_long_context  # noqa: E402
-from vidmamba.models.hieramamba import HieraMambaBackbone, HieraMambaConfig  # noqa: E402
-from vidmamba.models.hieramamba_blocks import IdentityTextEncoder, TransformerTextEncoder, XAttnFusion  # noqa: E402
+from vidmamba.models.hieramamba import (HieraMambaBackbone, HieraMambaConfig, build_fusion,  # noqa: E402
+                                        build_text_encoder)
 from vidmamba.nn.losses import sigmoid_focal_loss  # noqa: E402
 from vidmamba.ssm.hydra import Hydra  # noqa: E402
 from vidmamba.ssm.layers import RMSNorm  # noqa: E402
@@ -132,8 +132,8 @@ class BenchmarkWorld:
 class ProbeNet(nn.Module):
     """tokens (b, l) int64 or features (b, l, video_dim), query (b, 3) [, text (b, lt, text_dim), text mask (b, lt)]
     -> per-clip scores (b, l). With ``text_dim`` the query enters by its text through HieraMamba's query path (its
-    ``identity`` text encoder, its cross-attention fusion before the mixer and again, same weights, after it) instead
-    of the learned vectors and adaLN fusion."""
+    ``text_encoder``, its cross-attention fusion before the mixer and again, same weights, after it) instead of the
+    learned vectors and adaLN fusion."""
 
     def __init__(self, mixer: str, types: int, clips: int, task: str, video_dim: int | None = None,
                  text_dim: int | None = None, text_encoder: str = "identity"):
@@ -153,12 +153,9 @@ class ProbeNet(nn.Module):
                                         Hydra(WIDTH, d_state=16, headdim=16) for _ in range(count))
             self.norms = nn.ModuleList(RMSNorm(WIDTH) for _ in range(count))
         self.score = nn.Linear(WIDTH, 1)
-        if text_dim is not None:  # the long-context config's widths: text_embd_dim 32, 4 heads, 2 fusion layers
-            cfg = HieraMambaConfig()  # the model's text encoder settings (text_encoder "transformer": TACoS's)
-            self.text_net = (IdentityTextEncoder(text_dim, WIDTH, cfg.text_heads) if text_encoder == "identity" else
-                             TransformerTextEncoder(text_dim, WIDTH, cfg.text_layers, cfg.text_heads,
-                                                    cfg.max_text_len, cfg.text_dropout))
-            self.fusion = XAttnFusion(WIDTH, WIDTH, 2, 4, "adaln")
+        if text_dim is not None:  # the model's defaults at the long-context config's widths (text_embd_dim 32)
+            cfg = HieraMambaConfig(embd_dim=WIDTH, text_dim=text_dim, text_embd_dim=WIDTH, text_encoder=text_encoder)
+            self.text_net, self.fusion = build_text_encoder(cfg), build_fusion(cfg)
 
     def forward(self, inputs: torch.Tensor, query: torch.Tensor, text: torch.Tensor | None = None,
                 text_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -514,6 +514,20 @@ MODEL_PRESETS: dict[str, dict] = {
 }
 
 
+def build_text_encoder(cfg: HieraMambaConfig) -> nn.Module:
+    """The query's text net, ``forward(text (q, l, text_dim), mask (q, l)) -> ((q, l + 1, text_embd_dim), mask)``."""
+    if cfg.text_encoder == "identity":
+        return IdentityTextEncoder(cfg.text_dim, cfg.text_embd_dim, cfg.text_heads)
+    return TransformerTextEncoder(cfg.text_dim, cfg.text_embd_dim, cfg.text_layers, cfg.text_heads, cfg.max_text_len,
+                                  cfg.text_dropout)
+
+
+def build_fusion(cfg: HieraMambaConfig) -> XAttnFusion:
+    """The query-to-video fusion (``embd_dim`` clips attend to ``text_embd_dim`` tokens)."""
+    return XAttnFusion(cfg.embd_dim, cfg.text_embd_dim, cfg.fusion_layers, cfg.fusion_heads, cfg.fusion_mode,
+                       cfg.fusion_dropout, cfg.fusion_drop_path)
+
+
 class EncodedBatch(NamedTuple):
     """What :meth:`HieraMamba.encode` returns. ``logits[i]`` (q, l_i), ``offsets[i]`` (q, l_i, 2) and ``masks[i]``
     (q, l_i) per level and query; ``backbone`` the backbone pyramid with ``rows`` (q,) its row for each query (the
@@ -563,16 +577,11 @@ class HieraMamba(nn.Module):
         super().__init__()
         cfg = HieraMambaConfig.resolve(cfg, overrides)
         self.cfg = cfg
-        d, dt = cfg.embd_dim, cfg.text_embd_dim
-        if cfg.text_encoder == "identity":
-            self.text_net = IdentityTextEncoder(cfg.text_dim, dt, cfg.text_heads)
-        else:
-            self.text_net = TransformerTextEncoder(cfg.text_dim, dt, cfg.text_layers, cfg.text_heads,
-                                                   cfg.max_text_len, cfg.text_dropout)
+        d = cfg.embd_dim
+        self.text_net = build_text_encoder(cfg)
         self.vid_proj = MaskedConv1d(cfg.video_dim, d, 1) if cfg.early_fusion else None
         self.backbone = HieraMambaBackbone(cfg.backbone_config())
-        self.fusion = XAttnFusion(d, dt, cfg.fusion_layers, cfg.fusion_heads, cfg.fusion_mode, cfg.fusion_dropout,
-                                  cfg.fusion_drop_path)
+        self.fusion = build_fusion(cfg)
         self.head = DenseGroundingHead(d, num_layers=cfg.head_layers, kernel_size=cfg.head_kernel, with_ln=True,
                                        num_levels=cfg.num_blocks, offset_act="relu", use_scale=True)
         for m in self.head.modules():
@@ -755,4 +764,5 @@ class HieraMamba(nn.Module):
 
 __all__ = ["AMPBlock", "BACKBONE_PRESETS", "BackboneOutput", "ConvSelfAttention", "EncodedBatch", "HieraMamba",
            "HieraMambaBackbone", "HieraMambaBackboneConfig", "HieraMambaConfig", "MIXERS", "MODEL_PRESETS",
-           "SigmoidGate", "build_mixer", "interleave_anchors", "split_anchors", "valid_lengths"]
+           "SigmoidGate", "build_fusion", "build_mixer", "build_text_encoder", "interleave_anchors", "split_anchors",
+           "valid_lengths"]
