@@ -1,5 +1,5 @@
 """Can a mixer learn to pick the right copy of X by context, and in how many steps? Clean tokens or the benchmark's
-features, no detection.
+features; a per-clip score, or the whole HieraMamba with its detection heads.
 
 The long-context benchmark (``benchmarks/long_context.py``) asks a grounding model to find an event X in noisy
 features and to pick one of its copies by context. This probe keeps only the second part: every clip is a clean
@@ -28,14 +28,21 @@ in a fresh order, as a benchmark's finite training set is; the curve then also s
 
 Mixers (width 32, d_state 16): ``mamba1`` (two causal Mamba-1 mixers, pre-norm residual), ``hydra`` (one Hydra
 mixer, head width 16), ``amp`` (HieraMamba's backbone at the long-context config's width, its level-0 features:
-one Anchor-MambaPooling block, official init). AdamW lr 1e-3, weight decay 0.05, gradient clip 1, batch 8, one
-thread. Scored every ``--eval-every`` steps on 128 fresh sequences (a hit: the top-scoring clip lies in the answer);
-``steps_to_90``: the first evaluation at which every kind scores >= 90 %.
+one Anchor-MambaPooling block, official init), or ``hieramamba``: the whole model of the long-context config
+(``configs/hieramamba_long_context.yaml``: text encoder, early fusion, the 4-level pyramid, fusion on every level,
+classification and regression heads, its focal + IoU loss; needs ``--query text``; tokens enter it one-hot, plus
+noise). AdamW lr 1e-3, weight decay 0.05, gradient clip 1, batch 8, one thread. Scored every ``--eval-every``
+steps on 128 fresh sequences (a hit: the top-scoring clip lies in the answer; ``hieramamba``: its top-1 moment has
+IoU >= 0.5 with the answer, the benchmark's R1@0.5, and ``acc_clip`` / ``x_found_clip`` the other probes' hit on
+its clip of highest level-0 foreground probability), with ``x_found``: the same hit on any copy of X;
+``steps_to_90``: the first evaluation at which every kind scores >= 90 %. ``--model KEY=VALUE``: the whole
+model's config values in place of the config's (``num_blocks=1``: one level, no pyramid).
 
     python benchmarks/context_probe.py --task fixed --mixers mamba1 hydra amp --clips 1024 4096 --steps 600
     python benchmarks/context_probe.py --task query --mixers hydra amp --clips 1024 --steps 4000 --out /tmp/q.json
     python benchmarks/context_probe.py --task query --mixers amp --inputs features --steps 2000 --out /tmp/f.json
     python benchmarks/context_probe.py --task query --mixers amp --inputs features --train-pool 768 --steps 2000
+    python benchmarks/context_probe.py --task query --mixers hieramamba --query text --steps 3000
 """
 from __future__ import annotations
 
@@ -50,6 +57,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -58,6 +66,7 @@ from vidmamba.config import load_config  # noqa: E402
 from vidmamba.data.synthetic import _World, _background_latent, _paint_event  # noqa: E402
 from vidmamba.data.synthetic_long_context import _add_words, _query_text  # noqa: E402
 from vidmamba.data.synthetic_long_context import _resolve as _resolve_long_context  # noqa: E402
+from vidmamba.models import create_model  # noqa: E402
 from vidmamba.models.hieramamba import (HieraMambaBackbone, HieraMambaConfig, build_fusion,  # noqa: E402
                                         build_text_encoder)
 from vidmamba.nn.losses import sigmoid_focal_loss  # noqa: E402
@@ -180,6 +189,86 @@ class ProbeNet(nn.Module):
         return self.score(x).squeeze(-1)
 
 
+class FullModel(nn.Module):
+    """The whole HieraMamba of the long-context config on the probe's sequences: inputs (b, l) int64 tokens (one-hot,
+    plus noise of std 0.1) or features (b, l, video_dim), text (b, lt, text_dim), text mask (b, lt) -> its SnAG
+    batch; :meth:`loss` is the model's own, :meth:`top1` its top-1 moment (b, 2) in clips, [start, end)."""
+
+    def __init__(self, types: int, clips: int, text_dim: int, video_dim: int | None, text_encoder: str,
+                 overrides: dict | None = None):
+        super().__init__()
+        options = load_config(REPO / "configs" / "hieramamba_long_context.yaml")["model"]
+        self.types = types
+        self.model = create_model(options.pop("name"), **{**options, "video_dim": video_dim or types + 1,
+                                                          "text_dim": text_dim, "text_encoder": text_encoder,
+                                                          "max_seq_len": max(options["max_seq_len"], clips),
+                                                          **(overrides or {})})
+
+    def batch(self, inputs, text, text_mask, answer=None, event: int = 0) -> dict:
+        video = inputs if inputs.is_floating_point() else (F.one_hot(inputs, self.types + 1).float()
+                                                           + 0.1 * torch.randn(*inputs.shape, self.types + 1))
+        out = {"video": video, "video_mask": torch.ones(video.shape[:2], dtype=torch.bool), "text": text,
+               "text_mask": text_mask, "query_index": torch.arange(len(video))}
+        if answer is not None:  # clip c covers grid [c - 0.5, c + 0.5] (vidmamba.data.snag.seconds_to_grid)
+            out["segments_grid"] = torch.stack([answer - 0.5, answer + event - 0.5], 1).float()
+        return out
+
+    def loss(self, inputs, answer, event: int, text, text_mask) -> torch.Tensor:
+        return self.model(self.batch(inputs, text, text_mask, answer, event))["loss"]
+
+    def picks(self, inputs, text, text_mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """(top-1 moment (b, 2) in clips, [start, end), or (-1, -1) when none; the clip (b,) of the highest
+        level-0 foreground probability)."""
+        batch = self.batch(inputs, text, text_mask)
+        batch["clip_offset"] = [0.5] * len(inputs)  # times = grid + 0.5 = clips
+        rows = self.model.predict(batch)
+        top1 = torch.tensor([r["pred_relevant_windows"][0][:2] if r["pred_relevant_windows"] else [-1.0, -1.0]
+                             for r in rows])
+        return top1, torch.tensor([max(range(len(r["pred_saliency_scores"])), key=r["pred_saliency_scores"].__getitem__)
+                                   for r in rows])
+
+
+def interval_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of intervals a (n, 2) and b (n, 2), [start, end)."""
+    inter = (torch.minimum(a[:, 1], b[:, 1]) - torch.maximum(a[:, 0], b[:, 0])).clamp(min=0)
+    return inter / (torch.maximum(a[:, 1], b[:, 1]) - torch.minimum(a[:, 0], b[:, 0])).clamp(min=1e-9)
+
+
+def score(span: torch.Tensor, answer: torch.Tensor, query: torch.Tensor, tokens: torch.Tensor, event: int,
+          by_iou: bool, kinds: int) -> dict[str, list[float]]:
+    """Top-1 picks span (n, 2) [start, end) in clips against answer starts (n,), queries (n, 3), tokens (n, l) ->
+    per kind (``query[:, 0]`` < ``kinds``), in %: ``acc``, a hit on the answer, and ``x_found``, a hit on some copy
+    of X (``query[:, 1]``). A hit: the span's first clip lies in the event, or (``by_iou``) IoU >= 0.5 with it."""
+    def on(start):  # (n,) event starts -> (n,) bool
+        if by_iou:
+            return interval_iou(span.float(), torch.stack([start, start + event], 1).float()) >= 0.5
+        return (span[:, 0] >= start) & (span[:, 0] < start + event)
+
+    x_clip = tokens == query[:, 1:2]
+    x_first = x_clip & ~F.pad(x_clip, (1, 0))[:, :-1]  # the first clip of each copy of X
+    found = torch.zeros(len(tokens), dtype=torch.bool)
+    for copy in range(int(x_first.sum(1).max())):  # the copy-th copy of X of every sequence that has one
+        has = x_first.sum(1) > copy
+        start = torch.where(has, x_first.cumsum(1).eq(copy + 1).int().argmax(1), -10 * event)
+        found |= has & on(start)
+    return {name: [round(100 * float(hit[query[:, 0] == k].float().mean()), 1) for k in range(kinds)]
+            for name, hit in (("acc", on(answer)), ("x_found", found))}
+
+
+def probe_loss(logits: torch.Tensor, answer: torch.Tensor, event: int, kind: str) -> torch.Tensor:
+    """Scores (b, l), answer starts (b,) -> the probe's loss: ``softmax``, cross-entropy over positions (the answer's
+    clips share the target), or ``focal``, HieraMamba's per-clip sigmoid focal loss with the model's defaults,
+    summed and divided by the positives."""
+    target = torch.zeros_like(logits)
+    for i, s in enumerate(answer.tolist()):
+        target[i, s:s + event] = 1
+    if kind == "focal":
+        cfg = HieraMambaConfig()
+        return sigmoid_focal_loss(logits, target, cfg.focal_alpha, cfg.focal_gamma, cfg.label_smoothing,
+                                  reduction="sum") / target.sum()
+    return -(target / event * logits.log_softmax(1)).sum(1).mean()
+
+
 def pool_batches(rng: np.random.Generator, size: int, batch: int):
     """Indices (batch,) into a training pool of ``size`` sequences: every epoch visits each once, in a fresh order
     (a batch may span two epochs)."""
@@ -197,17 +286,23 @@ def run(mixer: str, task: str, clips: int, seed: int, args) -> dict:
     rng = np.random.default_rng(seed)
     world = BenchmarkWorld(args.types, args.obs_noise) if args.inputs == "features" or args.query == "text" else None
     render = world if args.inputs == "features" else None
-    net = ProbeNet(mixer, args.types, clips, task, render.dim if render else None,
-                   world.text_dim if args.query == "text" else None, args.text_encoder)
+    full = mixer == "hieramamba"
+    if full:
+        net = FullModel(args.types, clips, world.text_dim, render.dim if render else None, args.text_encoder,
+                        args.model)
+    else:
+        net = ProbeNet(mixer, args.types, clips, task, render.dim if render else None,
+                       world.text_dim if args.query == "text" else None, args.text_encoder)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.05)
 
-    def batch(n):
-        seqs = [sample(rng, task, clips, args.sep, args.event, args.types) for _ in range(n)]
+    def batch(n):  # (inputs, answer, query, tokens [, text, text mask])
+        seqs = [(tokens, answer, query, tokens) for tokens, answer, query in
+                (sample(rng, task, clips, args.sep, args.event, args.types) for _ in range(n))]
         if render:
             seqs = [(render(tokens, rng), *rest) for tokens, *rest in seqs]
         cols = tuple(torch.tensor(np.array(col)) for col in zip(*seqs))
         if args.query == "text":  # + text (n, lt, text_dim) zero-padded, text mask (n, lt)
-            texts = [torch.from_numpy(world.query_text(q, rng)) for _, _, q in seqs]
+            texts = [torch.from_numpy(world.query_text(q, rng)) for _, _, q, _ in seqs]
             cols += (nn.utils.rnn.pad_sequence(texts, batch_first=True),
                      nn.utils.rnn.pad_sequence([torch.ones(len(t), dtype=torch.bool) for t in texts], batch_first=True))
         return cols
@@ -221,43 +316,44 @@ def run(mixer: str, task: str, clips: int, seed: int, args) -> dict:
         take = next(visits)
         return tuple(col[take] for col in pool)
 
-    def evaluate(inputs, answer, query, *text) -> list[float]:
+    def evaluate(inputs, answer, query, tokens, *text) -> dict[str, list[float]]:
         net.eval()
         with torch.no_grad():
-            top = net(inputs, query, *text).argmax(1)
+            if full:
+                span, top = net.picks(inputs, *text)
+            else:
+                top = net(inputs, query, *text).argmax(1)
         net.train()
-        hit = ((top >= answer) & (top < answer + args.event)).float()
-        kinds = range(len(KINDS)) if task == "query" else [0]
-        return [round(100 * float(hit[query[:, 0] == k].mean()), 1) for k in kinds]
+        kinds = len(KINDS) if task == "query" else 1
+        by_clip = score(torch.stack([top, top + 1], 1), answer, query, tokens, args.event, by_iou=False, kinds=kinds)
+        if not full:
+            return by_clip
+        return {**score(span, answer, query, tokens, args.event, by_iou=True, kinds=kinds),
+                **{f"{name}_clip": value for name, value in by_clip.items()}}
 
-    focal = HieraMambaConfig()  # --loss focal: the model's loss settings
     curve, steps_to_90, started = [], None, time.process_time()
     for step in range(1, args.steps + 1):
-        inputs, answer, query, *text = training_batch()
-        logits = net(inputs, query, *text)
-        target = torch.zeros_like(logits)
-        for i, s in enumerate(answer.tolist()):
-            target[i, s:s + args.event] = 1
-        if args.loss == "focal":
-            loss = sigmoid_focal_loss(logits, target, focal.focal_alpha, focal.focal_gamma, focal.label_smoothing,
-                                      reduction="sum") / target.sum()
+        inputs, answer, query, _, *text = training_batch()
+        if full:
+            loss = net.loss(inputs, answer, args.event, *text)
         else:
-            loss = -(target / args.event * logits.log_softmax(1)).sum(1).mean()
+            loss = probe_loss(net(inputs, query, *text), answer, args.event, args.loss)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         if step % args.eval_every == 0:
-            acc = evaluate(*batch(EVAL_SEQUENCES))
-            curve.append({"step": step, "loss": round(loss.item(), 3), "acc": acc})
+            scores = evaluate(*batch(EVAL_SEQUENCES))
+            acc = scores["acc"]
+            curve.append({"step": step, "loss": round(loss.item(), 3), **scores})
             if pool is not None:  # the same score on the first sequences of the training set
-                curve[-1]["train_acc"] = evaluate(*(col[:EVAL_SEQUENCES] for col in pool))
+                curve[-1]["train_acc"] = evaluate(*(col[:EVAL_SEQUENCES] for col in pool))["acc"]
             if steps_to_90 is None and min(acc) >= 90:
                 steps_to_90 = step
-    return {"mixer": mixer, "task": task, "loss": args.loss, "inputs": args.inputs,
+    return {"mixer": mixer, "task": task, "loss": "model" if full else args.loss, "inputs": args.inputs,
             "obs_noise": render.world.p["obs_noise"] if render else None, "query": args.query,
             "text_encoder": args.text_encoder if args.query == "text" else None,
-            "train_pool": args.train_pool,
+            "train_pool": args.train_pool, "model": args.model if full else None,
             "clips": clips, "seed": seed,
             "kinds": list(KINDS) if task == "query" else ["first_after"], "final_acc": curve[-1]["acc"],
             "steps_to_90": steps_to_90, "cpu_s": round(time.process_time() - started, 1), "curve": curve}
@@ -266,7 +362,9 @@ def run(mixer: str, task: str, clips: int, seed: int, args) -> dict:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--task", choices=("fixed", "query"), default="query")
-    ap.add_argument("--mixers", nargs="+", choices=("mamba1", "hydra", "amp"), default=["hydra", "amp"])
+    ap.add_argument("--mixers", nargs="+", choices=("mamba1", "hydra", "amp", "hieramamba"), default=["hydra", "amp"],
+                    help="hieramamba: the whole model of the long-context config, trained with its own loss "
+                    "(needs --query text; --loss does not apply)")
     ap.add_argument("--clips", nargs="+", type=int, default=[1024], help="sequence lengths")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--steps", type=int, default=4000)
@@ -290,14 +388,30 @@ def main(argv=None) -> None:
                     "layers)")
     ap.add_argument("--train-pool", type=int, help="train on this many sequences, drawn once and visited every "
                     "epoch in a fresh order (default: fresh sequences every step); the curve adds their score")
+    ap.add_argument("--model", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="--mixers hieramamba: model config values in place of the long-context config's (YAML "
+                    "values, e.g. num_blocks=1)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
+    try:
+        args.model = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.model)}
+    except ValueError:
+        ap.error(f"--model takes KEY=VALUE items, got {args.model}")
     if min(len(range(0, n - args.event, args.sep)) for n in args.clips) < 9:
         ap.error("every --clips needs room for 9 event starts (6 copies of X, Y, 2 distractors) every --sep clips")
     if args.train_pool is not None and args.train_pool < args.batch:
         ap.error(f"--train-pool must hold at least one batch ({args.batch} sequences), got {args.train_pool}")
     if args.query == "text" and args.task != "query":
         ap.error("--query text needs --task query")
+    if "hieramamba" in args.mixers and args.query != "text":
+        ap.error("--mixers hieramamba reads the query as the model does: it needs --task query --query text")
+    if args.model and "hieramamba" not in args.mixers:
+        ap.error("--model sets the config of --mixers hieramamba")
+    if args.model:
+        try:
+            FullModel(args.types, max(args.clips), 8, None, args.text_encoder, args.model)
+        except ValueError as err:
+            ap.error(f"--model: {err}")
     if args.inputs == "features" or args.query == "text":
         try:
             BenchmarkWorld(args.types, args.obs_noise)

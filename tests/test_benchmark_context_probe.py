@@ -65,7 +65,7 @@ def test_rendered_features_keep_each_event_kind_apart():
     ("softmax", "tokens", "text", "identity"), ("softmax", "tokens", "text", "transformer")])
 def test_a_short_run_reports_its_curve(loss, inputs, query, text_encoder):
     args = argparse.Namespace(types=8, sep=64, event=4, batch=2, steps=4, eval_every=2, loss=loss, inputs=inputs,
-                              obs_noise=None, query=query, text_encoder=text_encoder or "identity", train_pool=None)
+                              obs_noise=None, query=query, text_encoder=text_encoder or "identity", train_pool=None, model={})
     row = cp.run("hydra", "query", 640, 0, args)
     assert (row["loss"], row["inputs"], row["query"], row["text_encoder"]) == (loss, inputs, query, text_encoder)
     assert all(np.isfinite(p["loss"]) for p in row["curve"])
@@ -80,7 +80,7 @@ def test_a_training_pool_is_visited_once_per_epoch_and_scored():
     assert seen[:6] != seen[6:12]  # a fresh order each epoch
     args = argparse.Namespace(types=8, sep=64, event=4, batch=2, steps=4, eval_every=2, loss="softmax",
                               inputs="tokens", obs_noise=None, query="learned", text_encoder="identity",
-                              train_pool=8)
+                              train_pool=8, model={})
     row = cp.run("hydra", "query", 640, 0, args)
     assert row["train_pool"] == 8 and all(len(p["train_acc"]) == 4 for p in row["curve"])
 
@@ -91,3 +91,47 @@ def test_a_query_text_is_the_benchmarks_sentence_encoded_word_by_word():
     assert anchored.shape[1] == ordinal.shape[1] == world.text_dim
     # "the first time <x phrase> after <y phrase>": two event phrases (>= 4 words each) and 4 words of the template
     assert anchored.shape[0] >= 12 and 7 <= ordinal.shape[0] < anchored.shape[0]
+
+
+def test_the_whole_model_reads_the_benchmarks_grid_and_a_hit_on_the_answer_is_a_hit_on_x():
+    """``--mixers hieramamba``: an event of clips [64, 68) is the span the SnAG pipeline gives it in grid units
+    (seconds_to_grid, the benchmark's 1 clip per second); a short run scores every kind, and since the answer is a
+    copy of X, no kind's hit rate exceeds its x_found."""
+    from vidmamba.data.snag import seconds_to_grid
+    world = cp.BenchmarkWorld(8)
+    net = cp.FullModel(8, 640, world.text_dim, None, "identity")
+    text = torch.zeros(2, 5, world.text_dim)
+    batch = net.batch(torch.zeros(2, 640, dtype=torch.long), text, torch.ones(2, 5, dtype=torch.bool),
+                      torch.tensor([64, 128]), 4)
+    expected = seconds_to_grid(np.array([[64.0, 68.0], [128.0, 132.0]]), fps=1.0, clip_size=1, stride=1)
+    assert batch["video"].shape == (2, 640, 9) and torch.allclose(batch["segments_grid"], torch.tensor(expected).float())
+    assert torch.allclose(cp.interval_iou(torch.tensor([[64.0, 68.0], [0.0, 4.0]]), torch.tensor([[66.0, 70.0],
+                                                                                                  [8.0, 12.0]])),
+                          torch.tensor([2 / 6, 0.0]))
+    args = argparse.Namespace(types=8, sep=64, event=4, batch=2, steps=2, eval_every=2, loss="softmax",
+                              inputs="tokens", obs_noise=None, query="text", text_encoder="identity", train_pool=None, model={})
+    row = cp.run("hieramamba", "query", 640, 0, args)
+    point = row["curve"][-1]
+    assert row["loss"] == "model" and np.isfinite(point["loss"]) and len(point["acc"]) == len(point["x_found"]) == 4
+    assert all(a <= x for a, x in zip(point["acc"], point["x_found"]))
+    with pytest.raises(SystemExit):
+        cp.main(["--mixers", "hieramamba", "--steps", "1"])  # needs --query text
+
+
+def test_scores_count_hits_on_the_answer_and_on_any_copy_of_x_by_hand():
+    """One sequence per case: X (token 3) at clips 0, 64, 128 (4 clips each), Y (token 5) at 32, the answer the copy
+    at 64; kinds 0 and 1 side by side."""
+    tokens = torch.zeros(4, 256, dtype=torch.long)
+    for start in (0, 64, 128):
+        tokens[:, start:start + 4] = 3
+    tokens[:, 32:36] = 5
+    query = torch.tensor([[0, 3, 5], [0, 3, 5], [1, 3, 5], [1, 3, 5]])
+    answer = torch.full((4,), 64)
+    by_clip = cp.score(torch.tensor([[66, 67], [129, 130], [200, 201], [3, 4]]), answer, query, tokens, 4,
+                       by_iou=False, kinds=2)
+    assert by_clip == {"acc": [50.0, 0.0], "x_found": [100.0, 50.0]}
+    # IoU with [64, 68): [63, 67) 3/5 hit; [66, 70) 2/6 miss, but [129, 132) with [128, 132) 3/4 finds X; [1, 5) with
+    # [0, 4) 3/5 finds X; [32, 36) is Y
+    by_iou = cp.score(torch.tensor([[63, 67], [129, 132], [1, 5], [32, 36]]), answer, query, tokens, 4,
+                      by_iou=True, kinds=2)
+    assert by_iou == {"acc": [50.0, 0.0], "x_found": [100.0, 50.0]}
