@@ -192,7 +192,7 @@ class ProbeNet(nn.Module):
 class FullModel(nn.Module):
     """The whole HieraMamba of the long-context config on the probe's sequences: inputs (b, l) int64 tokens (one-hot,
     plus noise of std 0.1) or features (b, l, video_dim), text (b, lt, text_dim), text mask (b, lt) -> its SnAG
-    batch; :meth:`loss` is the model's own, :meth:`top1` its top-1 moment (b, 2) in clips, [start, end)."""
+    batch; :meth:`loss` is the model's own, :meth:`picks` its top-1 moment and top clip."""
 
     def __init__(self, types: int, clips: int, text_dim: int, video_dim: int | None, text_encoder: str,
                  overrides: dict | None = None):
@@ -224,8 +224,7 @@ class FullModel(nn.Module):
         rows = self.model.predict(batch)
         top1 = torch.tensor([r["pred_relevant_windows"][0][:2] if r["pred_relevant_windows"] else [-1.0, -1.0]
                              for r in rows])
-        return top1, torch.tensor([max(range(len(r["pred_saliency_scores"])), key=r["pred_saliency_scores"].__getitem__)
-                                   for r in rows])
+        return top1, torch.stack([torch.tensor(r["pred_saliency_scores"]).argmax() for r in rows])
 
 
 def interval_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
