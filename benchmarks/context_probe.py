@@ -57,19 +57,19 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from vidmamba.config import load_config  # noqa: E402
+from vidmamba.config import load_config, parse_override  # noqa: E402
 from vidmamba.data.synthetic import _World, _background_latent, _paint_event  # noqa: E402
 from vidmamba.data.synthetic_long_context import _add_words, _query_text  # noqa: E402
 from vidmamba.data.synthetic_long_context import _resolve as _resolve_long_context  # noqa: E402
-from vidmamba.models import create_model  # noqa: E402
+from vidmamba.models import create_model, model_config  # noqa: E402
 from vidmamba.models.hieramamba import (HieraMambaBackbone, HieraMambaConfig, build_fusion,  # noqa: E402
                                         build_text_encoder)
 from vidmamba.nn.losses import sigmoid_focal_loss  # noqa: E402
+from vidmamba.nn.segments import segment_iou  # noqa: E402
 from vidmamba.ssm.hydra import Hydra  # noqa: E402
 from vidmamba.ssm.layers import RMSNorm  # noqa: E402
 from vidmamba.ssm.mamba1 import Mamba1  # noqa: E402
@@ -227,12 +227,6 @@ class FullModel(nn.Module):
         return top1, torch.stack([torch.tensor(r["pred_saliency_scores"]).argmax() for r in rows])
 
 
-def interval_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU of intervals a (n, 2) and b (n, 2), [start, end)."""
-    inter = (torch.minimum(a[:, 1], b[:, 1]) - torch.maximum(a[:, 0], b[:, 0])).clamp(min=0)
-    return inter / (torch.maximum(a[:, 1], b[:, 1]) - torch.minimum(a[:, 0], b[:, 0])).clamp(min=1e-9)
-
-
 def score(span: torch.Tensor, answer: torch.Tensor, query: torch.Tensor, tokens: torch.Tensor, event: int,
           by_iou: bool, kinds: int) -> dict[str, list[float]]:
     """Top-1 picks span (n, 2) [start, end) in clips against answer starts (n,), queries (n, 3), tokens (n, l) ->
@@ -240,7 +234,7 @@ def score(span: torch.Tensor, answer: torch.Tensor, query: torch.Tensor, tokens:
     of X (``query[:, 1]``). A hit: the span's first clip lies in the event, or (``by_iou``) IoU >= 0.5 with it."""
     def on(start):  # (n,) event starts -> (n,) bool
         if by_iou:
-            return interval_iou(span.float(), torch.stack([start, start + event], 1).float()) >= 0.5
+            return segment_iou(span.float(), torch.stack([start, start + event], 1).float()) >= 0.5
         return (span[:, 0] >= start) & (span[:, 0] < start + event)
 
     x_clip = tokens == query[:, 1:2]
@@ -392,10 +386,10 @@ def main(argv=None) -> None:
                     "values, e.g. num_blocks=1)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
-    try:
-        args.model = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.model)}
-    except ValueError:
-        ap.error(f"--model takes KEY=VALUE items, got {args.model}")
+    try:  # the config's own override syntax and YAML values
+        args.model = {".".join(path): value for path, value in map(parse_override, args.model)}
+    except ValueError as err:
+        ap.error(f"--model: {err}")
     if min(len(range(0, n - args.event, args.sep)) for n in args.clips) < 9:
         ap.error("every --clips needs room for 9 event starts (6 copies of X, Y, 2 distractors) every --sep clips")
     if args.train_pool is not None and args.train_pool < args.batch:
@@ -407,8 +401,9 @@ def main(argv=None) -> None:
     if args.model and "hieramamba" not in args.mixers:
         ap.error("--model sets the config of --mixers hieramamba")
     if args.model:
+        options = load_config(REPO / "configs" / "hieramamba_long_context.yaml")["model"]
         try:
-            FullModel(args.types, max(args.clips), 8, None, args.text_encoder, args.model)
+            model_config(options.pop("name"), **{**options, **args.model})  # checked, no weights built
         except ValueError as err:
             ap.error(f"--model: {err}")
     if args.inputs == "features" or args.query == "text":

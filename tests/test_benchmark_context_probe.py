@@ -105,7 +105,7 @@ def test_the_whole_model_reads_the_benchmarks_grid_and_a_hit_on_the_answer_is_a_
                       torch.tensor([64, 128]), 4)
     expected = seconds_to_grid(np.array([[64.0, 68.0], [128.0, 132.0]]), fps=1.0, clip_size=1, stride=1)
     assert batch["video"].shape == (2, 640, 9) and torch.allclose(batch["segments_grid"], torch.tensor(expected).float())
-    assert torch.allclose(cp.interval_iou(torch.tensor([[64.0, 68.0], [0.0, 4.0]]), torch.tensor([[66.0, 70.0],
+    assert torch.allclose(cp.segment_iou(torch.tensor([[64.0, 68.0], [0.0, 4.0]]), torch.tensor([[66.0, 70.0],
                                                                                                   [8.0, 12.0]])),
                           torch.tensor([2 / 6, 0.0]))
     args = argparse.Namespace(types=8, sep=64, event=4, batch=2, steps=2, eval_every=2, loss="softmax",
