@@ -2,6 +2,7 @@
 gradients) and the full model (padded batch == each video alone for predictions and losses, gradients, edge cases,
 registry, a tiny model overfitting a tiny batch)."""
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -399,6 +400,19 @@ def test_event_without_positive_points_gives_finite_loss():
         out = model(make_batch([9], [[(3, (2.2, 2.4))]]))
     assert float(out["loss_reg"]) == 0.0 and float(out["loss_spc"]) == 0.0
     assert torch.isfinite(out["loss"]) and float(out["loss_cls"]) > 0
+
+
+def test_training_query_without_positive_points_warns():
+    """One level regresses reaches below regression_range only (the official PtGenerator raises only a later last
+    level to max_seq_len + 1), so a 12-step event (reach 6 or 7 at every point of its centre window) gets no positive
+    point and would train as background unnoticed: training warns. A raised range, or three levels, assign it."""
+    batch = make_batch([16], [[(3, (2.0, 14.0))]])
+    with pytest.warns(UserWarning, match=r"no positive point.*\[0, 4\)"):
+        tiny_model(num_blocks=1, **NO_DROP).train()(batch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tiny_model(num_blocks=1, regression_range=8.0, **NO_DROP).train()(batch)
+        tiny_model(**NO_DROP).train()(batch)
 
 
 def test_long_query_is_truncated_with_warning():

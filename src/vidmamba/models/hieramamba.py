@@ -375,7 +375,9 @@ class HieraMambaConfig(HieraMambaBackboneConfig):
     fusion_dropout, fusion_drop_path: FFN / projection dropout and LayerScale drop-path of the fusion (0.1, 0.1).
     head_layers, head_kernel: cls / reg conv heads (3 layers, k 3, LayerNorm), shared by all levels, a learnable
         Scale per level on the regression; offsets ReLU'd, in units of the level stride.
-    regression_range, regression_sigma: point ranges (0, 4), (2, 8), (4, 16), ... (see ``nn.points``).
+    regression_range, regression_sigma: point ranges (0, 4), (2, 8), (4, 16), ..., the last one's max raised to
+        ``max_seq_len + 1`` (see ``nn.points``). With one level, (0, regression_range) only, as the official
+        ``PtGenerator``: longer events get no positive point (training warns); raise regression_range.
     center_radius: centre sampling radius in level strides (1.5).
     focal_alpha, focal_gamma, label_smoothing: sigmoid focal loss (0.5, 2, targets ``0.8 y + 0.1``).
     reg_loss: "iou" (Ego4D) or "diou" (MAD, TACoS), on centre offsets; w_reg its weight (1).
@@ -698,6 +700,12 @@ class HieraMamba(nn.Module):
         logits, offsets, valid = (torch.cat(x, 1) for x in (enc.logits, enc.offsets, enc.masks))
         labels, target_off = assign_points(points, segs, cfg.center_radius)
         labels &= valid & ~negative[:, None]
+        if self.training and (~negative & ~labels.any(1)).any():
+            lo, hi = self.ranges[-1]
+            warnings.warn("a training query has no positive point, so it trains as background only: its segment is "
+                          f"shorter than a grid step or its reach (the larger point-to-boundary distance, grid units) "
+                          f"is past the last level's regression range [{lo:g}, {hi:g}) (one level: raise "
+                          "regression_range)", stacklevel=3)
         cls = sigmoid_focal_loss(logits, labels.float(), cfg.focal_alpha, cfg.focal_gamma, cfg.label_smoothing,
                                  mask=valid, reduction="none").sum(1)
         qi, pi = labels.nonzero(as_tuple=True)
