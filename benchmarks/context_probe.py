@@ -36,7 +36,10 @@ steps on 128 fresh sequences (a hit: the top-scoring clip lies in the answer; ``
 IoU >= 0.5 with the answer, the benchmark's R1@0.5, and ``acc_clip`` / ``x_found_clip`` the other probes' hit on
 its clip of highest level-0 foreground probability), with ``x_found``: the same hit on any copy of X;
 ``steps_to_90``: the first evaluation at which every kind scores >= 90 %. ``--model KEY=VALUE``: the whole
-model's config values in place of the config's (``num_blocks=1``: one level, no pyramid).
+model's config values in place of the config's (``num_blocks=1``: one level, no pyramid). ``--detach``: stops a part
+of the gradient that the levels above level 0 send back (``anchors``: into the blocks below; ``features``: into the
+blocks, fusion and text encoder, so that only the heads learn from them; ``outputs``: all of it). Every evaluation
+prints its curve point to stderr.
 
     python benchmarks/context_probe.py --task fixed --mixers mamba1 hydra amp --clips 1024 4096 --steps 600
     python benchmarks/context_probe.py --task query --mixers hydra amp --clips 1024 --steps 4000 --out /tmp/q.json
@@ -47,6 +50,7 @@ model's config values in place of the config's (``num_blocks=1``: one level, no 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -195,7 +199,7 @@ class FullModel(nn.Module):
     batch; :meth:`loss` is the model's own, :meth:`picks` its top-1 moment and top clip."""
 
     def __init__(self, types: int, clips: int, text_dim: int, video_dim: int | None, text_encoder: str,
-                 overrides: dict | None = None):
+                 overrides: dict | None = None, detach: str | None = None):
         super().__init__()
         options = load_config(REPO / "configs" / "hieramamba_long_context.yaml")["model"]
         self.types = types
@@ -203,6 +207,15 @@ class FullModel(nn.Module):
                                                           "text_dim": text_dim, "text_encoder": text_encoder,
                                                           "max_seq_len": max(options["max_seq_len"], clips),
                                                           **(overrides or {})})
+        if detach == "anchors":  # block i > 0 reads block i - 1's anchors without sending its gradient back
+            for block in self.model.backbone.blocks[1:]:
+                block.register_forward_pre_hook(lambda _, args: (args[0].detach(), *args[1:]))
+        if detach == "features":  # the heads read the fused levels > 0 detached: their loss trains only the heads
+            self.model.head.register_forward_pre_hook(
+                lambda _, args: ([args[0][0], *(f.detach() for f in args[0][1:])], *args[1:]))
+        if detach == "outputs":  # the heads' outputs at levels > 0 detached: their loss trains nothing
+            self.model.head.register_forward_hook(
+                lambda _, args, out: tuple([level[0], *(x.detach() for x in level[1:])] for level in out))
 
     def batch(self, inputs, text, text_mask, answer=None, event: int = 0) -> dict:
         video = inputs if inputs.is_floating_point() else (F.one_hot(inputs, self.types + 1).float()
@@ -282,7 +295,7 @@ def run(mixer: str, task: str, clips: int, seed: int, args) -> dict:
     full = mixer == "hieramamba"
     if full:
         net = FullModel(args.types, clips, world.text_dim, render.dim if render else None, args.text_encoder,
-                        args.model)
+                        args.model, args.detach)
     else:
         net = ProbeNet(mixer, args.types, clips, task, render.dim if render else None,
                        world.text_dim if args.query == "text" else None, args.text_encoder)
@@ -341,12 +354,14 @@ def run(mixer: str, task: str, clips: int, seed: int, args) -> dict:
             curve.append({"step": step, "loss": round(loss.item(), 3), **scores})
             if pool is not None:  # the same score on the first sequences of the training set
                 curve[-1]["train_acc"] = evaluate(*(col[:EVAL_SEQUENCES] for col in pool))["acc"]
+            print(json.dumps({"mixer": mixer, "seed": seed, **curve[-1]}), file=sys.stderr, flush=True)
             if steps_to_90 is None and min(acc) >= 90:
                 steps_to_90 = step
     return {"mixer": mixer, "task": task, "loss": "model" if full else args.loss, "inputs": args.inputs,
             "obs_noise": render.world.p["obs_noise"] if render else None, "query": args.query,
             "text_encoder": args.text_encoder if args.query == "text" else None,
             "train_pool": args.train_pool, "model": args.model if full else None,
+            "detach": args.detach if full else None,
             "clips": clips, "seed": seed,
             "kinds": list(KINDS) if task == "query" else ["first_after"], "final_acc": curve[-1]["acc"],
             "steps_to_90": steps_to_90, "cpu_s": round(time.process_time() - started, 1), "curve": curve}
@@ -384,6 +399,12 @@ def main(argv=None) -> None:
     ap.add_argument("--model", nargs="+", default=[], metavar="KEY=VALUE",
                     help="--mixers hieramamba: model config values in place of the long-context config's (YAML "
                     "values, e.g. num_blocks=1)")
+    ap.add_argument("--detach", choices=("anchors", "features", "outputs"),
+                    help="--mixers hieramamba: stop a gradient of the pyramid's levels > 0. anchors: block i > 0 reads "
+                    "block i - 1's anchors detached (no gradient into the blocks below it; the fusion, text encoder "
+                    "and heads still learn from every level); features: the heads read the fused levels > 0 "
+                    "detached (their loss trains only the heads); outputs: the heads' outputs there detached (their "
+                    "loss trains nothing)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     try:  # the config's own override syntax and YAML values
@@ -398,8 +419,8 @@ def main(argv=None) -> None:
         ap.error("--query text needs --task query")
     if "hieramamba" in args.mixers and args.query != "text":
         ap.error("--mixers hieramamba reads the query as the model does: it needs --task query --query text")
-    if args.model and "hieramamba" not in args.mixers:
-        ap.error("--model sets the config of --mixers hieramamba")
+    if (args.model or args.detach) and "hieramamba" not in args.mixers:
+        ap.error("--model and --detach set --mixers hieramamba")
     if args.model:
         options = load_config(REPO / "configs" / "hieramamba_long_context.yaml")["model"]
         try:

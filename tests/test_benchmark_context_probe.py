@@ -109,13 +109,37 @@ def test_the_whole_model_reads_the_benchmarks_grid_and_a_hit_on_the_answer_is_a_
                                                                                                   [8.0, 12.0]])),
                           torch.tensor([2 / 6, 0.0]))
     args = argparse.Namespace(types=8, sep=64, event=4, batch=2, steps=2, eval_every=2, loss="softmax",
-                              inputs="tokens", obs_noise=None, query="text", text_encoder="identity", train_pool=None, model={})
+                              inputs="tokens", obs_noise=None, query="text", text_encoder="identity", train_pool=None, model={},
+                              detach=None)
     row = cp.run("hieramamba", "query", 640, 0, args)
     point = row["curve"][-1]
     assert row["loss"] == "model" and np.isfinite(point["loss"]) and len(point["acc"]) == len(point["x_found"]) == 4
     assert all(a <= x for a, x in zip(point["acc"], point["x_found"]))
     with pytest.raises(SystemExit):
         cp.main(["--mixers", "hieramamba", "--steps", "1"])  # needs --query text
+
+
+def test_detach_stops_exactly_the_named_gradient_of_the_upper_levels():
+    """``--detach``: the level-1 outputs' gradient reaches block 0 (through the anchors), the fusion (through the
+    level-1 features) and the heads, and each option stops its part of it only."""
+    world = cp.BenchmarkWorld(8)
+    reached = {}
+    for detach in (None, "anchors", "features", "outputs"):
+        torch.manual_seed(0)
+        net = cp.FullModel(8, 256, world.text_dim, None, "identity", {"num_blocks": 2}, detach)
+        enc = net.model.encode(net.batch(torch.randint(0, 9, (2, 256)), torch.randn(2, 5, world.text_dim),
+                                         torch.ones(2, 5, dtype=torch.bool)))
+        upper = enc.logits[1].sum() + enc.offsets[1].sum()
+        if upper.requires_grad:  # "outputs": no graph behind the level-1 outputs at all
+            upper.backward()
+        reached[detach] = {name: any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+                           for name, module in (("block 0", net.model.backbone.blocks[0]), ("block 1",
+                                                net.model.backbone.blocks[1]), ("fusion", net.model.fusion),
+                                                ("heads", net.model.head))}
+    assert reached == {None: {"block 0": True, "block 1": True, "fusion": True, "heads": True},
+                       "anchors": {"block 0": False, "block 1": True, "fusion": True, "heads": True},
+                       "features": {"block 0": False, "block 1": False, "fusion": False, "heads": True},
+                       "outputs": {"block 0": False, "block 1": False, "fusion": False, "heads": False}}
 
 
 def test_scores_count_hits_on_the_answer_and_on_any_copy_of_x_by_hand():
