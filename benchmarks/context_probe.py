@@ -38,8 +38,9 @@ its clip of highest level-0 foreground probability), with ``x_found``: the same 
 ``steps_to_90``: the first evaluation at which every kind scores >= 90 %. ``--model KEY=VALUE``: the whole
 model's config values in place of the config's (``num_blocks=1``: one level, no pyramid). ``--detach``: stops a part
 of the gradient that the levels above level 0 send back (``anchors``: into the blocks below; ``features``: into the
-blocks, fusion and text encoder, so that only the heads learn from them; ``outputs``: all of it). Every evaluation
-prints its curve point to stderr.
+blocks, fusion and text encoder, so that only the heads learn from them; ``outputs``: all of it).
+``--loss-norm-scale F``: the loss normaliser counts F times the positive points. ``--init-levels N``: start from the
+weights a model of N levels draws. Every evaluation prints its curve point to stderr.
 
     python benchmarks/context_probe.py --task fixed --mixers mamba1 hydra amp --clips 1024 4096 --steps 600
     python benchmarks/context_probe.py --task query --mixers hydra amp --clips 1024 --steps 4000 --out /tmp/q.json
@@ -199,14 +200,22 @@ class FullModel(nn.Module):
     batch; :meth:`loss` is the model's own, :meth:`picks` its top-1 moment and top clip."""
 
     def __init__(self, types: int, clips: int, text_dim: int, video_dim: int | None, text_encoder: str,
-                 overrides: dict | None = None, detach: str | None = None):
+                 overrides: dict | None = None, detach: str | None = None, loss_norm_scale: float = 1.0,
+                 init_levels: int | None = None):
         super().__init__()
         options = load_config(REPO / "configs" / "hieramamba_long_context.yaml")["model"]
-        self.types = types
-        self.model = create_model(options.pop("name"), **{**options, "video_dim": video_dim or types + 1,
-                                                          "text_dim": text_dim, "text_encoder": text_encoder,
-                                                          "max_seq_len": max(options["max_seq_len"], clips),
-                                                          **(overrides or {})})
+        options = {**options, "video_dim": video_dim or types + 1, "text_dim": text_dim, "text_encoder": text_encoder,
+                   "max_seq_len": max(options["max_seq_len"], clips), **(overrides or {})}
+        self.types, name = types, options.pop("name")
+        if init_levels is None:
+            self.model = create_model(name, **options)
+        else:  # the weights a model of init_levels levels draws, in every module the two models share
+            donor = create_model(name, **{**options, "num_blocks": init_levels}).state_dict()
+            self.model = create_model(name, **options)
+            self.model.load_state_dict({k: v for k, v in donor.items() if k in self.model.state_dict()}, strict=False)
+        if loss_norm_scale != 1.0:  # the normaliser counts that many times the positives, e.g. as a deeper pyramid
+            update = self.model.loss_norm.update
+            self.model.loss_norm.update = lambda count: update(loss_norm_scale * count)
         if detach == "anchors":  # block i > 0 reads block i - 1's anchors without sending its gradient back
             for block in self.model.backbone.blocks[1:]:
                 block.register_forward_pre_hook(lambda _, args: (args[0].detach(), *args[1:]))
@@ -295,7 +304,7 @@ def run(mixer: str, task: str, clips: int, seed: int, args) -> dict:
     full = mixer == "hieramamba"
     if full:
         net = FullModel(args.types, clips, world.text_dim, render.dim if render else None, args.text_encoder,
-                        args.model, args.detach)
+                        args.model, args.detach, args.loss_norm_scale, args.init_levels)
     else:
         net = ProbeNet(mixer, args.types, clips, task, render.dim if render else None,
                        world.text_dim if args.query == "text" else None, args.text_encoder)
@@ -361,7 +370,8 @@ def run(mixer: str, task: str, clips: int, seed: int, args) -> dict:
             "obs_noise": render.world.p["obs_noise"] if render else None, "query": args.query,
             "text_encoder": args.text_encoder if args.query == "text" else None,
             "train_pool": args.train_pool, "model": args.model if full else None,
-            "detach": args.detach if full else None,
+            "detach": args.detach if full else None, "loss_norm_scale": args.loss_norm_scale if full else None,
+            "init_levels": args.init_levels if full else None,
             "clips": clips, "seed": seed,
             "kinds": list(KINDS) if task == "query" else ["first_after"], "final_acc": curve[-1]["acc"],
             "steps_to_90": steps_to_90, "cpu_s": round(time.process_time() - started, 1), "curve": curve}
@@ -405,6 +415,12 @@ def main(argv=None) -> None:
                     "and heads still learn from every level); features: the heads read the fused levels > 0 "
                     "detached (their loss trains only the heads); outputs: the heads' outputs there detached (their "
                     "loss trains nothing)")
+    ap.add_argument("--loss-norm-scale", type=float, default=1.0,
+                    help="--mixers hieramamba: the loss normaliser counts this many times the positive points (2: a "
+                    "one-level model divides its loss as a two-level one does, whose level 1 doubles the positives of "
+                    "the probe's 4-clip events)")
+    ap.add_argument("--init-levels", type=int, help="--mixers hieramamba: start from the weights that a model of "
+                    "this many levels draws with the same seed, in every module the two share")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     try:  # the config's own override syntax and YAML values
@@ -419,8 +435,13 @@ def main(argv=None) -> None:
         ap.error("--query text needs --task query")
     if "hieramamba" in args.mixers and args.query != "text":
         ap.error("--mixers hieramamba reads the query as the model does: it needs --task query --query text")
-    if (args.model or args.detach) and "hieramamba" not in args.mixers:
-        ap.error("--model and --detach set --mixers hieramamba")
+    if ((args.model or args.detach or args.loss_norm_scale != 1.0 or args.init_levels is not None)
+            and "hieramamba" not in args.mixers):
+        ap.error("--model, --detach, --loss-norm-scale and --init-levels set --mixers hieramamba")
+    if args.init_levels is not None and args.init_levels < 1:
+        ap.error(f"--init-levels must be >= 1, got {args.init_levels}")
+    if args.loss_norm_scale <= 0:
+        ap.error(f"--loss-norm-scale must be > 0, got {args.loss_norm_scale}")
     if args.model:
         options = load_config(REPO / "configs" / "hieramamba_long_context.yaml")["model"]
         try:

@@ -110,7 +110,7 @@ def test_the_whole_model_reads_the_benchmarks_grid_and_a_hit_on_the_answer_is_a_
                           torch.tensor([2 / 6, 0.0]))
     args = argparse.Namespace(types=8, sep=64, event=4, batch=2, steps=2, eval_every=2, loss="softmax",
                               inputs="tokens", obs_noise=None, query="text", text_encoder="identity", train_pool=None, model={},
-                              detach=None)
+                              detach=None, loss_norm_scale=1.0, init_levels=None)
     row = cp.run("hieramamba", "query", 640, 0, args)
     point = row["curve"][-1]
     assert row["loss"] == "model" and np.isfinite(point["loss"]) and len(point["acc"]) == len(point["x_found"]) == 4
@@ -140,6 +140,34 @@ def test_detach_stops_exactly_the_named_gradient_of_the_upper_levels():
                        "anchors": {"block 0": False, "block 1": True, "fusion": True, "heads": True},
                        "features": {"block 0": False, "block 1": False, "fusion": False, "heads": True},
                        "outputs": {"block 0": False, "block 1": False, "fusion": False, "heads": False}}
+
+
+def test_loss_norm_scale_multiplies_the_positives_the_normaliser_counts():
+    """The normaliser's EMA (momentum 0.9, the config's init 5) takes in twice the positives with scale 2."""
+    world = cp.BenchmarkWorld(8)
+    moved = []
+    for scale in (1.0, 2.0):
+        torch.manual_seed(0)
+        net = cp.FullModel(8, 256, world.text_dim, None, "identity", {"num_blocks": 1}, loss_norm_scale=scale)
+        net.loss(torch.randint(0, 9, (2, 256)), torch.tensor([64, 128]), 4, torch.randn(2, 5, world.text_dim),
+                 torch.ones(2, 5, dtype=torch.bool))
+        moved.append(float(net.model.loss_norm()) - 0.9 * 5.0)
+    assert moved == pytest.approx([0.1 * 2, 0.1 * 4], abs=1e-5)  # 2 positives per query at level 0
+
+
+def test_init_levels_starts_from_the_weights_a_deeper_model_draws():
+    world = cp.BenchmarkWorld(8)
+
+    def build(**kwargs):
+        torch.manual_seed(0)
+        return cp.FullModel(8, 256, world.text_dim, None, "identity", **kwargs).model.state_dict()
+
+    one, two = build(overrides={"num_blocks": 1}), build(overrides={"num_blocks": 2})
+    one_as_two = build(overrides={"num_blocks": 1}, init_levels=2)
+    assert set(one_as_two) == set(one)
+    assert all(torch.equal(one_as_two[k], two[k]) for k in one_as_two)
+    fusion = [k for k in one if k.startswith("fusion.") and k.endswith("weight")]
+    assert fusion and any(not torch.equal(one[k], two[k]) for k in fusion)  # drawn after block 1's in two levels
 
 
 def test_scores_count_hits_on_the_answer_and_on_any_copy_of_x_by_hand():
