@@ -64,6 +64,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "hieramamba_long_context.yaml"  # the benchmark's world and model
 sys.path.insert(0, str(REPO / "src"))
 
 from vidmamba.config import load_config, parse_override  # noqa: E402
@@ -116,7 +117,7 @@ class BenchmarkWorld:
     ``(tokens (clips,), rng) -> (clips, video_dim)`` float32; :meth:`query_text` for a query's text features."""
 
     def __init__(self, types: int, obs_noise: float | None = None):
-        synthetic = load_config(REPO / "configs" / "hieramamba_long_context.yaml")["data"]["synthetic"]
+        synthetic = load_config(CONFIG)["data"]["synthetic"]
         if obs_noise is not None:
             synthetic["obs_noise"] = obs_noise
         p = _resolve_long_context({k: v for k, v in synthetic.items() if k != "generator"})
@@ -203,15 +204,14 @@ class FullModel(nn.Module):
                  overrides: dict | None = None, detach: str | None = None, loss_norm_scale: float = 1.0,
                  init_levels: int | None = None):
         super().__init__()
-        options = load_config(REPO / "configs" / "hieramamba_long_context.yaml")["model"]
+        options = load_config(CONFIG)["model"]
         options = {**options, "video_dim": video_dim or types + 1, "text_dim": text_dim, "text_encoder": text_encoder,
                    "max_seq_len": max(options["max_seq_len"], clips), **(overrides or {})}
         self.types, name = types, options.pop("name")
-        if init_levels is None:
-            self.model = create_model(name, **options)
-        else:  # the weights a model of init_levels levels draws, in every module the two models share
-            donor = create_model(name, **{**options, "num_blocks": init_levels}).state_dict()
-            self.model = create_model(name, **options)
+        # --init-levels: the weights a model of that many levels draws first, in every module the two models share
+        donor = create_model(name, **{**options, "num_blocks": init_levels}).state_dict() if init_levels else None
+        self.model = create_model(name, **options)
+        if donor:
             self.model.load_state_dict({k: v for k, v in donor.items() if k in self.model.state_dict()}, strict=False)
         if loss_norm_scale != 1.0:  # the normaliser counts that many times the positives, e.g. as a deeper pyramid
             update = self.model.loss_norm.update
@@ -443,7 +443,7 @@ def main(argv=None) -> None:
     if args.loss_norm_scale <= 0:
         ap.error(f"--loss-norm-scale must be > 0, got {args.loss_norm_scale}")
     if args.model:
-        options = load_config(REPO / "configs" / "hieramamba_long_context.yaml")["model"]
+        options = load_config(CONFIG)["model"]
         try:
             model_config(options.pop("name"), **{**options, **args.model})  # checked, no weights built
         except ValueError as err:

@@ -14,6 +14,14 @@ cp = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(cp)
 
 
+def short_run_args(**settings) -> argparse.Namespace:
+    """The settings run() reads, for a run of 4 steps of 2 sequences scored every 2 steps; ``settings`` replace them."""
+    return argparse.Namespace(**{**dict(types=8, sep=64, event=4, batch=2, steps=4, eval_every=2, loss="softmax",
+                                        inputs="tokens", obs_noise=None, query="learned", text_encoder="identity",
+                                        train_pool=None, model={}, detach=None, loss_norm_scale=1.0,
+                                        init_levels=None), **settings})
+
+
 def _runs(tokens, token):
     """Start clips of the maximal runs of ``token``."""
     hit = np.concatenate([[False], tokens == token])
@@ -64,8 +72,7 @@ def test_rendered_features_keep_each_event_kind_apart():
     ("softmax", "tokens", "learned", None), ("focal", "tokens", "learned", None), ("softmax", "features", "learned", None),
     ("softmax", "tokens", "text", "identity"), ("softmax", "tokens", "text", "transformer")])
 def test_a_short_run_reports_its_curve(loss, inputs, query, text_encoder):
-    args = argparse.Namespace(types=8, sep=64, event=4, batch=2, steps=4, eval_every=2, loss=loss, inputs=inputs,
-                              obs_noise=None, query=query, text_encoder=text_encoder or "identity", train_pool=None, model={})
+    args = short_run_args(loss=loss, inputs=inputs, query=query, text_encoder=text_encoder or "identity")
     row = cp.run("hydra", "query", 640, 0, args)
     assert (row["loss"], row["inputs"], row["query"], row["text_encoder"]) == (loss, inputs, query, text_encoder)
     assert all(np.isfinite(p["loss"]) for p in row["curve"])
@@ -78,9 +85,7 @@ def test_a_training_pool_is_visited_once_per_epoch_and_scored():
     seen = torch.cat([next(batches) for _ in range(6)]).tolist()  # four epochs of six sequences
     assert all(sorted(seen[e * 6:(e + 1) * 6]) == list(range(6)) for e in range(4))
     assert seen[:6] != seen[6:12]  # a fresh order each epoch
-    args = argparse.Namespace(types=8, sep=64, event=4, batch=2, steps=4, eval_every=2, loss="softmax",
-                              inputs="tokens", obs_noise=None, query="learned", text_encoder="identity",
-                              train_pool=8, model={})
+    args = short_run_args(train_pool=8)
     row = cp.run("hydra", "query", 640, 0, args)
     assert row["train_pool"] == 8 and all(len(p["train_acc"]) == 4 for p in row["curve"])
 
@@ -108,9 +113,7 @@ def test_the_whole_model_reads_the_benchmarks_grid_and_a_hit_on_the_answer_is_a_
     assert torch.allclose(cp.segment_iou(torch.tensor([[64.0, 68.0], [0.0, 4.0]]), torch.tensor([[66.0, 70.0],
                                                                                                   [8.0, 12.0]])),
                           torch.tensor([2 / 6, 0.0]))
-    args = argparse.Namespace(types=8, sep=64, event=4, batch=2, steps=2, eval_every=2, loss="softmax",
-                              inputs="tokens", obs_noise=None, query="text", text_encoder="identity", train_pool=None, model={},
-                              detach=None, loss_norm_scale=1.0, init_levels=None)
+    args = short_run_args(steps=2, query="text")
     row = cp.run("hieramamba", "query", 640, 0, args)
     point = row["curve"][-1]
     assert row["loss"] == "model" and np.isfinite(point["loss"]) and len(point["acc"]) == len(point["x_found"]) == 4
